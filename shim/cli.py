@@ -1,0 +1,114 @@
+"""The `shim` command: serve, validate, demo, simulate. Every subcommand has --help."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from shim import __version__
+from shim.validation import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shim",
+        description="evs-sdrs-shim: answers deprecated EVS v2 replication-consistency-group calls "
+        "through SDRS v1, and passes every other call to the legacy EVS endpoint unchanged.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy", description="Run the proxy until SIGTERM.")
+    serve.add_argument("--config", type=Path, required=True, metavar="PATH",
+                       help="YAML config file (see README, Configuration); SHIM_* variables override it")
+
+    validate = commands.add_parser(
+        "validate", help="check a config file and its mapping tables",
+        description="Load the config and every mapping table as `serve` would; exit 1 with one line "
+        "per problem, naming the file, entry and field.")
+    validate.add_argument("--config", type=Path, required=True, metavar="PATH", help="YAML config file")
+
+    demo = commands.add_parser(
+        "demo", help="run simulator, legacy stand-in and shim on loopback",
+        description="Start an SDRS simulator (one failed-over protection group), a legacy EVS stand-in "
+        "and the shim, all on loopback, and print curl commands to try. No cloud account needed.")
+    demo.add_argument("--port", type=int, default=8080, help="shim port (default 8080; 0 = any free port)")
+    demo.add_argument("--check", action="store_true",
+                      help="run the printed commands once, report, and exit (non-zero if one misbehaves)")
+    demo.add_argument("--job-seconds", type=float, default=20.0,
+                      help="how long simulated SDRS jobs run (default 20)")
+
+    simulate = commands.add_parser(
+        "simulate", help="run the SDRS v1 simulator alone",
+        description="Run the SDRS v1 simulator (protection groups, jobs, replication pairs) on loopback.")
+    simulate.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    simulate.add_argument("--port", type=int, default=8777, help="listen port (default 8777)")
+    simulate.add_argument("--seed-demo", action="store_true",
+                          help="start with the demo's failed-over protection group")
+    simulate.add_argument("--job-init-seconds", type=float, default=1.0, help="time a job stays INIT")
+    simulate.add_argument("--job-run-seconds", type=float, default=20.0, help="time a job stays RUNNING")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as err:
+        print(f"shim: config error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from shim.config import load_settings
+        from shim.logs import configure_logging
+        from shim.mappings import load_mappings
+        from shim.server import serve
+
+        settings = load_settings(args.config)
+        mappings = load_mappings(settings.mappings)
+        configure_logging(settings.log_level)
+        run_event_loop(serve(settings, mappings))
+        return 0
+    if args.command == "validate":
+        from shim.config import load_settings
+        from shim.mappings import load_mappings
+
+        settings = load_settings(args.config)
+        mappings = load_mappings(settings.mappings)
+        print(f"{args.config}: ok ({len(mappings.protection_groups)} mapped consistency groups, "
+              f"{len(mappings.errors.codes)} SDRS error codes)")
+        return 0
+    if args.command == "demo":
+        from shim import demo
+        from shim.logs import configure_logging
+
+        configure_logging("warning")
+        return demo.main(args.port, args.check, args.job_seconds)
+    if args.command == "simulate":
+        from shim.logs import configure_logging
+        from shim.simulator import SimulatorSettings
+        from shim.simulator.server import serve as serve_simulator
+
+        configure_logging("info")
+        settings = SimulatorSettings(job_init_seconds=args.job_init_seconds, job_run_seconds=args.job_run_seconds)
+        asyncio.run(serve_simulator(args.host, args.port, settings, args.seed_demo))
+        return 0
+    raise AssertionError(args.command)
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (the `fast` extra), else on the standard loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

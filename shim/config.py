@@ -1,0 +1,136 @@
+"""The shim's configuration: one YAML file, validated at start, with `SHIM_*` environment overrides.
+
+Every key can be overridden by an environment variable named `SHIM_` + the key path joined by `__`,
+e.g. `SHIM_UPSTREAMS__SDRS=http://127.0.0.1:9000` or `SHIM_LISTEN__PORT=9090`. Environment values
+win over the file. A relative `mappings` path is resolved against the config file's directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from yarl import URL
+
+from shim.validation import ConfigError, describe_validation_error, read_yaml
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+def _origin_url(value: str) -> str:
+    """Accept only `scheme://host[:port]`: the shim builds every path itself."""
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if url.path not in ("", "/") or url.query_string or url.fragment or url.user:
+        raise ValueError("must be scheme://host[:port] only, without path, query or credentials")
+    return str(url.origin())
+
+
+class Upstreams(_Section):
+    sdrs: str = Field(description="SDRS endpoint, scheme://host[:port]; the shim adds /v1/{project_id}/...")
+    legacy: str | None = Field(None, description="Old EVS endpoint; untranslated traffic goes here")
+
+    @field_validator("sdrs")
+    @classmethod
+    def _sdrs_origin(cls, value: str) -> str:
+        return _origin_url(value)
+
+    @field_validator("legacy")
+    @classmethod
+    def _legacy_origin(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _origin_url(value)
+
+
+class Timeouts(_Section):
+    """Seconds. `connect` includes waiting for a free pooled connection."""
+
+    connect: float = Field(3.0, gt=0)
+    read: float = Field(30.0, gt=0)
+    total: float = Field(60.0, gt=0)
+
+
+class UpstreamTimeouts(_Section):
+    sdrs: Timeouts = Timeouts(connect=3.0, read=10.0, total=15.0)
+    legacy: Timeouts = Timeouts(connect=3.0, read=120.0, total=300.0)
+
+
+class Limits(_Section):
+    action_body_bytes: int = Field(16384, gt=0, description="largest body accepted on a translated action")
+    pool_connections: int = Field(100, gt=0, description="connections per upstream")
+
+
+class Actions(_Section):
+    completion: Literal["accepted", "confirmed"] = Field(
+        "accepted",
+        description="accepted: legacy 200 once SDRS returns a job id; confirmed: once the job has "
+        "left INIT and the group shows the action running (a failed job becomes a legacy error)",
+    )
+    confirm_timeout_seconds: float = Field(
+        60.0, gt=0, description="longest wait for a confirmation (and for a disk expansion to finish)"
+    )
+    poll_initial_seconds: float = Field(0.5, gt=0, description="first pause between job polls")
+    poll_max_seconds: float = Field(5.0, gt=0, description="longest pause between job polls")
+    settle_seconds: float = Field(
+        60.0, ge=0,
+        description="after an action POST whose outcome is unknown (SDRS timed out or dropped the "
+        "connection), refuse new actions on that group for this long",
+    )
+
+
+class Settings(BaseSettings):
+    """The whole configuration; see README "Configuration" for every key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHIM_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    listen: Listen = Listen()
+    upstreams: Upstreams
+    mappings: Path = Path("./mappings")
+    timeouts: UpstreamTimeouts = UpstreamTimeouts()
+    limits: Limits = Limits()
+    actions: Actions = Actions()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment overrides the YAML file (passed in as init values).
+        return env_settings, init_settings
+
+
+def settings_from_mapping(data: dict[str, Any], *, source: str, base_dir: Path) -> Settings:
+    """Validate already-parsed config data; `base_dir` anchors a relative `mappings` path."""
+    try:
+        settings = Settings(**data)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(source, err)) from None
+    if not settings.mappings.is_absolute():
+        settings = settings.model_copy(update={"mappings": (base_dir / settings.mappings).resolve()})
+    return settings
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate the YAML config file at `path`; ConfigError carries one clear line."""
+    data = read_yaml(path, "config file")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return settings_from_mapping(data, source=str(path), base_dir=path.parent.resolve())

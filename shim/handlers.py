@@ -1,0 +1,178 @@
+"""aiohttp handlers for the translated action URL: the thin I/O shell around shim/rcg_actions.py."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+
+from aiohttp import web
+
+from shim.action_guard import GroupKey
+from shim.app import REQUEST_ID, STATE, ShimState
+from shim.legacy import LegacyError, is_legacy_id
+from shim.rcg_actions import (
+    TRANSLATED_ACTIONS,
+    ActionTranslation,
+    SdrsCall,
+    check_precondition,
+    job_outcome,
+    not_confirmed,
+    parse_action_body,
+    plan_calls,
+    refuse_while_job_pending,
+)
+from shim.sdrs_answers import parse_answer
+from shim.sdrs_calls import SdrsCalls
+from shim.sdrs_client import SdrsAnswer
+from shim.sdrs_models import JobAccepted
+
+log = logging.getLogger("shim.translate")
+
+# SDRS answers after which the action may have been started all the same (a gateway gave up waiting).
+OUTCOME_UNKNOWN_STATUSES = frozenset({502, 504})
+
+SIGNED_REQUEST_MESSAGE = (
+    "This endpoint is served through SDRS by a migration proxy, which cannot forward an AK/SK-signed "
+    "request (the signature covers the host and path it changes). Authenticate with a token: send "
+    "X-Auth-Token with a project-scoped IAM token."
+)
+
+
+async def passthrough(request: web.Request) -> web.StreamResponse:
+    return await request.app[STATE].legacy.forward(request)
+
+
+async def rcg_action(request: web.Request) -> web.StreamResponse:
+    """POST .../os-vendor-replication-consistency-groups/{rcg_id}/action."""
+    state = request.app[STATE]
+    if request.method != "POST":
+        raise LegacyError(405, f"Method {request.method} is not allowed on an action URL; use POST.",
+                          headers=(("Allow", "POST"),))
+    project_id, rcg_id = request.match_info["project_id"], request.match_info["rcg_id"]
+    for name, value in (("project id", project_id), ("replication consistency group id", rcg_id)):
+        if not is_legacy_id(value):
+            raise LegacyError(400, f"Malformed request url: the {name} must be a UUID.")
+    raw = await read_capped_body(request, state.settings.limits.action_body_bytes)
+    action = parse_action_body(raw)
+    translation = TRANSLATED_ACTIONS.get(action.key)
+    if translation is None:
+        return await state.legacy.forward(request, body=raw)
+    calls = sdrs_calls(request, state)
+    group_id = state.mappings.protection_group_for(project_id, rcg_id)
+    if group_id is None:
+        raise LegacyError(404, f"Replication consistency group {rcg_id} could not be found.")
+    project_id = project_id.lower()
+    started = time.monotonic()
+    key = (project_id, group_id)
+    state.actions.acquire(key, rcg_id)
+    try:
+        for job_id in state.actions.pending_jobs(key):
+            job = await calls.job(project_id, job_id)
+            if job is not None:
+                refuse_while_job_pending(job, translation, rcg_id)
+        state.actions.jobs_finished(key)
+        group = await calls.group(project_id, group_id)
+        check_precondition(translation, rcg_id, group)
+        pairs = await calls.pairs(project_id, group_id) if translation.per_pair else []
+        plan = plan_calls(translation, action, project_id, rcg_id, group, pairs)
+        job_ids = await send_actions(state, calls, key, translation, plan)
+        if translation.per_pair or state.settings.actions.completion == "confirmed":
+            await confirm(state, calls, translation, project_id, rcg_id, group_id, job_ids)
+    finally:
+        state.actions.release(key)
+    log.info(
+        "translated %s", translation.legacy_key,
+        extra={"request_id": request[REQUEST_ID], "project_id": project_id, "rcg_id": rcg_id,
+               "protection_group_id": group_id, "sdrs_action": translation.sdrs_action,
+               "job_ids": job_ids, "latency_ms": round((time.monotonic() - started) * 1000, 1)},
+    )
+    return web.Response(status=200, body=b"")
+
+
+async def send_actions(
+    state: ShimState, calls: SdrsCalls, key: GroupKey, translation: ActionTranslation, plan: list[SdrsCall]
+) -> list[str]:
+    """POST each planned action once, in order; stop at the first refusal and say what was done."""
+    job_ids: list[str] = []
+    for call in plan:
+        doing = f"{translation.verb} {call.subject}"
+        answer: SdrsAnswer | None = None
+        try:
+            answer = await calls.post(call.path, call.body, doing)
+            job_id = parse_answer(answer, JobAccepted, calls.errors, doing).job_id
+        except LegacyError as err:
+            if answer is None or answer.status < 400 or answer.status in OUTCOME_UNKNOWN_STATUSES:
+                state.actions.outcome_unknown(key)  # SDRS may have started it: never resend blindly
+            if job_ids:
+                raise dataclasses.replace(
+                    err, message=f"{err.message} (started before this failure: job {', '.join(job_ids)})"
+                ) from None
+            raise
+        state.actions.job_started(key, job_id)
+        job_ids.append(job_id)
+    return job_ids
+
+
+async def confirm(
+    state: ShimState, calls: SdrsCalls, translation: ActionTranslation, project_id: str, rcg_id: str,
+    group_id: str, job_ids: list[str],
+) -> None:
+    """Poll the jobs (GETs, backoff with jitter) until each took effect, failed, or time ran out."""
+    settings = state.settings.actions
+    deadline = time.monotonic() + settings.confirm_timeout_seconds
+    pause = settings.poll_initial_seconds
+    waiting = list(job_ids)
+    while True:
+        still_waiting = []
+        for job_id in waiting:
+            job = await calls.job(project_id, job_id)
+            if job is None:
+                raise LegacyError(502, f"SDRS does not know the job {job_id} it has just accepted.")
+            group = await calls.group(project_id, group_id) if job.status == "RUNNING" else None
+            if job_outcome(job, group, translation, calls.errors, rcg_id) == "wait":
+                still_waiting.append(job_id)
+        waiting = still_waiting
+        if not waiting:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise not_confirmed(translation, rcg_id, waiting, settings.confirm_timeout_seconds)
+        await asyncio.sleep(min(remaining, pause * random.uniform(0.5, 1.0)))
+        pause = min(pause * 2, settings.poll_max_seconds)
+
+
+def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
+    """SDRS calls on behalf of this request: its token and request id (401 without a token)."""
+    token = auth_token(request)
+    request_id = request[REQUEST_ID]
+    headers = {"X-Auth-Token": token, "X-Request-Id": request_id, "X-Openstack-Request-Id": request_id}
+    return SdrsCalls(state.sdrs, headers, state.mappings.errors)
+
+
+def auth_token(request: web.Request) -> str:
+    """The caller's IAM token; a signed request cannot be re-signed for another host and path."""
+    token = request.headers.get("X-Auth-Token", "").strip()
+    if token:
+        return token
+    if request.headers.get("Authorization", "").startswith("SDK-HMAC-"):
+        raise LegacyError(401, SIGNED_REQUEST_MESSAGE)
+    raise LegacyError(401, "Authentication required: send X-Auth-Token.")
+
+
+async def read_capped_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, or a legacy 400 when it is larger than `limit` bytes."""
+    too_large = LegacyError(400, f"Malformed request body: larger than {limit} bytes.")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = await request.content.read(limit + 1)
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    if len(body) > limit:
+        raise too_large
+    return body

@@ -1,0 +1,49 @@
+"""The legacy EVS v2 contract as old clients see it: statuses, ids and the error envelope."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+# The only statuses a translated route may answer with (the legacy pages' list, minus 407).
+LegacyErrorStatus = Literal[400, 401, 403, 404, 405, 406, 408, 409, 500, 501, 502, 503, 504]
+LEGACY_ERROR_STATUSES: frozenset[int] = frozenset(get_args(LegacyErrorStatus))
+
+RCG_COLLECTION = "os-vendor-replication-consistency-groups"
+PAIR_COLLECTION = "os-vendor-replications"
+
+# Legacy ids: UUIDs (dashes optional, as EVS accepted both) or 32 hex digits for project ids.
+_ID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+def is_legacy_id(value: str) -> bool:
+    """True for a UUID or a 32-hex id: the only ids that may ever reach an SDRS URL."""
+    return bool(_ID.match(value))
+
+
+def normalise_id(value: str) -> str:
+    """Ids compare case-insensitively; mappings and lookups use the lower-case form."""
+    return value.lower()
+
+
+@dataclass(frozen=True)
+class LegacyError(Exception):
+    """An error answered to the legacy client: status, human message, optional EVS code override.
+
+    `retry_after` (seconds) becomes a Retry-After header; `sdrs_code` is kept for logs and metrics.
+    """
+
+    status: int
+    message: str
+    code: str | None = None
+    retry_after: int | None = None
+    sdrs_code: str | None = None
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.status not in LEGACY_ERROR_STATUSES:
+            raise ValueError(f"{self.status} is not a legacy error status")
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.message}"

@@ -1,0 +1,74 @@
+"""Structured logs: one JSON object per line, with the request id, and secrets redacted.
+
+Fields passed with `extra={...}` become top-level keys. Anything that looks like a credential
+(token, Authorization header, AK/SK signature) is replaced by "[REDACTED]" before it is written,
+whatever the level, so a stray value in a message or an exception text cannot leak.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+REDACTED = "[REDACTED]"
+SENSITIVE_KEYS = frozenset(
+    {"x-auth-token", "authorization", "x-security-token", "x-subject-token", "cookie", "set-cookie",
+     "token", "signature", "password", "secret", "sk"}
+)
+_SENSITIVE_TEXT = [
+    # Header-like `Name: value` or `name=value` pairs for credential headers.
+    re.compile(r"(?i)((?:x-auth-token|x-security-token|x-subject-token|authorization)\s*[:=]\s*)([^\s,;'\"}]+(?: [^\s,;'\"}]+)?)"),
+    # AK/SK signing parameters inside an Authorization value.
+    re.compile(r"(?i)((?:signature|access)=)([^\s,;'\"}]+)"),
+    # Keystone/IAM token bodies (fernet `gAAAA...`, PKI `MII...`).
+    re.compile(r"()(\bgAAAA[A-Za-z0-9_\-=]{8,}|\bMII[A-Za-z0-9+/=]{20,})"),
+]
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+def redact_text(text: str) -> str:
+    for pattern in _SENSITIVE_TEXT:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+def redact(value: Any, key: str = "") -> Any:
+    if key.lower() in SENSITIVE_KEYS:
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                document[key] = value
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(redact(document), default=str)
+
+
+def configure_logging(level: str = "info", stream: Any = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,223 @@
+"""Mapping tables (data, not code): which SDRS protection group answers for which legacy group, and
+how SDRS errors read to a legacy client. Loaded from YAML, validated by pydantic, immutable after load.
+
+Files in the mappings directory:
+- `consistency-groups.yaml`: legacy replication consistency group -> SDRS protection group, per project.
+- `sdrs-errors.yaml`: SDRS error code / HTTP status -> legacy status, and the legacy fault names.
+- `statuses.yaml`: SDRS group / pair status -> legacy `status` and `replication_status`.
+When the directory has no `sdrs-errors.yaml` or `statuses.yaml`, the table shipped with the shim is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shim.sdrs_models import SDRS_GROUP_STATUSES, SDRS_PAIR_STATUSES
+from shim.legacy import LEGACY_ERROR_STATUSES, LegacyErrorStatus, is_legacy_id, normalise_id
+from shim.validation import ConfigError, describe_validation_error, read_yaml
+
+CONSISTENCY_GROUPS_FILE = "consistency-groups.yaml"
+SDRS_ERRORS_FILE = "sdrs-errors.yaml"
+STATUSES_FILE = "statuses.yaml"
+
+
+def default_mappings_dir() -> Path:
+    """The tables shipped with the shim: inside the wheel, or the checkout's `mappings/`."""
+    packaged = Path(__file__).parent / "_default_mappings"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "mappings"
+
+
+def _legacy_id(value: str) -> str:
+    if not is_legacy_id(value):
+        raise ValueError("must be a UUID or 32 hexadecimal digits")
+    return normalise_id(value)
+
+
+LegacyId = Annotated[str, AfterValidator(_legacy_id)]
+SdrsCode = Annotated[str, Field(pattern=r"^SDRS\.\d{4}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConsistencyGroupMapping(_Strict):
+    project_id: LegacyId
+    replication_consistency_group_id: LegacyId
+    protection_group_id: LegacyId
+
+
+class ConsistencyGroupsFile(_Strict):
+    consistency_groups: list[ConsistencyGroupMapping] = []
+
+    @model_validator(mode="after")
+    def _each_id_once_per_project(self) -> ConsistencyGroupsFile:
+        for field_name in ("replication_consistency_group_id", "protection_group_id"):
+            first_entry: dict[tuple[str, str], int] = {}
+            for index, entry in enumerate(self.consistency_groups):
+                key = (entry.project_id, getattr(entry, field_name))
+                if key in first_entry:
+                    raise _DuplicateEntry(index, field_name, key[1], first_entry[key], entry.project_id)
+                first_entry[key] = index
+        return self
+
+
+class _DuplicateEntry(ValueError):
+    def __init__(self, index: int, field_name: str, value: str, first: int, project_id: str) -> None:
+        self.location = f"consistency_groups[{index}].{field_name}"
+        super().__init__(
+            f"{value} is already mapped by consistency_groups[{first}] in project {project_id}"
+        )
+
+
+class LegacyFault(_Strict):
+    fault: str = Field(pattern=r"^[a-zA-Z]+$")
+    code: str
+
+
+class SdrsCodeRow(_Strict):
+    sdrs: int = Field(ge=400, le=599, description="HTTP status the SDRS appendix documents")
+    legacy: LegacyErrorStatus
+    message: str
+    code: str | None = Field(None, description="EVS code for the legacy body, instead of the fault's")
+
+
+class SdrsErrorTable(_Strict):
+    legacy_faults: dict[LegacyErrorStatus, LegacyFault]
+    by_sdrs_status: dict[Annotated[int, Field(ge=400, le=599)], LegacyErrorStatus]
+    by_sdrs_class: dict[Literal["4xx", "5xx"], LegacyErrorStatus]
+    codes: dict[SdrsCode, SdrsCodeRow]
+
+    @model_validator(mode="after")
+    def _complete(self) -> SdrsErrorTable:
+        missing = sorted(LEGACY_ERROR_STATUSES - set(self.legacy_faults))
+        if missing:
+            raise ValueError(f"legacy_faults has no entry for status {missing}")
+        if set(self.by_sdrs_class) != {"4xx", "5xx"}:
+            raise ValueError("by_sdrs_class needs both 4xx and 5xx")
+        return self
+
+    def legacy_status(self, sdrs_status: int, sdrs_code: str | None) -> int:
+        """The legacy status for an SDRS error answer (code first, then status, then class)."""
+        row = self.codes.get(sdrs_code or "")
+        if row is not None:
+            return row.legacy
+        if sdrs_status in self.by_sdrs_status:
+            return self.by_sdrs_status[sdrs_status]
+        return self.by_sdrs_class["4xx" if sdrs_status < 500 else "5xx"]
+
+    def legacy_code(self, legacy_status: int, sdrs_code: str | None) -> str:
+        row = self.codes.get(sdrs_code or "")
+        if row is not None and row.code:
+            return row.code
+        return self.legacy_faults[legacy_status].code  # type: ignore[index]
+
+    def fault_name(self, legacy_status: int) -> str:
+        return self.legacy_faults[legacy_status].fault  # type: ignore[index]
+
+
+LegacyGroupStatus = Literal[
+    "creating", "available", "error", "deleting", "updating", "reversing", "error_reversing",
+    "failovering", "failovered", "error_failovering", "error_deleting",
+]  # fmt: skip
+LegacyPairStatus = Literal["creating", "available", "error", "deleting", "error_deleting"]
+LegacyReplicationStatus = Literal["active", "active-stopped", "copying", "inactive", "error"]
+
+
+class GroupStatusRow(_Strict):
+    status: LegacyGroupStatus
+    replication_status: LegacyReplicationStatus | Literal["from-pairs"]
+
+
+class PairStatusRow(_Strict):
+    status: LegacyPairStatus
+    replication_status: LegacyReplicationStatus | Literal["from-sdrs"]
+
+
+class StatusTable(_Strict):
+    group_statuses: dict[str, GroupStatusRow]
+    pair_statuses: dict[str, PairStatusRow]
+
+    @model_validator(mode="after")
+    def _every_sdrs_status_has_a_row(self) -> StatusTable:
+        for name, rows, documented in (
+            ("group_statuses", self.group_statuses, SDRS_GROUP_STATUSES),
+            ("pair_statuses", self.pair_statuses, SDRS_PAIR_STATUSES),
+        ):
+            if missing := sorted(documented - set(rows)):
+                raise ValueError(f"{name} has no row for SDRS status {', '.join(missing)}")
+            if unknown := sorted(set(rows) - documented):
+                raise ValueError(f"{name} has a row for undocumented SDRS status {', '.join(unknown)}")
+        return self
+
+
+@dataclass(frozen=True)
+class Mappings:
+    """Everything loaded from the mappings directory, ready for lookups."""
+
+    protection_groups: dict[tuple[str, str], str]  # (project_id, rcg_id) -> protection group id
+    errors: SdrsErrorTable
+    statuses: StatusTable
+    source: Path
+
+    def protection_group_for(self, project_id: str, rcg_id: str) -> str | None:
+        """A mapping belongs to its project: the same RCG id under another project is unmapped."""
+        return self.protection_groups.get((normalise_id(project_id), normalise_id(rcg_id)))
+
+    def groups_of_project(self, project_id: str) -> dict[str, str]:
+        """protection group id -> legacy RCG id, for every mapped group of the project."""
+        project = normalise_id(project_id)
+        return {group: rcg for (owner, rcg), group in self.protection_groups.items() if owner == project}
+
+
+def _validated(model: type[BaseModel], path: Path, data: Any) -> Any:
+    if data is None:
+        data = {}
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        duplicate = _find_duplicate(err)
+        if duplicate is not None:
+            raise ConfigError(f"{path}: {duplicate.location}: {duplicate}") from None
+        raise ConfigError(describe_validation_error(str(path), err)) from None
+
+
+def _find_duplicate(err: ValidationError) -> _DuplicateEntry | None:
+    for item in err.errors():
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, _DuplicateEntry):
+            return cause
+    return None
+
+
+def _load_table(directory: Path, file_name: str, model: type[BaseModel]) -> Any:
+    """A table from the mappings directory, or the one shipped with the shim when it has none."""
+    path = directory / file_name
+    if not path.exists():
+        path = default_mappings_dir() / file_name
+    return _validated(model, path, read_yaml(path, "mapping file"))
+
+
+def load_mappings(directory: Path) -> Mappings:
+    """Load and validate every table; ConfigError names the file, entry and field at fault."""
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: mappings directory does not exist")
+    groups_path = directory / CONSISTENCY_GROUPS_FILE
+    groups: ConsistencyGroupsFile = _validated(
+        ConsistencyGroupsFile, groups_path, read_yaml(groups_path, "mapping file")
+    )
+    errors: SdrsErrorTable = _load_table(directory, SDRS_ERRORS_FILE, SdrsErrorTable)
+    statuses: StatusTable = _load_table(directory, STATUSES_FILE, StatusTable)
+    return Mappings(
+        protection_groups={
+            (entry.project_id, entry.replication_consistency_group_id): entry.protection_group_id
+            for entry in groups.consistency_groups
+        },
+        errors=errors,
+        statuses=statuses,
+        source=directory,
+    )

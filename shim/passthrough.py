@@ -1,0 +1,248 @@
+"""Streaming passthrough to the legacy EVS endpoint for every call the shim does not translate.
+
+The request goes out as the client sent it: method, raw path and query (percent-encoding untouched),
+body bytes and end-to-end headers, plus X-Forwarded-For / X-Forwarded-Proto. The answer comes back
+as the legacy endpoint sent it: status, reason, every header value (repeats kept) and the body bytes
+(no decompression, no redirect following, no cookie jar), streamed in both directions.
+
+Failures before the answer has started become legacy errors (501 not configured, 502 malformed
+answer, 503 unreachable, 504 too slow). Once the answer is streaming, a failure can only cut the
+client's connection; the client then sees a short body, never a well-formed but wrong one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from shim.config import Timeouts
+from shim.headers import forwarded_request_headers, without_hop_by_hop
+from shim.legacy import LegacyError
+from shim.responses import REQUEST_ID_HEADERS
+
+log = logging.getLogger("shim.passthrough")
+
+# aiohttp would otherwise add headers the client never sent (`Accept: */*`, its own User-Agent and
+# Accept-Encoding, `Content-Type: application/octet-stream` for a streamed body): skip them all.
+_SKIP_AUTO_HEADERS = frozenset({hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE})
+_UPLOAD_CHUNK = 64 * 1024
+_NO_BODY_STATUSES = frozenset({204, 304})
+_RETRY_AFTER_SECONDS = 5
+
+
+class LegacyPassthrough:
+    """One pooled client session toward the legacy EVS endpoint, for the app's lifetime."""
+
+    def __init__(self, base_url: str | None, timeouts: Timeouts, pool_connections: int) -> None:
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
+        )
+        self._pool_connections = pool_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self.base_url is None or self._session is not None:
+            return  # nothing to connect to: forward() answers 501
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._pool_connections),
+            timeout=self._timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),  # never keep one client's cookies for another
+            auto_decompress=False,  # gzip stays gzip: the body is relayed byte for byte
+            skip_auto_headers=_SKIP_AUTO_HEADERS,
+            trust_env=False,  # no HTTP(S)_PROXY from the environment between the shim and EVS
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def target_url(self, request: web.BaseRequest) -> URL:
+        """`base_url` + the raw path and query the client sent.
+
+        Only `base_url` chooses where the request goes: neither the Host header nor an absolute-form
+        request target (`GET http://elsewhere/...`) can redirect it. The path and query are taken
+        raw (still percent-encoded) and the URL is built with `encoded=True`, so bytes such as
+        `%2F` reach the legacy endpoint exactly as the client sent them.
+        """
+        assert self.base_url is not None
+        rel = request.rel_url
+        target = self.base_url + rel.raw_path
+        if rel.raw_query_string:
+            target += "?" + rel.raw_query_string
+        return URL(target, encoded=True)
+
+    def upstream_headers(self, request: web.BaseRequest, body: bytes | None) -> CIMultiDict[str]:
+        """The client's end-to-end headers, X-Forwarded-*, and the request id when it sent none.
+
+        `Host` is kept as the client sent it: the legacy endpoint sees the same request it would
+        have seen without the shim in front, which also keeps AK/SK-signed requests valid (their
+        signature covers the Host header). The TCP connection, TLS SNI and certificate check still
+        use `base_url`'s host; a client that sent no Host (HTTP/1.0) gets `base_url`'s.
+        """
+        from shim.app import REQUEST_ID  # not at module level: shim.app imports this module
+
+        headers = forwarded_request_headers(request)
+        request_id = request.get(REQUEST_ID)
+        if request_id:
+            for name in REQUEST_ID_HEADERS:
+                if name not in headers:
+                    headers[name] = request_id
+        if body is not None:
+            # The handler already read the body: its real length replaces whatever framing the
+            # client used (aiohttp sets Content-Length from the bytes).
+            headers.popall(hdrs.CONTENT_LENGTH, None)
+        return headers
+
+    async def forward(self, request: web.Request, body: bytes | None = None) -> web.StreamResponse:
+        """Relay `request` to the legacy endpoint and stream its answer back.
+
+        `body` is the request body when a handler has already read it; otherwise the body (if any)
+        is streamed from the client as it arrives.
+        """
+        if self.base_url is None or self._session is None:
+            raise LegacyError(
+                501,
+                "This call is not translated by the EVS-to-SDRS shim and no legacy EVS endpoint is "
+                "configured to pass it to.",
+            )
+        data: bytes | AsyncIterator[bytes] | None
+        if body is not None:
+            data = body
+        elif request.body_exists:
+            # Content-Length, when the client sent one, stays in the headers and aiohttp sends the
+            # stream with that length; without it aiohttp sends the stream chunked.
+            data = _stream_body(request)
+        else:
+            data = None  # no body: a GET must not gain `Transfer-Encoding: chunked`
+        # Note: aiohttp adds `Content-Length: 0` to a body-less DELETE/POST/PUT/PATCH; harmless.
+        try:
+            upstream = await self._session.request(
+                request.method,
+                self.target_url(request),
+                headers=self.upstream_headers(request, body),
+                data=data,
+                allow_redirects=False,
+            )
+        except asyncio.TimeoutError as err:  # also aiohttp's ConnectionTimeoutError/SocketTimeoutError
+            _warn(request, "timed out before answering", err)
+            raise LegacyError(504, "The legacy EVS endpoint did not answer in time.") from None
+        except aiohttp.ClientResponseError as err:  # unparseable status line or headers
+            _warn(request, "sent a malformed answer", err)
+            raise LegacyError(502, "The legacy EVS endpoint sent a malformed answer.") from None
+        except aiohttp.ClientConnectionError as err:  # refused, reset, closed before answering
+            _warn(request, "is unreachable", err)
+            raise LegacyError(
+                503, "The legacy EVS endpoint is unreachable; try again later.",
+                retry_after=_RETRY_AFTER_SECONDS,
+            ) from None
+        except aiohttp.ClientError as err:
+            _warn(request, "failed", err)
+            raise LegacyError(502, "The legacy EVS endpoint failed to answer.") from None
+        try:
+            return await self._relay(request, upstream)
+        finally:
+            # After a complete body the connection goes back to the pool; after a cut-off one
+            # `release` finds the protocol unusable and closes it.
+            upstream.release()
+
+    async def get_json(self, request: web.Request, query: dict[str, str]) -> tuple[int, Any]:
+        """GET the request's path with `query` from the legacy endpoint, for the shim to read itself
+        (a merged list): the client's end-to-end headers, an uncompressed JSON answer."""
+        if self.base_url is None or self._session is None:
+            raise LegacyError(501, "No legacy EVS endpoint is configured.")
+        headers = self.upstream_headers(request, None)
+        for name in (hdrs.CONTENT_LENGTH, hdrs.CONTENT_TYPE, hdrs.ACCEPT_ENCODING):
+            headers.popall(name, None)
+        headers[hdrs.ACCEPT] = "application/json"
+        url = URL(self.base_url + request.rel_url.raw_path, encoded=True).with_query(query)
+        try:
+            async with self._session.get(url, headers=headers, allow_redirects=False) as upstream:
+                body = await upstream.read()
+                status = upstream.status
+        except asyncio.TimeoutError as err:
+            _warn(request, "timed out before answering", err)
+            raise LegacyError(504, "The legacy EVS endpoint did not answer in time.") from None
+        except aiohttp.ClientError as err:
+            _warn(request, "is unreachable", err)
+            raise LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
+                              retry_after=_RETRY_AFTER_SECONDS) from None
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, None
+
+    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        # Content-Length is copied with the other headers, so a fixed-length answer stays
+        # fixed-length; without one (the legacy side used chunked) aiohttp streams it chunked.
+        response = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=without_hop_by_hop(upstream.headers),
+        )
+        try:
+            await response.prepare(request)
+        except ConnectionError:
+            return response  # the client went away; aiohttp notices on write_eof and moves on
+        if request.method != hdrs.METH_HEAD and upstream.status not in _NO_BODY_STATUSES:
+            try:
+                async for chunk in upstream.content.iter_any():
+                    try:
+                        await response.write(chunk)
+                    except ConnectionError:
+                        return response  # the client went away: stop reading from upstream
+            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                _warn(request, "failed while its answer was streaming; cutting the client connection", err)
+                _abort(request, response)
+                return response
+        try:
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away right at the end: nothing left to tell it
+        return response
+
+
+async def _stream_body(request: web.Request) -> AsyncIterator[bytes]:
+    """The client's body as it arrives (aiohttp streams an async generator without buffering it)."""
+    async for chunk in request.content.iter_chunked(_UPLOAD_CHUNK):
+        yield chunk
+
+
+def _abort(request: web.Request, response: web.StreamResponse) -> None:
+    """Cut the client connection so a short body is seen as short (no final chunk, no keep-alive).
+
+    The handler then returns normally: aiohttp's own write_eof hits the closed transport, which it
+    treats as a client disconnect (debug log only), so no traceback is written.
+    """
+    response.force_close()
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def _warn(request: web.BaseRequest, what: str, err: BaseException) -> None:
+    """One warning line: method, path without query, error kind. Never header values."""
+    from shim.app import REQUEST_ID  # not at module level: shim.app imports this module
+
+    log.warning(
+        "legacy EVS endpoint %s: %s %s (%s)",
+        what, request.method, request.path, _describe(err),
+        extra={"request_id": request.get(REQUEST_ID), "error": type(err).__name__},
+    )
+
+
+def _describe(err: BaseException) -> str:
+    # ClientResponseError's str() includes the full URL with its query; keep to status and message.
+    if isinstance(err, aiohttp.ClientResponseError):
+        return f"{type(err).__name__}: {err.status} {err.message}"[:300]
+    text = str(err)
+    return f"{type(err).__name__}: {text}"[:300] if text else type(err).__name__

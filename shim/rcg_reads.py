@@ -1,0 +1,135 @@
+"""SDRS protection groups and replication pairs, read back as legacy EVS v2 objects (pure functions).
+
+The legacy shapes are exact to what golangsdk decodes: every scalar a string or null (a number where
+it expects a string breaks it), `replication_ids` a list, pair `volume_ids` a comma-separated string,
+`record_metadata` a JSON-encoded string, `progress` and `fault_level` strings. Statuses come from the
+status table in `mappings/statuses.yaml`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from shim.legacy import LegacyError
+from shim.mappings import StatusTable
+from shim.sdrs_models import ReplicationPair, ServerGroup
+
+# Worst first: the group's replication reads as the worst state among its pairs.
+_REPLICATION_SEVERITY = ("error", "inactive", "copying", "active-stopped", "active")
+
+
+def legacy_time(value: str | None) -> str | None:
+    """SDRS timestamps (three formats) -> the legacy `2017-09-28T05:08:32.839953`; unparsable -> as is."""
+    if not value:
+        return None
+    text = value.strip().replace(" ", "T", 1)
+    if text.endswith("Z"):
+        text = text[:-1]
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return value
+    return parsed.replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def production_zone(group: ServerGroup) -> str | None:
+    """The legacy `priority_station` is the current production AZ; SDRS says `source` or `target`."""
+    if group.priority_station == "target":
+        return group.target_availability_zone
+    return group.source_availability_zone
+
+
+def other_station(group: ServerGroup) -> str:
+    """For a switchover: the SDRS site that is production after it."""
+    return "source" if group.priority_station == "target" else "target"
+
+
+def pair_replication_status(pair: ReplicationPair, table: StatusTable) -> str:
+    row = table.pair_statuses.get(pair.status)
+    if row is None:
+        raise _undocumented("replication pair", pair.status)
+    if row.replication_status != "from-sdrs":
+        return row.replication_status
+    sdrs_value = pair.replication_status
+    return sdrs_value if sdrs_value in _REPLICATION_SEVERITY else "error"
+
+
+def group_replication_status(pairs: Iterable[ReplicationPair], table: StatusTable) -> str:
+    statuses = {pair_replication_status(pair, table) for pair in pairs}
+    for status in _REPLICATION_SEVERITY:
+        if status in statuses:
+            return status
+    return "inactive"  # a group without pairs replicates nothing
+
+
+def fault_level(pairs: Iterable[ReplicationPair]) -> str:
+    """The worst pair fault level ("0", "2", "5"), always a string."""
+    levels = [int(str(pair.fault_level)) for pair in pairs if str(pair.fault_level or "").isdigit()]
+    return str(max(levels, default=0))
+
+
+def legacy_group(
+    rcg_id: str, group: ServerGroup, pairs: list[ReplicationPair], table: StatusTable
+) -> dict[str, Any]:
+    """GET .../os-vendor-replication-consistency-groups/{id} body object for a mapped group."""
+    row = table.group_statuses.get(group.status)
+    if row is None:
+        raise _undocumented("protection group", group.status)
+    replication_status = row.replication_status
+    if replication_status == "from-pairs":
+        replication_status = group_replication_status(pairs, table)
+    return {
+        "id": rcg_id,
+        "name": group.name,
+        "description": group.description,
+        "status": row.status,
+        "priority_station": production_zone(group),
+        "replication_model": "hypermetro",
+        "replication_status": replication_status,
+        "replication_ids": [pair.id for pair in pairs],
+        "created_at": legacy_time(group.created_at),
+        "updated_at": legacy_time(group.updated_at),
+        "failure_detail": None,
+        "fault_level": fault_level(pairs),
+    }
+
+
+def legacy_pair(pair: ReplicationPair, rcg_id: str, group: ServerGroup, table: StatusTable) -> dict[str, Any]:
+    """GET .../os-vendor-replications/{id} body object for a pair of a mapped group."""
+    row = table.pair_statuses.get(pair.status)
+    if row is None:
+        raise _undocumented("replication pair", pair.status)
+    return {
+        "id": pair.id,
+        "name": pair.name,
+        "description": pair.description,
+        "status": row.status,
+        "replication_consistency_group_id": rcg_id,
+        "volume_ids": ",".join(pair.volume_id_list),
+        "priority_station": production_zone(group),
+        "created_at": legacy_time(pair.created_at),
+        "updated_at": legacy_time(pair.updated_at),
+        "replication_model": "hypermetro",
+        "replication_status": pair_replication_status(pair, table),
+        "progress": None if pair.progress is None else str(pair.progress),
+        "failure_detail": None if pair.failure_detail is None else str(pair.failure_detail),
+        "record_metadata": _record_metadata(pair.record_metadata),
+        "fault_level": str(pair.fault_level if pair.fault_level is not None else "0"),
+    }
+
+
+def _record_metadata(value: dict[str, Any] | str | None) -> str | None:
+    """Legacy clients expect the JSON-encoded string form (older golangsdk decodes a string)."""
+    if value is None or isinstance(value, str):
+        return value
+    keep = {key: value[key] for key in ("volume_size", "volume_type", "multiattach") if key in value}
+    if isinstance(keep.get("volume_size"), str) and keep["volume_size"].isdigit():
+        keep["volume_size"] = int(keep["volume_size"])
+    return json.dumps(keep)
+
+
+def _undocumented(what: str, status: str) -> LegacyError:
+    return LegacyError(502, f"SDRS reported the undocumented {what} status {status!r}.")

@@ -1,0 +1,53 @@
+"""Legacy-format responses: the error envelope and the request-id headers every answer carries."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from aiohttp import web
+
+from shim.legacy import LegacyError
+from shim.mappings import SdrsErrorTable
+
+REQUEST_ID_HEADERS = ("X-Request-Id", "X-Openstack-Request-Id")
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def new_request_id() -> str:
+    """Cinder's convention: `req-<uuid>`."""
+    return f"req-{uuid.uuid4()}"
+
+
+def incoming_request_id(headers: "web.BaseRequest.headers") -> str | None:  # type: ignore[name-defined]
+    """Reuse the client's request id when it is a plain token (never echo header or log injection)."""
+    for name in ("X-Openstack-Request-Id", "X-Request-Id"):
+        value = headers.get(name)
+        if value and _SAFE_REQUEST_ID.match(value):
+            return value
+    return None
+
+
+def legacy_error_body(err: LegacyError, table: SdrsErrorTable) -> bytes:
+    code = err.code or table.legacy_code(err.status, err.sdrs_code)
+    return json.dumps({table.fault_name(err.status): {"message": err.message, "code": code}}).encode()
+
+
+def legacy_error_response(err: LegacyError, table: SdrsErrorTable) -> web.Response:
+    """`{"<faultName>": {"message": ..., "code": "EVS.xxxx"}}` with the legacy status."""
+    response = web.Response(
+        status=err.status,
+        body=legacy_error_body(err, table),
+        content_type="application/json",
+    )
+    if err.retry_after is not None:
+        response.headers["Retry-After"] = str(err.retry_after)
+    for name, value in err.headers:
+        response.headers[name] = value
+    return response
+
+
+def empty_ok() -> web.Response:
+    """What a legacy action answers on success: 200 and an empty body."""
+    return web.Response(status=200, body=b"")

@@ -1,0 +1,101 @@
+"""SDRS reads and writes for one legacy request: the caller's token and request id, the error table.
+
+Thin: builds SDRS paths from validated ids only, sends through the pooled `SdrsClient`, and reads
+each answer with `parse_answer` (documented shape, or the legacy error the table assigns). GETs are
+retried once after a transport failure; a POST is never sent twice.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+from urllib.parse import urlencode
+
+from pydantic import BaseModel
+
+from shim.legacy import LegacyError
+from shim.mappings import SdrsErrorTable
+from shim.sdrs_answers import legacy_error_for_transport, parse_answer, sdrs_error_code
+from shim.sdrs_client import SdrsAnswer, SdrsClient, SdrsTimeout, SdrsTransportError
+from shim.sdrs_models import (
+    Job,
+    ReplicationAnswer,
+    ReplicationPair,
+    ReplicationsAnswer,
+    ServerGroup,
+    ServerGroupAnswer,
+    ServerGroupsAnswer,
+)
+
+Model = TypeVar("Model", bound=BaseModel)
+PAGE_SIZE = 1000  # SDRS's largest page
+
+
+class SdrsCalls:
+    def __init__(self, client: SdrsClient, headers: dict[str, str], errors: SdrsErrorTable) -> None:
+        self._client = client
+        self._headers = headers
+        self.errors = errors
+
+    async def send(self, method: str, path: str, doing: str, body: object | None = None) -> SdrsAnswer:
+        attempts = 2 if method == "GET" else 1  # reads are safe to repeat; actions are not
+        for attempt in range(attempts):
+            try:
+                return await self._client.request(method, path, self._headers, body)
+            except SdrsTransportError as err:
+                if attempt + 1 == attempts or isinstance(err, SdrsTimeout):
+                    raise legacy_error_for_transport(err, doing) from None
+        raise AssertionError("unreachable")
+
+    async def read(self, path: str, model: type[Model], doing: str) -> Model:
+        return parse_answer(await self.send("GET", path, doing), model, self.errors, doing)
+
+    async def read_or_none(self, path: str, model: type[Model], doing: str) -> Model | None:
+        """Like `read`, but None when SDRS says the resource does not exist (404 or a not-found code)."""
+        answer = await self.send("GET", path, doing)
+        if answer.status >= 400 and self.errors.legacy_status(answer.status, sdrs_error_code(answer)) == 404:
+            return None
+        return parse_answer(answer, model, self.errors, doing)
+
+    async def group(self, project_id: str, group_id: str) -> ServerGroup:
+        path = f"/v1/{project_id}/server-groups/{group_id}"
+        return (await self.read(path, ServerGroupAnswer, "read the protection group")).server_group
+
+    async def groups(self, project_id: str) -> list[ServerGroup]:
+        found: list[ServerGroup] = []
+        while True:
+            query = urlencode({"limit": PAGE_SIZE, "offset": len(found)})
+            page = await self.read(f"/v1/{project_id}/server-groups?{query}", ServerGroupsAnswer,
+                                   "list the protection groups")
+            found += page.server_groups
+            if not page.server_groups or len(page.server_groups) < PAGE_SIZE:
+                return found
+
+    async def pairs(self, project_id: str, group_id: str | None = None) -> list[ReplicationPair]:
+        found: list[ReplicationPair] = []
+        while True:
+            query = {"limit": PAGE_SIZE, "offset": len(found)}
+            if group_id is not None:
+                query["server_group_id"] = group_id  # type: ignore[assignment]
+            page = await self.read(f"/v1/{project_id}/replications?{urlencode(query)}", ReplicationsAnswer,
+                                   "list the replication pairs")
+            found += page.replications
+            if not page.replications or len(page.replications) < PAGE_SIZE:
+                return found
+
+    async def pair(self, project_id: str, pair_id: str) -> ReplicationPair | None:
+        answer = await self.read_or_none(f"/v1/{project_id}/replications/{pair_id}", ReplicationAnswer,
+                                         "read the replication pair")
+        return None if answer is None else answer.replication
+
+    async def job(self, project_id: str, job_id: str) -> Job | None:
+        return await self.read_or_none(f"/v1/{project_id}/jobs/{job_id}", Job, "read the SDRS job")
+
+    async def post(self, path: str, body: object, doing: str) -> SdrsAnswer:
+        """One action POST, sent exactly once; transport failures become legacy errors."""
+        return await self.send("POST", path, doing, body)
+
+
+def require(value: Model | None, error: LegacyError) -> Model:
+    if value is None:
+        raise error
+    return value

@@ -1,0 +1,105 @@
+"""Thin HTTP edge toward SDRS v1: one pooled session, explicit timeouts, no interpretation.
+
+Transport failures become `SdrsUnreachable` / `SdrsTimeout`; every HTTP answer, error or not, comes
+back as an `SdrsAnswer` for the pure translation code to judge. Action POSTs are sent exactly once:
+nothing here retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+
+from shim import __version__
+from shim.config import Timeouts
+
+USER_AGENT = f"evs-sdrs-shim/{__version__}"
+MAX_ANSWER_BYTES = 4 * 1024 * 1024  # SDRS answers are small JSON documents
+
+
+class SdrsTransportError(Exception):
+    """SDRS gave no usable HTTP answer."""
+
+
+class SdrsUnreachable(SdrsTransportError):
+    """Connection refused, reset or closed before a complete answer."""
+
+
+class SdrsTimeout(SdrsTransportError):
+    """SDRS did not answer within the configured timeouts."""
+
+
+@dataclass(frozen=True)
+class SdrsAnswer:
+    status: int
+    body: bytes
+    headers: CIMultiDict[str]
+
+    def json(self) -> Any:
+        """The decoded body, or None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+class SdrsClient:
+    def __init__(self, base_url: str, timeouts: Timeouts, pool_connections: int) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
+        )
+        self._pool_connections = pool_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._pool_connections),
+            timeout=self._timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),  # never share one client's cookies with another
+            auto_decompress=True,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self, method: str, path: str, headers: dict[str, str], json_body: Any | None = None
+    ) -> SdrsAnswer:
+        """One HTTP exchange with SDRS; `path` is built by the caller from validated ids only."""
+        assert self._session is not None, "SdrsClient.start() was not awaited"
+        data = None
+        send_headers = dict(headers)
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            send_headers["Content-Type"] = "application/json"
+        try:
+            async with self._session.request(
+                method, self.base_url + path, data=data, headers=send_headers, allow_redirects=False
+            ) as response:
+                body = await _read_capped(response)
+                return SdrsAnswer(response.status, body, CIMultiDict(response.headers))
+        except asyncio.TimeoutError as err:
+            raise SdrsTimeout(f"no answer from SDRS within the timeout ({method} {path})") from err
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as err:
+            raise SdrsUnreachable(f"{type(err).__name__}: {err}") from err
+        except aiohttp.ClientResponseError as err:  # malformed HTTP from SDRS
+            raise SdrsUnreachable(f"malformed answer: {err.message}") from err
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body (a short or cut-off body raises ClientPayloadError); past the cap, unreachable."""
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise SdrsUnreachable(f"answer larger than {MAX_ANSWER_BYTES} bytes")
+    return bytes(body)

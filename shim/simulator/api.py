@@ -1,0 +1,189 @@
+"""SDRS v1 wire shapes: request parsing and JSON rendering, pure functions over the state objects.
+
+Timestamp formats differ per resource in the real API and are reproduced as documented:
+protection group `2019-05-23 03:51:58.256`, replication pair `2018-05-04T03:43:24.108526`,
+job `2019-04-01T12:00:00.000Z` (all UTC).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from shim.simulator.errors import SdrsError
+from shim.simulator.state import ACTIONS, STATIONS, Job, ProtectionGroup, ReplicationPair
+
+MAX_LIMIT = 1000  # docs: "0-1000", default 1000; SDRS.0221 says "> 0", so 1..1000 is accepted
+
+
+def _utc(epoch: float, t: float) -> datetime:
+    return datetime.fromtimestamp(epoch + t, tz=UTC)
+
+
+def group_time(epoch: float, t: float) -> str:
+    return _utc(epoch, t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def pair_time(epoch: float, t: float) -> str:
+    return _utc(epoch, t).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def job_time(epoch: float, t: float) -> str:
+    return _utc(epoch, t).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except ValueError as err:
+        raise SdrsError("SDRS.0201") from err
+    if not isinstance(document, dict):
+        raise SdrsError("SDRS.0201")
+    return document
+
+
+def parse_group_action(body: bytes) -> tuple[str, str | None]:
+    """`{"<action>": {...}}` -> (action, priority_station for reverse-server-group)."""
+    document = parse_json_object(body)
+    if len(document) != 1:
+        raise SdrsError("SDRS.0206")  # exactly one action per request
+    [(action, params)] = document.items()
+    if action not in ACTIONS:
+        raise SdrsError("SDRS.0206")
+    if not isinstance(params, dict):
+        raise SdrsError("SDRS.0201")
+    if action != "reverse-server-group":
+        return action, None
+    station = params.get("priority_station")
+    if station not in STATIONS:
+        raise SdrsError("SDRS.0201")  # mandatory: the production site after the switch
+    return action, station
+
+
+def parse_extend(body: bytes) -> int:
+    """`{"extend-replication": {"new_size": N}}` -> N (GB; decimals are cut off, as documented)."""
+    document = parse_json_object(body)
+    if list(document) != ["extend-replication"]:
+        raise SdrsError("SDRS.0206")
+    params = document["extend-replication"]
+    new_size = params.get("new_size") if isinstance(params, dict) else None
+    if isinstance(new_size, bool) or not isinstance(new_size, (int, float)):
+        raise SdrsError("SDRS.0201")
+    return int(new_size)
+
+
+def parse_paging(query: Mapping[str, str]) -> tuple[int, int]:
+    return (
+        _int_param(query.get("limit"), MAX_LIMIT, 1, MAX_LIMIT, "SDRS.0221"),
+        _int_param(query.get("offset"), 0, 0, None, "SDRS.0222"),
+    )
+
+
+def _int_param(raw: str | None, default: int, low: int, high: int | None, code: str) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as err:
+        raise SdrsError(code) from err
+    if value < low or (high is not None and value > high):
+        raise SdrsError(code)
+    return value
+
+
+def fuzzy_match(needle: str | None, name: str) -> bool:
+    return needle is None or needle.lower() in name.lower()
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+def render_group(group: ProtectionGroup, epoch: float) -> dict[str, Any]:
+    # protected_status / replication_status / health_status are null for groups created after the
+    # platform upgrade (docs); real state is on the pairs, so clients must read those.
+    return {
+        "id": group.id,
+        "name": group.name,
+        "description": group.description,
+        "source_availability_zone": group.source_availability_zone,
+        "target_availability_zone": group.target_availability_zone,
+        "domain_id": group.domain_id,
+        "domain_name": group.domain_name,
+        "status": group.status,
+        "protected_status": None,
+        "replication_status": None,
+        "health_status": None,
+        "progress": group.progress,
+        "priority_station": group.priority_station,
+        "protected_instance_num": 0,
+        "replication_num": len(group.pairs),
+        "disaster_recovery_drill_num": 0,
+        "source_vpc_id": group.source_vpc_id,
+        "target_vpc_id": group.target_vpc_id,
+        "test_vpc_id": None,
+        "dr_type": "migration",
+        "server_type": "ECS",
+        "created_at": group_time(epoch, group.created_at),
+        "updated_at": group_time(epoch, group.updated_at),
+        "protection_type": "replication-pair",
+        "replication_model": None,
+    }
+
+
+def render_pair(pair: ReplicationPair, priority_station: str, epoch: float) -> dict[str, Any]:
+    return {
+        "id": pair.id,
+        "name": pair.name,
+        "description": pair.description,
+        "replication_model": "hypermetro",
+        "status": pair.status,
+        "progress": pair.progress,
+        "replication_status": pair.replication_status,
+        "attachment": [],
+        "server_group_id": pair.server_group_id,
+        "volume_ids": ",".join(pair.volume_ids),
+        "priority_station": priority_station,
+        "fault_level": pair.fault_level,
+        "created_at": pair_time(epoch, pair.created_at),
+        "updated_at": pair_time(epoch, pair.updated_at),
+        "record_metadata": {
+            "multiattach": pair.multiattach,
+            "bootable": pair.bootable,
+            "volume_size": pair.volume_size,
+            "volume_type": pair.volume_type,
+        },
+    }
+
+
+def render_job(job: Job, now: float, epoch: float) -> dict[str, Any]:
+    status = job.status(now)
+    finished = status in ("SUCCESS", "FAIL")
+    entities: dict[str, Any] = {"server_group_id": job.server_group_id}
+    if job.replication_id is not None:
+        entities["replication_pair_id"] = job.replication_id
+    return {
+        "job_id": job.job_id,
+        "job_type": job.job_type,
+        "status": status,
+        "entities": entities,
+        "begin_time": job_time(epoch, job.submitted_at),
+        "end_time": job_time(epoch, job.ends_at) if finished else None,
+        "error_code": job.error_code() if status == "FAIL" else None,
+        "fail_reason": job.fail_reason() if status == "FAIL" else None,
+    }
+
+
+def version_document(base_url: str) -> dict[str, Any]:
+    return {
+        "id": "v1",
+        "links": [{"href": f"{base_url}/v1", "rel": "self"}],
+        "status": "CURRENT",
+        "updated": "2018-05-30T15:00:00Z",
+        "version": "",
+        "min_version": "",
+    }
