@@ -15,6 +15,7 @@ from aiohttp import web
 
 from shim.action_guard import ActionGuard
 from shim.config import Settings
+from shim.context import AUDIT, REQUEST_ID
 from shim.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError
 from shim.mappings import Mappings
 from shim.passthrough import LegacyPassthrough
@@ -23,7 +24,6 @@ from shim.sdrs_client import SdrsClient
 
 log = logging.getLogger("shim")
 
-REQUEST_ID = web.RequestKey("request_id", str)  # the request id in the aiohttp request mapping
 
 
 @dataclass
@@ -46,6 +46,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give each request an id and turn every failure into a legacy error: never a traceback."""
     request[REQUEST_ID] = incoming_request_id(request.headers) or new_request_id()
+    request[AUDIT] = {}
     state = request.app[STATE]
     try:
         return await handler(request)

@@ -11,7 +11,8 @@ import time
 from aiohttp import web
 
 from shim.action_guard import GroupKey
-from shim.app import REQUEST_ID, STATE, ShimState
+from shim.app import STATE, ShimState
+from shim.context import AUDIT, REQUEST_ID
 from shim.legacy import LegacyError, is_legacy_id
 from shim.rcg_actions import (
     TRANSLATED_ACTIONS,
@@ -65,7 +66,8 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
     if group_id is None:
         raise LegacyError(404, f"Replication consistency group {rcg_id} could not be found.")
     project_id = project_id.lower()
-    started = time.monotonic()
+    audit = request[AUDIT]
+    audit.update(project_id=project_id, rcg_id=rcg_id, protection_group_id=group_id, action=action.key)
     key = (project_id, group_id)
     state.actions.acquire(key, rcg_id)
     try:
@@ -78,25 +80,21 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
         check_precondition(translation, rcg_id, group)
         pairs = await calls.pairs(project_id, group_id) if translation.per_pair else []
         plan = plan_calls(translation, action, project_id, rcg_id, group, pairs)
-        job_ids = await send_actions(state, calls, key, translation, plan)
+        audit["job_ids"] = job_ids = []
+        await send_actions(state, calls, key, translation, plan, job_ids)
         if translation.per_pair or state.settings.actions.completion == "confirmed":
             await confirm(state, calls, translation, project_id, rcg_id, group_id, job_ids)
     finally:
         state.actions.release(key)
-    log.info(
-        "translated %s", translation.legacy_key,
-        extra={"request_id": request[REQUEST_ID], "project_id": project_id, "rcg_id": rcg_id,
-               "protection_group_id": group_id, "sdrs_action": translation.sdrs_action,
-               "job_ids": job_ids, "latency_ms": round((time.monotonic() - started) * 1000, 1)},
-    )
     return web.Response(status=200, body=b"")
 
 
 async def send_actions(
-    state: ShimState, calls: SdrsCalls, key: GroupKey, translation: ActionTranslation, plan: list[SdrsCall]
-) -> list[str]:
-    """POST each planned action once, in order; stop at the first refusal and say what was done."""
-    job_ids: list[str] = []
+    state: ShimState, calls: SdrsCalls, key: GroupKey, translation: ActionTranslation,
+    plan: list[SdrsCall], job_ids: list[str],
+) -> None:
+    """POST each planned action once, in order, adding each job id to `job_ids` as it is accepted;
+    stop at the first refusal and say what had been started."""
     for call in plan:
         doing = f"{translation.verb} {call.subject}"
         answer: SdrsAnswer | None = None
@@ -113,7 +111,6 @@ async def send_actions(
             raise
         state.actions.job_started(key, job_id)
         job_ids.append(job_id)
-    return job_ids
 
 
 async def confirm(
@@ -149,7 +146,7 @@ def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
     token = auth_token(request)
     request_id = request[REQUEST_ID]
     headers = {"X-Auth-Token": token, "X-Request-Id": request_id, "X-Openstack-Request-Id": request_id}
-    return SdrsCalls(state.sdrs, headers, state.mappings.errors)
+    return SdrsCalls(state.sdrs, headers, state.mappings.errors, request[AUDIT])
 
 
 def auth_token(request: web.Request) -> str:

@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from shim.config import Timeouts
+from shim.context import REQUEST_ID
 from shim.headers import forwarded_request_headers, without_hop_by_hop
 from shim.legacy import LegacyError
 from shim.responses import REQUEST_ID_HEADERS
@@ -89,8 +90,6 @@ class LegacyPassthrough:
         signature covers the Host header). The TCP connection, TLS SNI and certificate check still
         use `base_url`'s host; a client that sent no Host (HTTP/1.0) gets `base_url`'s.
         """
-        from shim.app import REQUEST_ID  # not at module level: shim.app imports this module
-
         headers = forwarded_request_headers(request)
         request_id = request.get(REQUEST_ID)
         if request_id:
@@ -231,8 +230,6 @@ def _abort(request: web.Request, response: web.StreamResponse) -> None:
 
 def _warn(request: web.BaseRequest, what: str, err: BaseException) -> None:
     """One warning line: method, path without query, error kind. Never header values."""
-    from shim.app import REQUEST_ID  # not at module level: shim.app imports this module
-
     log.warning(
         "legacy EVS endpoint %s: %s %s (%s)",
         what, request.method, request.path, _describe(err),

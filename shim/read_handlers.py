@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from shim.app import STATE, ShimState
+from shim.context import AUDIT
 from shim.handlers import sdrs_calls
 from shim.legacy import LegacyError, is_legacy_id
 from shim.listing import (
@@ -43,6 +44,7 @@ async def show_group(request: web.Request) -> web.StreamResponse:
         return await state.legacy.forward(request)
     calls = sdrs_calls(request, state)
     project_id = project_id.lower()
+    request[AUDIT].update(project_id=project_id, rcg_id=rcg_id, protection_group_id=group_id, action="show-group")
     group, pairs = await asyncio.gather(calls.group(project_id, group_id), calls.pairs(project_id, group_id))
     body = legacy_group(rcg_id, group, pairs, state.mappings.statuses)
     return web.json_response({"replication_consistency_group": body})
@@ -58,6 +60,7 @@ async def list_groups(request: web.Request) -> web.StreamResponse:
     query = parse_list_query(_first_values(request))
     calls = sdrs_calls(request, state)
     project_id = project_id.lower()
+    request[AUDIT].update(project_id=project_id, action="list-groups")
     legacy_items, groups, pairs = await asyncio.gather(
         legacy_list(state, request, "replication_consistency_groups"),
         calls.groups(project_id), calls.pairs(project_id),
@@ -80,6 +83,7 @@ async def show_pair(request: web.Request) -> web.StreamResponse:
         return await state.legacy.forward(request)
     calls = sdrs_calls(request, state)
     project_id = project_id.lower()
+    request[AUDIT].update(project_id=project_id, replication_id=pair_id, action="show-pair")
     pair = await calls.pair(project_id, pair_id)
     if pair is None or pair.server_group_id not in mapped:
         return await state.legacy.forward(request)  # not a pair of a migrated group
@@ -98,6 +102,7 @@ async def list_pairs(request: web.Request) -> web.StreamResponse:
     query = parse_list_query(_first_values(request))
     calls = sdrs_calls(request, state)
     project_id = project_id.lower()
+    request[AUDIT].update(project_id=project_id, action="list-pairs")
     legacy_items, groups, pairs = await asyncio.gather(
         legacy_list(state, request, "replications"), calls.groups(project_id), calls.pairs(project_id),
     )

@@ -7,7 +7,7 @@ retried once after a transport failure; a POST is never sent twice.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from pydantic import BaseModel
@@ -31,19 +31,28 @@ PAGE_SIZE = 1000  # SDRS's largest page
 
 
 class SdrsCalls:
-    def __init__(self, client: SdrsClient, headers: dict[str, str], errors: SdrsErrorTable) -> None:
+    def __init__(
+        self, client: SdrsClient, headers: dict[str, str], errors: SdrsErrorTable, audit: dict[str, Any]
+    ) -> None:
         self._client = client
         self._headers = headers
         self.errors = errors
+        self._audit = audit  # the request's audit record: the last SDRS status and error code
 
     async def send(self, method: str, path: str, doing: str, body: object | None = None) -> SdrsAnswer:
         attempts = 2 if method == "GET" else 1  # reads are safe to repeat; actions are not
         for attempt in range(attempts):
             try:
-                return await self._client.request(method, path, self._headers, body)
+                answer = await self._client.request(method, path, self._headers, body)
             except SdrsTransportError as err:
+                self._audit.update(sdrs_status="timeout" if isinstance(err, SdrsTimeout) else "unreachable",
+                                   sdrs_code=None)
                 if attempt + 1 == attempts or isinstance(err, SdrsTimeout):
                     raise legacy_error_for_transport(err, doing) from None
+            else:
+                self._audit.update(sdrs_status=answer.status,
+                                   sdrs_code=sdrs_error_code(answer) if answer.status >= 400 else None)
+                return answer
         raise AssertionError("unreachable")
 
     async def read(self, path: str, model: type[Model], doing: str) -> Model:

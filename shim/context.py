@@ -1,0 +1,15 @@
+"""Per-request values that handlers, the middleware and the upstream edges share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+# The request id: the client's X-Openstack-Request-Id / X-Request-Id when it is a plain token, else new.
+REQUEST_ID = web.RequestKey("request_id", str)
+
+# What a translated call did, for its audit log line: handlers and SdrsCalls fill it in
+# (project_id, rcg_id, protection_group_id, action, job_ids, sdrs_status, sdrs_code).
+# It stays empty for a request that is passed through.
+AUDIT = web.RequestKey("audit", dict[str, Any])
