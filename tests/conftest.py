@@ -95,9 +95,8 @@ def write_mappings(directory: Path, entries: list[dict[str, str]]) -> Path:
     return directory
 
 
-DEFAULT_MAPPING = [
-    {"project_id": PROJECT, "replication_consistency_group_id": RCG, "protection_group_id": GROUP}
-]
+DEFAULT_ENTRY = {"project_id": PROJECT, "replication_consistency_group_id": RCG, "protection_group_id": GROUP}
+DEFAULT_MAPPING = [DEFAULT_ENTRY]
 
 ShimFactory = Callable[..., Awaitable[str]]
 
