@@ -26,6 +26,7 @@ GroupKey = tuple[str, str]  # (project_id, protection_group_id)
 class _GroupRecord:
     in_flight: bool = False
     job_ids: tuple[str, ...] = ()
+    job_action: str = ""  # the legacy action key that started job_ids
     job_started: float = 0.0
     unknown_until: float = 0.0
 
@@ -71,14 +72,26 @@ class ActionGuard:
         record = self._records.get(key)
         return record.job_ids if record else ()
 
-    def job_started(self, key: GroupKey, job_id: str) -> None:
+    def pending_action(self, key: GroupKey) -> tuple[str, tuple[str, ...]] | None:
+        """(legacy action key, job ids) of the last action, while its jobs may still be running."""
+        record = self._records.get(key)
+        if record is None or not record.job_ids:
+            return None
+        if self._clock() - record.job_started > self._job_memory_seconds:
+            return None
+        return record.job_action, record.job_ids
+
+    def job_started(self, key: GroupKey, action: str, job_id: str) -> None:
         record = self._records.setdefault(key, _GroupRecord())
-        record.job_ids, record.job_started = (*record.job_ids, job_id), self._clock()
+        record.job_ids, record.job_action = (*record.job_ids, job_id), action
+        record.job_started = self._clock()
 
     def jobs_finished(self, key: GroupKey) -> None:
         record = self._records.get(key)
         if record is not None:
             record.job_ids = ()
+            if not record.in_flight and record.unknown_until <= self._clock():
+                del self._records[key]
 
     def outcome_unknown(self, key: GroupKey) -> None:
         record = self._records.setdefault(key, _GroupRecord())

@@ -109,7 +109,7 @@ async def send_actions(
                     err, message=f"{err.message} (started before this failure: job {', '.join(job_ids)})"
                 ) from None
             raise
-        state.actions.job_started(key, job_id)
+        state.actions.job_started(key, translation.legacy_key, job_id)
         job_ids.append(job_id)
 
 

@@ -210,6 +210,17 @@ def refuse_while_job_pending(job: Job, translation: ActionTranslation, rcg_id: s
         )
 
 
+def shown_while_pending(group: ServerGroup, translation: ActionTranslation, job: Job | None) -> ServerGroup:
+    """The group as a legacy client should read it while an action this shim started is pending.
+
+    Until SDRS's job leaves INIT the group keeps its old status, so a client that just got its 200
+    for a reprotect would read `failovered` again; it reads the action as running instead.
+    """
+    if job is None or job.finished or translation.per_pair or group.status not in translation.sdrs_statuses:
+        return group
+    return group.model_copy(update={"status": translation.running_status})
+
+
 Outcome = Literal["done", "wait"]
 
 

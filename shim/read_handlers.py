@@ -25,7 +25,9 @@ from shim.listing import (
     select_mapped,
     upstream_list_query,
 )
+from shim.rcg_actions import TRANSLATED_ACTIONS, shown_while_pending
 from shim.rcg_reads import legacy_group, legacy_pair
+from shim.sdrs_calls import SdrsCalls
 from shim.sdrs_models import ReplicationPair, ServerGroup
 
 
@@ -46,6 +48,7 @@ async def show_group(request: web.Request) -> web.StreamResponse:
     project_id = project_id.lower()
     request[AUDIT].update(project_id=project_id, rcg_id=rcg_id, protection_group_id=group_id, action="show-group")
     group, pairs = await asyncio.gather(calls.group(project_id, group_id), calls.pairs(project_id, group_id))
+    group = await as_clients_see_it(state, calls, project_id, group)
     body = legacy_group(rcg_id, group, pairs, state.mappings.statuses)
     return web.json_response({"replication_consistency_group": body})
 
@@ -66,7 +69,8 @@ async def list_groups(request: web.Request) -> web.StreamResponse:
         calls.groups(project_id), calls.pairs(project_id),
     )
     items = [
-        MappedItem(legacy_group(mapped[group.id], group, members, state.mappings.statuses),
+        MappedItem(legacy_group(mapped[group.id], await as_clients_see_it(state, calls, project_id, group),
+                                members, state.mappings.statuses),
                    frozenset(volume for pair in members for volume in pair.volume_id_list))
         for group, members in _mapped_with_pairs(groups, pairs, mapped)
     ]
@@ -114,6 +118,18 @@ async def list_pairs(request: web.Request) -> web.StreamResponse:
     ]
     page = merge_page(legacy_items, select_mapped(items, query, PAIR_FILTERS), query)
     return web.json_response({"replications": page})
+
+
+async def as_clients_see_it(state: ShimState, calls: SdrsCalls, project_id: str, group: ServerGroup) -> ServerGroup:
+    """The group, shown as running the action this shim started on it while that job is pending."""
+    pending = state.actions.pending_action((project_id, group.id))
+    if pending is None:
+        return group
+    legacy_key, job_ids = pending
+    translation = TRANSLATED_ACTIONS[legacy_key]
+    for job_id in job_ids:
+        group = shown_while_pending(group, translation, await calls.job(project_id, job_id))
+    return group
 
 
 def _mapped_with_pairs(

@@ -84,14 +84,38 @@ async def test_failover_then_reprotect_reads_as_the_legacy_workflow(protected_gr
     reprotect = await call("POST", action, body=action_body("os-reprotect-replication-consistency-group"),
                            headers=GO_HEADERS)
     assert (reprotect.status, reprotect.body) == (200, b"")
-    allowed_before_copying = set() if completion == "confirmed" else {("failovered", "active-stopped")}
-    seen.clear()
-    await poll_until(shim, ("available", "copying"), allowed_before_copying, seen)
+    seen.clear()  # never `failovered` again once the reprotect got its 200, whatever the completion mode
+    await poll_until(shim, ("available", "copying"), set(), seen)
     done = await poll_until(shim, ("available", "active"), {("available", "copying")}, seen)
 
     assert done["priority_station"] == "eu-de-02"
     assert seen[-2:] == [("available", "copying"), ("available", "active")]
     assert [key for _, _, key in sim.action_calls] == ["failover-server-group", "start-server-group"]
+
+
+async def test_right_after_a_reprotect_the_group_never_reads_failovered(make_shim):
+    """SDRS keeps `failed-over` while its job is INIT; the client that got its 200 must not see it."""
+    sim = SdrsSimulator(SimulatorSettings(job_init_seconds=30.0, job_run_seconds=1.0))
+    sim.add_protection_group(PROJECT, GROUP_ID, status="failed-over", pair_count=1)
+    runner, sdrs_url = await start_server(sim.app())
+    try:
+        shim = await make_shim(sdrs=sdrs_url, mapping=MAPPING)
+        assert (await read_group(shim))["status"] == "failovered"
+        action = f"{shim}/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}/action"
+        reply = await call("POST", action, body=action_body("os-reprotect-replication-consistency-group"),
+                           headers=GO_HEADERS)
+        assert reply.status == 200
+
+        group = await read_group(shim)
+
+        assert sim.group(PROJECT, GROUP_ID).status == "failed-over"  # SDRS itself has not started
+        assert (group["status"], group["replication_status"]) == ("available", "copying")
+        listed = await call("GET", f"{shim}/v2/{PROJECT}/os-vendor-replication-consistency-groups",
+                            headers=GET_HEADERS)
+        assert [(g["status"], g["replication_status"]) for g in listed.json()["replication_consistency_groups"]] \
+            == [("available", "copying")]
+    finally:
+        await runner.cleanup()
 
 
 async def test_pairs_of_the_group_read_in_the_legacy_pair_shape(protected_group, make_shim):
