@@ -58,15 +58,18 @@ class Step:
 
 def demo_steps(urls: DemoUrls) -> list[Step]:
     reprotect = '{"os-reprotect-replication-consistency-group": null}'
+    group = f"{urls.shim}/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}"
     return [
-        Step("the SDRS protection group behind the legacy group (status failed-over)", "GET",
-             f"{urls.sdrs}/v1/{PROJECT}/server-groups/{GROUP}", 200),
+        Step("the legacy group, read from SDRS: status failovered", "GET", group, 200),
         Step("reprotect, the legacy way: 200 with an empty body", "POST", urls.action, 200, reprotect),
         Step("reprotect again while SDRS runs the first: 409, and no second SDRS action", "POST",
              urls.action, 409, reprotect),
+        Step("the legacy group again: available, replication_status copying (then active)", "GET", group, 200),
         Step("without a token: 401", "POST", urls.action, 401, reprotect, token=False),
-        Step("any other legacy call goes through to the legacy endpoint", "GET",
+        Step("the legacy list: the legacy endpoint's groups merged with the migrated one", "GET",
              f"{urls.shim}/v2/{PROJECT}/os-vendor-replication-consistency-groups", 200),
+        Step("the SDRS protection group behind it, straight from the simulator", "GET",
+             f"{urls.sdrs}/v1/{PROJECT}/server-groups/{GROUP}", 200),
     ]
 
 
@@ -120,10 +123,12 @@ async def run_checks(steps: list[Step]) -> int:
             if step.body is not None:
                 headers["Content-Type"] = "application/json"
             async with session.request(step.method, step.url, data=step.body, headers=headers) as reply:
-                text = (await reply.text())[:200]
+                text = (await reply.text())[:300]
             ok = reply.status == step.expect
             failures += not ok
-            print(f"[{'ok' if ok else 'FAILED'}] {reply.status} {step.title}" + ("" if ok else f": {text}"))
+            print(f"[{'ok' if ok else 'FAILED'}] {reply.status} {step.title}")
+            if text:
+                print(f"       {text}")
     return 1 if failures else 0
 
 

@@ -1,6 +1,7 @@
 """A tiny stand-in for the legacy EVS v2 endpoint, for `shim demo` and tests.
 
-This is a demo stand-in, not an EVS emulator: it holds one fixed replication consistency group,
+This is a demo stand-in, not an EVS emulator: it holds two fixed replication consistency groups
+(a stale copy of the demo's migrated group, and one that has not moved to SDRS),
 answers list/get in the exact legacy shape, accepts the legacy action keys with 200 and an empty
 body, and changes nothing. Everything else is a legacy-shaped 404.
 """
@@ -50,19 +51,32 @@ def _not_found(what: str) -> web.Response:
     return _json({"itemNotFound": {"message": f"{what} could not be found.", "code": "EVS.5404"}}, 404)
 
 
+# A group that has not moved to SDRS: the shim lists it beside the migrated one.
+UNMIGRATED_GROUP: dict[str, Any] = {
+    **DEMO_GROUP,
+    "id": "5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+    "name": "legacy-rcg",
+    "description": "a group still served by the legacy endpoint (demo)",
+    "replication_ids": ["6e7f8091-2b3c-4d5e-9f0a-1b2c3d4e5f60"],
+    "created_at": "2017-08-01T10:00:00.000000",
+}
+GROUPS = {group["id"]: group for group in (DEMO_GROUP, UNMIGRATED_GROUP)}
+
+
 def _group_or_404(request: web.Request) -> web.Response | None:
     rcg_id = request.match_info["rcg_id"]
-    if rcg_id.lower() != DEMO_GROUP["id"]:
+    if rcg_id.lower() not in GROUPS:
         return _not_found(f"Replication consistency group {rcg_id}")
     return None
 
 
 async def list_groups(request: web.Request) -> web.Response:
-    return _json({"replication_consistency_groups": [DEMO_GROUP]})
+    return _json({"replication_consistency_groups": list(GROUPS.values())})
 
 
 async def get_group(request: web.Request) -> web.Response:
-    return _group_or_404(request) or _json({"replication_consistency_group": DEMO_GROUP})
+    missing = _group_or_404(request)
+    return missing or _json({"replication_consistency_group": GROUPS[request.match_info["rcg_id"].lower()]})
 
 
 async def group_action(request: web.Request) -> web.Response:
