@@ -80,7 +80,8 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
         check_precondition(translation, rcg_id, group)
         pairs = await calls.pairs(project_id, group_id) if translation.per_pair else []
         plan = plan_calls(translation, action, project_id, rcg_id, group, pairs)
-        audit["job_ids"] = job_ids = []
+        job_ids: list[str] = []
+        audit["job_ids"] = job_ids
         await send_actions(state, calls, key, translation, plan, job_ids)
         if translation.per_pair or state.settings.actions.completion == "confirmed":
             await confirm(state, calls, translation, project_id, rcg_id, group_id, job_ids)

@@ -101,8 +101,10 @@ def parse_action_body(raw: bytes) -> ActionRequest:
         raise LegacyError(400, "Malformed request body: not UTF-8 text.") from None
     except RecursionError:
         raise LegacyError(400, "Malformed request body: JSON nested too deeply.") from None
-    except ValueError as err:
+    except json.JSONDecodeError as err:
         raise LegacyError(400, f"Malformed request body: not JSON ({err.msg}).") from None
+    except ValueError as err:  # e.g. an integer literal longer than Python converts
+        raise LegacyError(400, f"Malformed request body: not acceptable JSON ({err}).") from None
     if not isinstance(document, dict):
         raise LegacyError(400, "Malformed request body: expected a JSON object with one action key.")
     if len(document) != 1:

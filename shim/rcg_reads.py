@@ -78,7 +78,7 @@ def legacy_group(
     row = table.group_statuses.get(group.status)
     if row is None:
         raise _undocumented("protection group", group.status)
-    replication_status = row.replication_status
+    replication_status: str = row.replication_status
     if replication_status == "from-pairs":
         replication_status = group_replication_status(pairs, table)
     return {

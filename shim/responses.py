@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -20,7 +21,7 @@ def new_request_id() -> str:
     return f"req-{uuid.uuid4()}"
 
 
-def incoming_request_id(headers: "web.BaseRequest.headers") -> str | None:  # type: ignore[name-defined]
+def incoming_request_id(headers: Mapping[str, str]) -> str | None:
     """Reuse the client's request id when it is a plain token (never echo header or log injection)."""
     for name in ("X-Openstack-Request-Id", "X-Request-Id"):
         value = headers.get(name)
