@@ -1,40 +1,109 @@
 """The aiohttp application: routes, the request-context middleware and upstream lifecycles.
 
 Routing: the translated legacy calls get their handlers (shim/handlers.py); every other request
-streams to the legacy EVS endpoint (shim/passthrough.py).
+streams to the legacy EVS endpoint (shim/passthrough.py). `/healthz`, `/readyz` and `/metrics` are
+the shim's own (GET only) and are not counted as legacy traffic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
+from shim import __version__
 from shim.action_guard import ActionGuard
 from shim.config import Settings
 from shim.context import AUDIT, REQUEST_ID
 from shim.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError
+from shim.logs import MANAGEMENT_PATHS
 from shim.mappings import Mappings
+from shim.metrics import (
+    CURRENT_TIMING,
+    PASSTHROUGH,
+    TRANSLATED,
+    RequestTiming,
+    ShimMetrics,
+    status_label,
+)
 from shim.passthrough import LegacyPassthrough
 from shim.responses import REQUEST_ID_HEADERS, incoming_request_id, legacy_error_response, new_request_id
 from shim.sdrs_client import SdrsClient
 
 log = logging.getLogger("shim")
+audit_log = logging.getLogger("shim.audit")
 
+OVERLOAD_RETRY_AFTER_SECONDS = 1
+_HOLDS_SLOT = web.RequestKey("holds_translated_slot", bool)
+
+
+@dataclass
+class Health:
+    """What /readyz reports: ready once the upstream sessions are open, until SIGTERM starts the drain."""
+
+    started: bool = False
+    draining: bool = False
+    in_flight: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self.draining
+
+
+class TranslatedSlots:
+    """At most `limit()` translated calls at once. A call past it gets a legacy 503 before any SDRS
+    request; `admit` is called by `handlers.sdrs_calls`, the slot is freed when the request ends."""
+
+    def __init__(self, limit: Callable[[], int], metrics: ShimMetrics) -> None:
+        self._limit = limit
+        self._metrics = metrics
+        self.active = 0
+
+    def admit(self, request: web.Request) -> None:
+        if request.get(_HOLDS_SLOT):
+            return
+        limit = self._limit()
+        if self.active >= limit:
+            self._metrics.translated_rejected.inc()
+            request[AUDIT]["rejected"] = "limits.max_concurrent_translated"
+            raise LegacyError(
+                503, f"The migration proxy is serving its limit of {limit} translated calls; try again shortly.",
+                retry_after=OVERLOAD_RETRY_AFTER_SECONDS,
+            )
+        self.active += 1
+        request[_HOLDS_SLOT] = True
+        self._metrics.translated_in_flight.set(self.active)
+
+    def release(self, request: web.Request) -> None:
+        if request.get(_HOLDS_SLOT):
+            request[_HOLDS_SLOT] = False
+            self.active -= 1
+            self._metrics.translated_in_flight.set(self.active)
 
 
 @dataclass
 class ShimState:
-    """What handlers need; `mappings` is swapped whole on reload so a request sees one version."""
+    """What handlers need. On reload `settings` and `mappings` are each swapped whole, so every
+    lookup sees one complete version."""
 
     settings: Settings
     mappings: Mappings
     sdrs: SdrsClient
     legacy: LegacyPassthrough
     actions: ActionGuard
+    metrics: ShimMetrics = field(default_factory=ShimMetrics)
+    health: Health = field(default_factory=Health)
+    translated: TranslatedSlots = field(init=False)
+    config_digest: str = ""
+
+    def __post_init__(self) -> None:
+        self.translated = TranslatedSlots(lambda: self.settings.limits.max_concurrent_translated, self.metrics)
 
 
 STATE = web.AppKey("state", ShimState)
@@ -44,21 +113,53 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give each request an id and turn every failure into a legacy error: never a traceback."""
+    """Give each request an id, observe it (metrics, audit line) and turn every failure into a
+    legacy error: never a traceback."""
     request[REQUEST_ID] = incoming_request_id(request.headers) or new_request_id()
     request[AUDIT] = {}
+    if request.match_info.route.name in MANAGEMENT_ROUTE_NAMES:
+        response, _ = await _answer(request, handler)
+        return response
+    return await _observed(request, handler)
+
+
+async def _observed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[STATE]
+    timing = RequestTiming(time.monotonic())
+    if request.body_exists:
+        request.content.on_eof(timing.body_done)
+    context_token = CURRENT_TIMING.set(timing)
+    state.health.in_flight += 1
+    state.metrics.in_flight.inc()
+    status: int | None = None
+    answered_by_shim = True
+    try:
+        response, answered_by_shim = await _answer(request, handler)
+        status = response.status
+        return response
+    finally:
+        CURRENT_TIMING.reset(context_token)
+        state.translated.release(request)
+        state.health.in_flight -= 1
+        state.metrics.in_flight.dec()
+        _request_done(request, state, timing, status, answered_by_shim)
+
+
+async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamResponse, bool]:
+    """The handler's response, or the legacy error for what it raised; True when the shim made
+    the answer itself from an error (no upstream answer was relayed)."""
     state = request.app[STATE]
     try:
-        return await handler(request)
+        return await handler(request), False
     except LegacyError as err:
-        return legacy_error_response(err, state.mappings.errors)
+        return legacy_error_response(err, state.mappings.errors), True
     except web.HTTPRequestEntityTooLarge:
         return legacy_error_response(
             LegacyError(400, "Request body is too large."), state.mappings.errors
-        )
+        ), True
     except web.HTTPException as exc:
         status = exc.status if exc.status in (400, 401, 403, 404, 405, 406, 408, 409) else 500
-        return legacy_error_response(LegacyError(status, exc.reason), state.mappings.errors)
+        return legacy_error_response(LegacyError(status, exc.reason), state.mappings.errors), True
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
@@ -66,38 +167,106 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         return legacy_error_response(
             LegacyError(500, "The shim failed to handle the request; see its log."),
             state.mappings.errors,
-        )
+        ), True
+
+
+def _request_done(
+    request: web.Request, state: ShimState, timing: RequestTiming, status: int | None, answered_by_shim: bool
+) -> None:
+    """Count the request and, for a translated call, write its audit line."""
+    audit = request[AUDIT]
+    legacy_status = status_label(status) if status is not None else "cancelled"
+    if audit:
+        # A failed call is labelled with the SDRS failure behind it: with gathered reads, the last
+        # answer to arrive may be a success.
+        failed = status is None or status >= 400
+        upstream = status_label(timing.sdrs_failure if failed and timing.sdrs_failure else audit.get("sdrs_status"))
+        state.metrics.request_done(TRANSLATED, legacy_status, upstream, timing)
+        _write_audit(request, audit, legacy_status, time.monotonic() - timing.started)
+    else:
+        upstream = "none" if answered_by_shim or status is None else status_label(status)
+        state.metrics.request_done(PASSTHROUGH, legacy_status, upstream, timing)
+
+
+def _write_audit(request: web.Request, audit: dict[str, Any], legacy_status: str, seconds: float) -> None:
+    from_url = {key: request.match_info.get(key) for key in ("project_id", "rcg_id")}
+    record = {key: value for key, value in from_url.items() if value is not None}
+    record.update(audit)
+    record.update(request_id=request[REQUEST_ID], legacy_status=legacy_status,
+                  duration_ms=round(seconds * 1000, 3))
+    record.setdefault("sdrs_status", None)
+    record.setdefault("sdrs_code", None)
+    record.setdefault("job_ids", [])
+    audit_log.info("translated call", extra=record)
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer carries both request-id headers (an upstream's own ids are kept)."""
+    """Every answer carries both request-id headers (an upstream's own ids are kept); while
+    draining, every answer also closes its connection so clients reconnect elsewhere."""
     request_id = request.get(REQUEST_ID) or new_request_id()
     for name in REQUEST_ID_HEADERS:
         if name not in response.headers:
             response.headers[name] = request_id
+    if request.app[STATE].health.draining:
+        response.force_close()  # aiohttp has already chosen its headers: say it ourselves too
+        response.headers["Connection"] = "close"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the process answers. The pid tells workers apart (`--workers N`)."""
+    return web.json_response({"status": "alive", "pid": os.getpid(), "version": __version__})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: config and mappings loaded, upstream sessions open, not draining."""
+    state = request.app[STATE]
+    if state.health.ready:
+        return web.json_response({"status": "ready", "config_digest": state.config_digest,
+                                  "mapped_groups": len(state.mappings.protection_groups)})
+    return web.json_response({"status": "draining" if state.health.draining else "starting"}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[STATE].metrics.render(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+MANAGEMENT_ROUTE_NAMES = frozenset(path.strip("/") for path in MANAGEMENT_PATHS)
 
 
 def build_app(settings: Settings, mappings: Mappings) -> web.Application:
     """The shim as an aiohttp Application; upstream sessions open on startup and close on cleanup."""
     from shim import handlers, read_handlers  # imported here: they import STATE from this module
 
+    limits = settings.limits
     app = web.Application(
         middlewares=[request_context],
-        client_max_size=settings.limits.action_body_bytes,
-        # Request bodies are relayed as sent: a gzip body stays gzip on its way to the legacy side.
-        handler_args={"auto_decompress": False},
+        client_max_size=limits.action_body_bytes,
+        handler_args={
+            # Request bodies are relayed as sent: a gzip body stays gzip on its way to the legacy side.
+            "auto_decompress": False,
+            # Parser limits; over them aiohttp answers a plain-text 400 itself (see README, Operations).
+            "max_line_size": limits.max_line_size,
+            "max_field_size": limits.max_field_size,
+            "max_headers": limits.max_headers,
+        },
     )
-    app[STATE] = ShimState(
+    shim_metrics = ShimMetrics()
+    app[STATE] = state = ShimState(
         settings=settings,
         mappings=mappings,
-        sdrs=SdrsClient(settings.upstreams.sdrs, settings.timeouts.sdrs, settings.limits.pool_connections),
-        legacy=LegacyPassthrough(
-            settings.upstreams.legacy, settings.timeouts.legacy, settings.limits.pool_connections
-        ),
+        sdrs=SdrsClient(settings.upstreams.sdrs, settings.timeouts.sdrs, limits.pool_connections,
+                        observer=shim_metrics.sdrs_observer(lambda: app[STATE].mappings.errors.codes)),
+        legacy=LegacyPassthrough(settings.upstreams.legacy, settings.timeouts.legacy, limits.pool_connections,
+                                 preserve_host=settings.passthrough.preserve_host),
         actions=ActionGuard(settings.actions.settle_seconds),
+        metrics=shim_metrics,
     )
+    state.config_digest = shim_metrics.config_loaded(settings, mappings)
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
+    for name, management_handler in (("healthz", healthz), ("readyz", readyz), ("metrics", metrics)):
+        app.router.add_get("/" + name, management_handler, name=name)
     prefix = "/v2/{project_id}/"
     app.router.add_route("*", prefix + RCG_COLLECTION + "/{rcg_id}/action", handlers.rcg_action)
     app.router.add_route("*", prefix + RCG_COLLECTION + "/{rcg_id}", read_handlers.show_group)
@@ -112,6 +281,8 @@ async def _upstream_sessions(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.sdrs.start()
     await state.legacy.start()
+    state.health.started = True
     yield
+    state.health.started = False
     await state.sdrs.close()
     await state.legacy.close()

@@ -22,14 +22,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the proxy", description="Run the proxy until SIGTERM.")
+    serve = commands.add_parser(
+        "serve", help="run the proxy",
+        description="Run the proxy until SIGTERM or SIGINT, then drain (see README, Operations). "
+        "SIGHUP reloads the config and mapping files.")
     serve.add_argument("--config", type=Path, required=True, metavar="PATH",
                        help="YAML config file (see README, Configuration); SHIM_* variables override it")
+    serve.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="run N processes on one port (SO_REUSEPORT); default: the config's `workers` (1)")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers N
 
     validate = commands.add_parser(
         "validate", help="check a config file and its mapping tables",
-        description="Load the config and every mapping table as `serve` would; exit 1 with one line "
-        "per problem, naming the file, entry and field.")
+        description="Load the config and every mapping table as `serve` would; exit 2 with one line "
+        "naming the file, entry or key, and the problem.")
     validate.add_argument("--config", type=Path, required=True, metavar="PATH", help="YAML config file")
 
     demo = commands.add_parser(
@@ -54,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -70,12 +83,21 @@ def _run(args: argparse.Namespace) -> int:
         from shim.config import load_settings
         from shim.logs import configure_logging
         from shim.mappings import load_mappings
-        from shim.server import serve
+        from shim.server import ListenError, serve
 
         settings = load_settings(args.config)
         mappings = load_mappings(settings.mappings)
         configure_logging(settings.log_level)
-        run_event_loop(serve(settings, mappings))
+        workers = args.workers or settings.workers
+        try:
+            if workers > 1 and not args.worker:
+                from shim.server import run_workers
+
+                return run_workers(args.config, settings, workers)
+            run_event_loop(serve(settings, mappings, args.config, reuse_port=args.worker))
+        except ListenError as err:
+            print(f"shim: {err}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "validate":
         from shim.config import load_settings
@@ -84,7 +106,10 @@ def _run(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
         mappings = load_mappings(settings.mappings)
         print(f"{args.config}: ok ({len(mappings.protection_groups)} mapped consistency groups, "
-              f"{len(mappings.errors.codes)} SDRS error codes)")
+              f"{len(mappings.errors.codes)} SDRS error codes; listen {settings.listen.host}:"
+              f"{settings.listen.port}, {settings.workers} worker(s), drain {settings.lifecycle.drain_seconds:g}s "
+              f"after {settings.lifecycle.readiness_grace_seconds:g}s readiness grace, at most "
+              f"{settings.limits.max_concurrent_translated} translated calls at once)")
         return 0
     if args.command == "demo":
         from shim import demo

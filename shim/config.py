@@ -51,6 +51,14 @@ class Upstreams(_Section):
         return None if value in (None, "") else _origin_url(value)
 
 
+class Passthrough(_Section):
+    preserve_host: bool = Field(
+        False,
+        description="forward the client's Host header instead of the legacy endpoint's own; for "
+        "clients that reach the shim under the legacy endpoint's name (keeps AK/SK signatures valid)",
+    )
+
+
 class Timeouts(_Section):
     """Seconds. `connect` includes waiting for a free pooled connection."""
 
@@ -67,6 +75,13 @@ class UpstreamTimeouts(_Section):
 class Limits(_Section):
     action_body_bytes: int = Field(16384, gt=0, description="largest body accepted on a translated action")
     pool_connections: int = Field(100, gt=0, description="connections per upstream")
+    max_concurrent_translated: int = Field(
+        256, gt=0, description="translated calls served at once; more get a legacy 503 with Retry-After"
+    )
+    # aiohttp's request parser limits; a request over them gets aiohttp's own plain-text 400.
+    max_line_size: int = Field(8190, ge=256, le=1048576, description="longest request line, bytes")
+    max_field_size: int = Field(8190, ge=256, le=1048576, description="longest header line, bytes")
+    max_headers: int = Field(128, ge=8, le=10000, description="most header lines in one request")
 
 
 class Actions(_Section):
@@ -87,6 +102,14 @@ class Actions(_Section):
     )
 
 
+class Lifecycle(_Section):
+    """SIGTERM: /readyz turns 503, after `readiness_grace_seconds` the listener closes, then in-flight
+    requests get up to `drain_seconds` to finish before they are cut."""
+
+    drain_seconds: float = Field(10.0, ge=0, le=3600)
+    readiness_grace_seconds: float = Field(1.0, ge=0, le=600)
+
+
 class Settings(BaseSettings):
     """The whole configuration; see README "Configuration" for every key."""
 
@@ -96,10 +119,13 @@ class Settings(BaseSettings):
 
     listen: Listen = Listen()
     upstreams: Upstreams
+    passthrough: Passthrough = Passthrough()
     mappings: Path = Path("./mappings")
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
     limits: Limits = Limits()
     actions: Actions = Actions()
+    lifecycle: Lifecycle = Lifecycle()
+    workers: int = Field(1, ge=1, le=64, description="processes sharing the listen port (SO_REUSEPORT)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @classmethod

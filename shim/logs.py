@@ -14,14 +14,21 @@ import sys
 import time
 from typing import Any
 
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
+
+from shim.context import AUDIT, REQUEST_ID
+
 REDACTED = "[REDACTED]"
 SENSITIVE_KEYS = frozenset(
     {"x-auth-token", "authorization", "x-security-token", "x-subject-token", "cookie", "set-cookie",
      "token", "signature", "password", "secret", "sk"}
 )
 _SENSITIVE_TEXT = [
-    # Header-like `Name: value` or `name=value` pairs for credential headers.
-    re.compile(r"(?i)((?:x-auth-token|x-security-token|x-subject-token|authorization)\s*[:=]\s*)([^\s,;'\"}]+(?: [^\s,;'\"}]+)?)"),
+    # Header-like `Name: value` or `name=value` pairs for credential headers, also as a quoted
+    # mapping entry (`'X-Auth-Token': 'value'`, the repr of a headers dict).
+    re.compile(r"(?i)((?:x-auth-token|x-security-token|x-subject-token|authorization)['\"]?\s*[:=]\s*['\"]?)([^\s,;'\"}]+(?: [^\s,;'\"}]+)?)"),
     # AK/SK signing parameters inside an Authorization value.
     re.compile(r"(?i)((?:signature|access)=)([^\s,;'\"}]+)"),
     # Keystone/IAM token bodies (fernet `gAAAA...`, PKI `MII...`).
@@ -60,9 +67,51 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 document[key] = value
-        if record.exc_info:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            # aiohttp's parser puts up to 100 raw bytes of the offending line (an oversized token
+            # header, say) in this error's text: keep the kind only. A client's bad request is not
+            # the shim's error.
+            document.update(level="warning", message="rejected a malformed HTTP request",
+                            error=type(error).__name__, status=error.code)
+        elif record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return json.dumps(redact(document), default=str)
+
+
+# Probes and scrapes: their access lines are DEBUG, so they do not drown the traffic.
+MANAGEMENT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class JsonAccessLogger(AbstractAccessLogger):
+    """One line per answered request: method, path without query, status, duration, request id."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> None:
+        path = request.rel_url.raw_path  # still percent-encoded; the query (filters, markers) is left out
+        level = logging.DEBUG if path in MANAGEMENT_PATHS else logging.INFO
+        if not self.logger.isEnabledFor(level):
+            return
+        self.logger.log(level, "access", extra={
+            "request_id": request.get(REQUEST_ID) or response.headers.get("X-Request-Id"),
+            "method": request.method,
+            "path": path,
+            "status": response.status,
+            "duration_ms": round(seconds * 1000, 3),
+            "route": _route_kind(path, request.get(AUDIT)),
+        })
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)  # INFO off means DEBUG is off too
+
+
+def _route_kind(path: str, audit: dict[str, Any] | None) -> str | None:
+    """As in the metrics; None for a request aiohttp refused before the shim saw it."""
+    if path in MANAGEMENT_PATHS:
+        return "management"
+    if audit is None:
+        return None
+    return "translated" if audit else "passthrough"
 
 
 def configure_logging(level: str = "info", stream: Any = None) -> None:
@@ -71,4 +120,4 @@ def configure_logging(level: str = "info", stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # the shim writes its own: shim.access

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +50,17 @@ class SdrsAnswer:
             return None
 
 
+# Told about every exchange once it ends: (monotonic start time, the answer or None, the transport
+# error or None). For metrics; it must not raise or block.
+SdrsObserver = Callable[[float, "SdrsAnswer | None", "SdrsTransportError | None"], None]
+
+
 class SdrsClient:
-    def __init__(self, base_url: str, timeouts: Timeouts, pool_connections: int) -> None:
+    def __init__(
+        self, base_url: str, timeouts: Timeouts, pool_connections: int, observer: SdrsObserver | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._observer = observer
         self._timeout = aiohttp.ClientTimeout(
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
         )
@@ -75,6 +85,20 @@ class SdrsClient:
         self, method: str, path: str, headers: dict[str, str], json_body: Any | None = None
     ) -> SdrsAnswer:
         """One HTTP exchange with SDRS; `path` is built by the caller from validated ids only."""
+        started = time.monotonic()
+        try:
+            answer = await self._exchange(method, path, headers, json_body)
+        except SdrsTransportError as err:
+            if self._observer is not None:
+                self._observer(started, None, err)
+            raise
+        if self._observer is not None:
+            self._observer(started, answer, None)
+        return answer
+
+    async def _exchange(
+        self, method: str, path: str, headers: dict[str, str], json_body: Any | None
+    ) -> SdrsAnswer:
         assert self._session is not None, "SdrsClient.start() was not awaited"
         data = None
         send_headers = dict(headers)

@@ -1,49 +1,202 @@
-"""Run the shim: an aiohttp runner on the configured address until SIGINT/SIGTERM."""
+"""Run the shim: one process, or `--workers N` processes sharing one port (SO_REUSEPORT).
+
+Signals: SIGTERM/SIGINT drain (readiness 503, a grace period, stop accepting, let in-flight requests
+finish within `lifecycle.drain_seconds`, close the upstream sessions); SIGHUP reloads config and
+mappings (shim/reload.py). A worker parent forwards all three to its workers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 from aiohttp import web
 
-from shim.app import build_app
+from shim.app import STATE, ShimState, build_app
 from shim.config import Settings
+from shim.logs import JsonAccessLogger
 from shim.mappings import Mappings
+from shim.reload import reload_config
 
 log = logging.getLogger("shim")
+access_log = logging.getLogger("shim.access")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_TLS_CLOSE_SECONDS = 0.25  # aiohttp's advice: let TLS transports close before the loop stops
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+class ListenError(Exception):
+    """The listen address cannot be bound (in use, not local, no permission)."""
+
+
+def make_runner(app: web.Application, settings: Settings | None = None) -> web.AppRunner:
+    """A runner for `app`; with the shim's `settings`: JSON access log and the drain time."""
+    if settings is None:
+        return web.AppRunner(app, access_log=None, handle_signals=False)
+    return web.AppRunner(
+        app, handle_signals=False, access_log=access_log, access_log_class=JsonAccessLogger,
+        # aiohttp waits this long for in-flight handlers on cleanup, then cancels them.
+        shutdown_timeout=settings.lifecycle.drain_seconds,
+    )
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, *, settings: Settings | None = None, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
     """Start `app` on host:port (0 = any free port); returns the runner and the bound port."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = make_runner(app, settings)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
-    return runner, bound
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        raise ListenError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    return runner, site.port
 
 
 async def wait_for_stop_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 
-async def serve(settings: Settings, mappings: Mappings) -> None:
-    runner, port = await start_site(build_app(settings, mappings), settings.listen.host, settings.listen.port)
-    log.info("listening", extra={"address": f"{settings.listen.host}:{port}",
-                                 "sdrs": settings.upstreams.sdrs, "legacy": settings.upstreams.legacy,
-                                 "mapped_groups": len(mappings.protection_groups)})
+async def serve(
+    settings: Settings, mappings: Mappings, config_path: Path | None = None, *, reuse_port: bool = False
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain; SIGHUP reloads from `config_path`."""
+    app = build_app(settings, mappings)
+    state = app[STATE]
+    stop = asyncio.Event()
+    with _signal_handlers(stop, state, config_path):  # before listening: no signal finds the default action
+        runner, port = await start_site(app, settings.listen.host, settings.listen.port,
+                                        settings=settings, reuse_port=reuse_port)
+        log.info("listening", extra={
+            "address": f"{settings.listen.host}:{port}", "port": port, "pid": os.getpid(),
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+            "sdrs": settings.upstreams.sdrs, "legacy": settings.upstreams.legacy,
+            "mapped_groups": len(mappings.protection_groups), "config_digest": state.config_digest})
+        await stop.wait()
+        await drain(runner, state)
+
+
+async def drain(runner: web.AppRunner, state: ShimState) -> None:
+    """Readiness first, a grace for load balancers to notice, then stop accepting and drain."""
+    lifecycle = state.settings.lifecycle
+    state.health.draining = True
+    state.metrics.draining.set(1)
+    log.info("draining: /readyz now answers 503", extra={
+        "in_flight": state.health.in_flight, "readiness_grace_seconds": lifecycle.readiness_grace_seconds,
+        "drain_seconds": lifecycle.drain_seconds})
+    await asyncio.sleep(lifecycle.readiness_grace_seconds)
+    log.info("listener closed; waiting for in-flight requests", extra={"in_flight": state.health.in_flight})
+    # Stops the sites (new connections are refused), closes idle keep-alive connections, waits up to
+    # shutdown_timeout (= drain_seconds) for handlers, cancels the rest, then closes upstream sessions.
+    await runner.cleanup()
+    upstreams = (state.settings.upstreams.sdrs, state.settings.upstreams.legacy or "")
+    if any(url.startswith("https:") for url in upstreams):
+        await asyncio.sleep(_TLS_CLOSE_SECONDS)
+    log.info("stopped")
+
+
+@contextmanager
+def _signal_handlers(stop: asyncio.Event, state: ShimState, config_path: Path | None) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+
+    def on_stop() -> None:
+        if stop.is_set():
+            log.info("already draining; the signal changes nothing")
+        stop.set()
+
+    def on_reload() -> None:
+        if config_path is None:
+            log.warning("SIGHUP: no config file to reload from")
+        else:
+            reload_config(state, config_path)
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_stop)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
     try:
-        await wait_for_stop_signal()
+        yield
     finally:
-        log.info("stopping")
-        await runner.cleanup()
+        for sig in (*STOP_SIGNALS, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+# -- --workers N: a parent process and N workers on one port --------------------------------------
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT but never listening: it fixes the port number
+    (a real one when `port` is 0) for the workers to share, and takes no connections itself."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    return sock
+
+
+def run_workers(config_path: Path, settings: Settings, workers: int) -> int:
+    """Start `workers` processes of `shim serve --worker` on one port, forward SIGTERM/SIGINT/SIGHUP
+    to them, and return when all have exited: 0, or 1 if one failed or exited unasked (the others
+    are then stopped too, so a supervisor restarts the whole set)."""
+    reservation = reserve_port(settings.listen.host, settings.listen.port)
+    port = reservation.getsockname()[1]
+    command = [sys.executable, "-m", "shim", "serve", "--config", str(config_path), "--worker"]
+    env = {**os.environ, "SHIM_LISTEN__PORT": str(port)}
+    children: dict[int, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = stopping or signum != signal.SIGHUP
+        for child in list(children.values()):
+            with suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    for _ in range(workers):
+        if not stopping:
+            child = subprocess.Popen(command, env=env)
+            children[child.pid] = child
+    log.info("workers started", extra={"address": f"{settings.listen.host}:{port}", "port": port,
+                                       "pid": os.getpid(), "worker_pids": sorted(children)})
+    failed = False
+    while children:
+        pid, status = os.wait()  # interrupted by a signal, Python runs `forward` and waits again
+        child = children.pop(pid, None)
+        if child is None:
+            continue
+        child.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0 or not stopping:
+            failed = True
+            log.error("worker exited", extra={"worker_pid": pid, "exit_code": code, "asked_to_stop": stopping})
+        if not stopping:
+            stopping = True
+            forward(signal.SIGTERM, None)
+    reservation.close()
+    log.info("all workers stopped", extra={"pid": os.getpid()})
+    return 1 if failed else 0

@@ -1,0 +1,186 @@
+"""Prometheus metrics for one shim application, in its own registry (several apps may share a process).
+
+Labels stay bounded: route kind, HTTP statuses, stage names and SDRS error codes the error table
+documents (anything else is "other"); never ids or paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Collection
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import choose_encoder
+
+from shim.config import Settings
+from shim.mappings import Mappings
+from shim.sdrs_answers import sdrs_error_code
+from shim.sdrs_client import SdrsAnswer, SdrsTimeout, SdrsTransportError
+
+TRANSLATED = "translated"
+PASSTHROUGH = "passthrough"
+NO_UPSTREAM_ANSWER = "none"
+OTHER = "other"
+disable_created_metrics()  # no `*_created` series: they double the output and nothing here reads them
+
+# Up to the legacy passthrough's longest default timeout (300 s).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+@dataclass
+class RequestTiming:
+    """Monotonic timestamps of one request, for the per-stage histograms."""
+
+    started: float
+    body_received: float | None = None
+    first_sdrs_start: float | None = None
+    last_sdrs_end: float | None = None
+    sdrs_failure: int | str | None = None  # the last SDRS error status, "timeout" or "unreachable"
+
+    def body_done(self) -> None:
+        self.body_received = time.monotonic()
+
+    def sdrs_exchange(self, started: float, ended: float) -> None:
+        if self.first_sdrs_start is None or started < self.first_sdrs_start:
+            self.first_sdrs_start = started
+        if self.last_sdrs_end is None or ended > self.last_sdrs_end:
+            self.last_sdrs_end = ended
+
+
+# The timing of the request being handled. Set by the middleware; the SDRS observer finds it here
+# because a handler, and every task it gathers, runs in a copy of the middleware's context.
+CURRENT_TIMING: ContextVar[RequestTiming | None] = ContextVar("shim_request_timing", default=None)
+
+
+def status_label(status: int | str | None) -> str:
+    """An HTTP status as a bounded label: the number, a transport outcome, or "other"/"none"."""
+    if status is None:
+        return NO_UPSTREAM_ANSWER
+    if isinstance(status, int):
+        return str(status) if 100 <= status <= 599 else OTHER
+    return status if status in ("timeout", "unreachable", "cancelled") else OTHER
+
+
+def transport_label(error: SdrsTransportError | None) -> str:
+    return "timeout" if isinstance(error, SdrsTimeout) else "unreachable"
+
+
+def config_digest(settings: Settings, mappings: Mappings) -> str:
+    """A short hash of the effective configuration and every mapping table: the config version."""
+    document = {
+        "settings": settings.model_dump(mode="json"),
+        "groups": sorted([*key, group] for key, group in mappings.protection_groups.items()),
+        "errors": mappings.errors.model_dump(mode="json"),
+        "statuses": mappings.statuses.model_dump(mode="json"),
+    }
+    text = json.dumps(document, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class ShimMetrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter(
+            "shim_requests", "Legacy requests answered, by route kind, legacy status and upstream status "
+            "(the last SDRS status of a translated call; the legacy endpoint's for a passthrough)",
+            ["route", "legacy_status", "upstream_status"], registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "shim_request_duration_seconds", "Whole legacy requests, by route kind", ["route"],
+            buckets=BUCKETS, registry=registry,
+        )
+        self.stage_seconds = Histogram(
+            "shim_stage_duration_seconds", "Time per stage: read (request body arrived), translate "
+            "(until the first SDRS call), sdrs (each SDRS exchange), map_back (after the last SDRS "
+            "answer), passthrough (a whole passthrough request)",
+            ["stage"], buckets=BUCKETS, registry=registry,
+        )
+        self.sdrs_errors = Counter(
+            "shim_sdrs_errors", "SDRS exchanges that failed, by SDRS error code (a code the error table "
+            "does not document is \"other\"; \"none\" is an error status without a code; "
+            "timeout/unreachable are transport failures)",
+            ["code"], registry=registry,
+        )
+        self.in_flight = Gauge("shim_requests_in_flight", "Legacy requests being handled", registry=registry)
+        self.translated_in_flight = Gauge(
+            "shim_translated_in_flight", "Translated calls holding a slot of limits.max_concurrent_translated",
+            registry=registry,
+        )
+        self.translated_rejected = Counter(
+            "shim_translated_rejected", "Translated calls refused with 503: limits.max_concurrent_translated "
+            "reached", registry=registry,
+        )
+        self.config = Info("shim_config", "Version (digest) of the loaded config and mappings", registry=registry)
+        self.config_generation = Gauge(
+            "shim_config_generation", "1 at start, +1 per successful reload", registry=registry
+        )
+        self.config_reloads = Counter(
+            "shim_config_reloads", "SIGHUP reloads, by result", ["result"], registry=registry
+        )
+        self.draining = Gauge("shim_draining", "1 once SIGTERM started the drain", registry=registry)
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition the scraper asked for (Prometheus text by default, or OpenMetrics)."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
+
+    def config_loaded(self, settings: Settings, mappings: Mappings) -> str:
+        digest = config_digest(settings, mappings)
+        self.config.info({"digest": digest})
+        self.config_generation.inc()
+        return digest
+
+    def sdrs_observer(self, known_codes: Callable[[], Collection[str]]) -> Callable[..., None]:
+        """The `SdrsClient` observer: SDRS stage time, error codes, and the request's SDRS span."""
+
+        def observe(started: float, answer: SdrsAnswer | None, error: SdrsTransportError | None) -> None:
+            ended = time.monotonic()
+            self.stage_seconds.labels("sdrs").observe(ended - started)
+            timing = CURRENT_TIMING.get()
+            if timing is not None:
+                timing.sdrs_exchange(started, ended)
+                if error is not None or (answer is not None and answer.status >= 400):
+                    timing.sdrs_failure = answer.status if answer is not None else transport_label(error)
+            if error is not None:
+                self.sdrs_errors.labels(transport_label(error)).inc()
+            elif answer is not None and answer.status >= 400:
+                code = sdrs_error_code(answer)
+                label = NO_UPSTREAM_ANSWER if code is None else code if code in known_codes() else OTHER
+                self.sdrs_errors.labels(label).inc()
+
+        return observe
+
+    def request_done(self, route: str, legacy_status: str, upstream_status: str, timing: RequestTiming) -> None:
+        ended = time.monotonic()
+        self.requests.labels(route, legacy_status, upstream_status).inc()
+        self.request_seconds.labels(route).observe(ended - timing.started)
+        if route == PASSTHROUGH:
+            self.stage_seconds.labels("passthrough").observe(ended - timing.started)
+            return
+        for stage, seconds in translated_stages(timing, ended).items():
+            self.stage_seconds.labels(stage).observe(seconds)
+
+
+def translated_stages(timing: RequestTiming, ended: float) -> dict[str, float]:
+    """read: until the body had arrived; translate: from then to the first SDRS call (or the end);
+    map_back: from the last SDRS answer to the end. A stage that did not happen is left out."""
+    stages: dict[str, float] = {}
+    translate_from = timing.started
+    if timing.body_received is not None and timing.body_received <= (timing.first_sdrs_start or ended):
+        stages["read"] = max(0.0, timing.body_received - timing.started)
+        translate_from = timing.body_received
+    stages["translate"] = max(0.0, (timing.first_sdrs_start or ended) - translate_from)
+    if timing.last_sdrs_end is not None:
+        stages["map_back"] = max(0.0, ended - timing.last_sdrs_end)
+    return stages

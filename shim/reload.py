@@ -1,0 +1,99 @@
+"""SIGHUP: load config and mappings again and swap them in as one step; a bad reload changes nothing.
+
+Only the settings that handlers read per request can change this way. The rest (listen address,
+workers, upstream URLs and timeouts, pool and parser limits, lifecycle, ...) are built into sockets,
+sessions and objects at start: a reload keeps the running values and a warning names the keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from shim.app import ShimState
+from shim.config import Settings, load_settings
+from shim.mappings import load_mappings
+from shim.validation import ConfigError
+
+log = logging.getLogger("shim.reload")
+
+# Read per request (or per log record), so a new value takes effect at once.
+RELOADABLE = (
+    "mappings",
+    "log_level",
+    "limits.action_body_bytes",
+    "limits.max_concurrent_translated",
+    "actions.completion",
+    "actions.confirm_timeout_seconds",
+    "actions.poll_initial_seconds",
+    "actions.poll_max_seconds",
+)
+
+
+def reload_config(state: ShimState, config_path: Path) -> bool:
+    """Reload `config_path` and its mappings into `state`; False (and one error line) if unusable."""
+    try:
+        new = load_settings(config_path)
+        mappings = load_mappings(new.mappings)
+    except ConfigError as err:
+        return _failed(state, str(err))
+    except Exception as err:  # an unreadable file and the like: still one line, still the old state
+        return _failed(state, f"{config_path}: {type(err).__name__}: {err}")
+    effective, kept = merge_reloadable(state.settings, new)
+    if kept:
+        log.warning("reload: these settings change only on restart; the running values are kept: %s",
+                    ", ".join(kept), extra={"kept_keys": kept})
+    state.settings, state.mappings = effective, mappings  # no await in between: one step for requests
+    state.config_digest = state.metrics.config_loaded(effective, mappings)
+    state.metrics.config_reloads.labels("success").inc()
+    logging.getLogger().setLevel(effective.log_level.upper())
+    log.info("reloaded config and mappings", extra={
+        "config_digest": state.config_digest, "mapped_groups": len(mappings.protection_groups)})
+    return True
+
+
+def _failed(state: ShimState, problem: str) -> bool:
+    state.metrics.config_reloads.labels("failure").inc()
+    log.error("reload failed; still serving the previous config and mappings: %s", problem,
+              extra={"config_digest": state.config_digest})
+    return False
+
+
+def merge_reloadable(running: Settings, new: Settings) -> tuple[Settings, list[str]]:
+    """`running` with the reloadable keys taken from `new`, and the other keys that differ."""
+    changed = [path for path in _changed_leaves(running.model_dump(mode="json"), new.model_dump(mode="json"))]
+    kept = [path for path in changed if not _is_reloadable(path)]
+    merged = running
+    for path in RELOADABLE:
+        merged = _replace(merged, path.split("."), _get(new, path.split(".")))
+    return merged, kept
+
+
+def _is_reloadable(path: str) -> bool:
+    return any(path == key or path.startswith(key + ".") for key in RELOADABLE)
+
+
+def _changed_leaves(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        changed = []
+        for key in sorted(set(old) | set(new)):
+            changed += _changed_leaves(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return changed
+    return [prefix] if old != new else []
+
+
+def _get(model: BaseModel, path: list[str]) -> Any:
+    value: Any = model
+    for part in path:
+        value = getattr(value, part)
+    return value
+
+
+def _replace(model: Any, path: list[str], value: Any) -> Any:
+    """A copy of the frozen `model` with the value at `path` replaced."""
+    head, rest = path[0], path[1:]
+    inner = value if not rest else _replace(getattr(model, head), rest, value)
+    return model.model_copy(update={head: inner})

@@ -1,0 +1,371 @@
+"""/healthz, /readyz, /metrics, the JSON access and audit logs (no secret in any line), the bound on
+concurrent translated calls and the request-header limits; over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
+
+from conftest import (
+    DEFAULT_MAPPING,
+    GROUP,
+    PROJECT,
+    RCG,
+    REPROTECT_BODY,
+    UNMAPPED_RCG,
+    RecordingUpstream,
+    action_url,
+    call,
+    write_mappings,
+)
+from shim.app import build_app
+from shim.config import settings_from_mapping
+from shim.logs import configure_logging
+from shim.mappings import load_mappings
+from shim.server import start_site
+from shim.simulator import SdrsSimulator
+from shim.simulator.faults import Fault
+
+GROUP_URL_SUFFIX = f"/server-groups/{GROUP}"
+StartShim = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def start_shim(tmp_path: Path) -> AsyncIterator[StartShim]:
+    """A shim run as `shim serve` runs it (access logger, parser limits, drain time): -> base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(*, sdrs: str, legacy: str | None = None, **config: Any) -> str:
+        mappings_dir = write_mappings(tmp_path / f"mappings{len(runners)}", DEFAULT_MAPPING)
+        data = {"upstreams": {"sdrs": sdrs, "legacy": legacy}, "mappings": str(mappings_dir), **config}
+        settings = settings_from_mapping(data, source="test", base_dir=tmp_path)
+        app = build_app(settings, load_mappings(settings.mappings))
+        runner, port = await start_site(app, "127.0.0.1", 0, settings=settings)
+        runners.append(runner)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def log_buffer() -> Iterator[io.StringIO]:
+    """Every log line the shim writes, at DEBUG, through its own formatter."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    buffer = io.StringIO()
+    configure_logging("debug", stream=buffer)
+    yield buffer
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+
+
+def log_records(buffer: io.StringIO) -> list[dict[str, Any]]:
+    lines = buffer.getvalue().splitlines()
+    return [json.loads(line) for line in lines]  # one JSON document per line, or this fails
+
+
+async def metric_samples(shim: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    reply = await call("GET", f"{shim}/metrics")
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for family in text_string_to_metric_families(reply.body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def total(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    wanted = set(labels.items())
+    return sum(value for (sample, sample_labels), value in samples.items()
+               if sample == name and wanted <= sample_labels)
+
+
+async def raw_exchange(base_url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    url = URL(base_url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- management endpoints -------------------------------------------------------------------------
+
+
+async def test_health_and_readiness_answer_outside_the_legacy_url_space(simulator, legacy_upstream, start_shim):
+    _, sdrs = simulator
+    upstream, legacy = legacy_upstream
+    shim = await start_shim(sdrs=sdrs, legacy=legacy)
+
+    health = await call("GET", f"{shim}/healthz")
+    ready = await call("GET", f"{shim}/readyz")
+
+    assert health.status == 200 and isinstance(health.json()["pid"], int)
+    assert ready.status == 200 and ready.json()["status"] == "ready"
+    assert ready.json()["mapped_groups"] == 1
+    assert upstream.requests == []  # the legacy endpoint never saw them
+
+
+async def test_management_routes_are_not_counted_as_legacy_traffic(simulator, legacy_upstream, start_shim):
+    _, sdrs = simulator
+    _, legacy = legacy_upstream
+    shim = await start_shim(sdrs=sdrs, legacy=legacy)
+    for path in ("/healthz", "/readyz", "/metrics", "/healthz"):
+        assert (await call("GET", shim + path)).status == 200
+
+    before = await metric_samples(shim)
+    assert (await call("GET", f"{shim}/v2/{PROJECT}/volumes")).status == 200
+    after = await metric_samples(shim)
+
+    assert total(before, "shim_requests_total") == 0
+    assert total(after, "shim_requests_total") == 1
+    assert total(after, "shim_requests_total", route="passthrough", legacy_status="200", upstream_status="200") == 1
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+async def test_metrics_count_routes_statuses_and_stages(simulator, legacy_upstream, start_shim):
+    _, sdrs = simulator
+    _, legacy = legacy_upstream
+    shim = await start_shim(sdrs=sdrs, legacy=legacy)
+    headers = {"X-Auth-Token": "token", "Content-Type": "application/json"}
+
+    assert (await call("POST", action_url(shim), body=REPROTECT_BODY, headers=headers)).status == 200
+    assert (await call("POST", action_url(shim, rcg=UNMAPPED_RCG), body=REPROTECT_BODY, headers=headers)).status == 404
+    assert (await call("GET", f"{shim}/v2/{PROJECT}/volumes/detail?limit=5")).status == 200
+    samples = await metric_samples(shim)
+
+    assert total(samples, "shim_requests_total", route="translated", legacy_status="200", upstream_status="200") == 1
+    # An action on an unmapped group is a translated call answered by the shim without SDRS.
+    assert total(samples, "shim_requests_total", route="translated", legacy_status="404", upstream_status="none") == 1
+    assert total(samples, "shim_requests_total", route="passthrough", legacy_status="200", upstream_status="200") == 1
+    for stage in ("read", "translate", "sdrs", "map_back", "passthrough"):
+        assert total(samples, "shim_stage_duration_seconds_count", stage=stage) >= 1, stage
+    assert total(samples, "shim_stage_duration_seconds_count", stage="sdrs") >= 2  # GET group, POST action
+    assert total(samples, "shim_requests_in_flight") == 0
+    assert total(samples, "shim_config_generation") == 1
+    assert any(name == "shim_config_info" for name, _ in samples)
+    assert_bounded_labels(samples)
+
+
+def assert_bounded_labels(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> None:
+    """No id and no path ever becomes a label value."""
+    for _, labels in samples:
+        for _, value in labels:
+            assert "/" not in value and PROJECT not in value and RCG not in value and GROUP not in value, value
+
+
+async def test_sdrs_errors_are_counted_by_documented_code_and_unknown_codes_are_other(simulator, start_shim):
+    sim, sdrs = simulator
+    shim = await start_shim(sdrs=sdrs)
+    url = f"{shim}/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}"
+    headers = {"X-Auth-Token": "token"}
+    for code in ("SDRS.0001", "SDRS.9999", "SDRS.0001"):
+        sim.inject(Fault(method="GET", path_suffix=GROUP_URL_SUFFIX, status=400,
+                         body={"error": {"code": code, "message": "refused"}}))
+        assert (await call("GET", url, headers=headers)).status in (400, 401, 403)
+    sim.inject(Fault(method="GET", path_suffix=GROUP_URL_SUFFIX, reset=True, times=None))
+    assert (await call("GET", url, headers=headers)).status == 503
+    sim.clear_faults()
+
+    samples = await metric_samples(shim)
+
+    assert total(samples, "shim_sdrs_errors_total", code="SDRS.0001") == 2
+    assert total(samples, "shim_sdrs_errors_total", code="other") == 1
+    assert total(samples, "shim_sdrs_errors_total", code="unreachable") == 1  # one failed read (aiohttp may repeat it inside)
+    assert total(samples, "shim_requests_total", route="translated", legacy_status="400", upstream_status="400") == 3
+    assert total(samples, "shim_requests_total", route="translated", legacy_status="503",
+                 upstream_status="unreachable") == 1
+    assert_bounded_labels(samples)
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+
+async def test_translated_calls_over_the_limit_get_503_without_reaching_sdrs(simulator, start_shim):
+    sim, sdrs = simulator
+    shim = await start_shim(sdrs=sdrs, limits={"max_concurrent_translated": 2})
+    url = f"{shim}/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}"
+    headers = {"X-Auth-Token": "token"}
+    sim.inject(Fault(method="GET", path_suffix=GROUP_URL_SUFFIX, delay=0.5, times=2))
+
+    held = [asyncio.create_task(call("GET", url, headers=headers)) for _ in range(2)]
+    while sum(path.endswith(GROUP_URL_SUFFIX) for _, path, _ in sim.requests) < 2:
+        await asyncio.sleep(0.01)
+    during = await metric_samples(shim)
+    seen_by_sdrs = len(sim.requests)
+    refused = await call("GET", url, headers=headers)
+    assert len(sim.requests) == seen_by_sdrs  # SDRS was not contacted for the refused call
+
+    assert refused.status == 503
+    assert refused.fault()[0] == "serviceUnavailable"
+    assert refused.headers["Retry-After"] == "1"
+    assert [reply.status for reply in await asyncio.gather(*held)] == [200, 200]
+    assert total(during, "shim_translated_in_flight") == 2
+    assert total(during, "shim_requests_in_flight") == 2
+    assert (await call("GET", url, headers=headers)).status == 200  # the slots were given back
+    after = await metric_samples(shim)
+    assert total(after, "shim_translated_rejected_total") == 1
+    assert total(after, "shim_translated_in_flight") == 0
+    assert total(after, "shim_requests_total", route="translated", legacy_status="503", upstream_status="none") == 1
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /v2/p/volumes HTTP/1.1\r\nHost: shim\r\nX-Auth-Token: " + b"t" * 3000 + b"\r\n\r\n",
+    b"GET /v2/p/volumes?" + b"q" * 3000 + b" HTTP/1.1\r\nHost: shim\r\n\r\n",
+    b"GET /v2/p/volumes HTTP/1.1\r\nHost: shim\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(40)) + b"\r\n",
+], ids=["header-line", "request-line", "header-count"])
+async def test_requests_over_the_header_limits_get_a_plain_400_not_a_traceback(
+    legacy_upstream, start_shim, log_buffer, request_bytes
+):
+    upstream, legacy = legacy_upstream
+    shim = await start_shim(sdrs="http://127.0.0.1:9", legacy=legacy,
+                            limits={"max_line_size": 2048, "max_field_size": 2048, "max_headers": 32})
+
+    status, headers, body = await raw_exchange(shim, request_bytes)
+
+    # aiohttp's parser answers before any shim code runs, so this cannot be a legacy JSON body.
+    assert status == 400
+    assert headers["content-type"].startswith("text/plain")
+    assert b"Traceback" not in body and b"File \"" not in body
+    assert upstream.requests == []
+    records = log_records(log_buffer)
+    assert not any("exception" in record for record in records)
+    (rejected,) = [record for record in records if record["message"] == "rejected a malformed HTTP request"]
+    assert rejected["level"] == "warning"
+    assert any(record["message"] == "access" and record["status"] == 400 for record in records)
+
+
+async def test_requests_within_the_header_limits_pass(legacy_upstream, start_shim):
+    _, legacy = legacy_upstream
+    shim = await start_shim(sdrs="http://127.0.0.1:9", legacy=legacy, limits={"max_field_size": 4096})
+    status, _, _ = await raw_exchange(
+        shim, b"GET /v2/p/volumes HTTP/1.1\r\nHost: shim\r\nConnection: close\r\nX-Big: " + b"v" * 3000 + b"\r\n\r\n")
+    assert status == 200
+
+
+# -- logs -----------------------------------------------------------------------------------------
+
+SECRET_TOKEN = "tok-7f3c9a-never-log-me"
+SECRET_SECURITY_TOKEN = "sectok-4b1d2e-never-log-me"
+SECRET_ACCESS_KEY = "AKNEVERLOGME7Q2Z"
+SECRET_SIGNATURE = "9a8b7c6d5e4f30211f2e3d4c5b6a798801234567"
+SIGNED = (f"SDK-HMAC-SHA256 Access={SECRET_ACCESS_KEY}, SignedHeaders=content-type;host;x-sdk-date, "
+          f"Signature={SECRET_SIGNATURE}")
+SECRETS = (SECRET_TOKEN, SECRET_SECURITY_TOKEN, SECRET_ACCESS_KEY, SECRET_SIGNATURE)
+
+
+def secret_headers(request_id: str, *, token: bool = True) -> dict[str, str]:
+    headers = {"X-Security-Token": SECRET_SECURITY_TOKEN, "Authorization": SIGNED,
+               "Content-Type": "application/json", "X-Openstack-Request-Id": request_id}
+    if token:
+        headers["X-Auth-Token"] = SECRET_TOKEN
+    return headers
+
+
+async def test_no_credential_reaches_any_log_line_at_debug(simulator, legacy_upstream, start_shim, log_buffer):
+    sim, sdrs = simulator
+    _, legacy = legacy_upstream
+    shim = await start_shim(sdrs=sdrs, legacy=legacy)
+    unreachable_legacy = await start_shim(sdrs=sdrs, legacy=f"http://127.0.0.1:{closed_port()}")
+    group_url = f"{shim}/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}"
+
+    async def send(method: str, url: str, request_id: str, *, token: bool = True, body: bytes | None = None) -> int:
+        return (await call(method, url, headers=secret_headers(request_id, token=token), body=body)).status
+
+    statuses = {
+        "req-ok": await send("POST", action_url(shim), "req-ok", body=REPROTECT_BODY),
+        "req-signed": await send("POST", action_url(shim), "req-signed", token=False, body=REPROTECT_BODY),
+        "req-badbody": await send("POST", action_url(shim), "req-badbody", body=b'{"os-reprotect":'),
+        "req-pass": await send("GET", f"{shim}/v2/{PROJECT}/volumes?marker=m1", "req-pass"),
+        "req-pass-down": await send("GET", f"{unreachable_legacy}/v2/{PROJECT}/volumes", "req-pass-down"),
+    }
+    sim.inject(Fault(method="GET", path_suffix=GROUP_URL_SUFFIX, status=401,
+                     body={"error": {"code": "SDRS.0002", "message": f"bad token {SECRET_TOKEN}"}}))
+    statuses["req-sdrs-401"] = await send("GET", group_url, "req-sdrs-401")
+    sim.inject(Fault(method="GET", path_suffix=GROUP_URL_SUFFIX, reset=True, times=None))
+    statuses["req-sdrs-down"] = await send("GET", group_url, "req-sdrs-down")
+    sim.clear_faults()
+    oversized = (f"GET /v2/{PROJECT}/volumes HTTP/1.1\r\nHost: shim\r\nX-Auth-Token: {SECRET_TOKEN}"
+                 + "x" * 9000 + "\r\n\r\n").encode()
+    statuses["oversized"], _, _ = await raw_exchange(shim, oversized)
+    statuses["probe"] = await send("GET", f"{shim}/healthz", "probe")
+
+    assert statuses == {"req-ok": 200, "req-signed": 401, "req-badbody": 400, "req-pass": 200,
+                        "req-pass-down": 503, "req-sdrs-401": 401, "req-sdrs-down": 503, "oversized": 400,
+                        "probe": 200}
+    text = log_buffer.getvalue()
+    for secret in SECRETS:
+        assert secret not in text
+    records = log_records(log_buffer)
+    access = {record["request_id"]: record for record in records if record["message"] == "access"}
+    assert set(statuses) - {"oversized"} <= set(access)  # every request was logged: the check means something
+    assert access["probe"]["level"] == "debug"  # DEBUG lines were being written
+
+
+async def test_access_and_audit_lines(simulator, legacy_upstream, start_shim, log_buffer):
+    sim, sdrs = simulator
+    _, legacy = legacy_upstream
+    shim = await start_shim(sdrs=sdrs, legacy=legacy)
+    headers = {"X-Auth-Token": "token", "Content-Type": "application/json", "X-Openstack-Request-Id": "req-audit-1"}
+
+    assert (await call("POST", action_url(shim), body=REPROTECT_BODY, headers=headers)).status == 200
+    assert (await call("GET", f"{shim}/v2/{PROJECT}/volumes?marker=abc&limit=2",
+                       headers={"X-Request-Id": "req-pass-1"})).status == 200
+
+    records = log_records(log_buffer)
+    (audit,) = [record for record in records if record["logger"] == "shim.audit"]
+    assert len(sim.action_calls) == 1
+    assert audit["request_id"] == "req-audit-1"
+    assert (audit["project_id"], audit["rcg_id"], audit["protection_group_id"]) == (PROJECT, RCG, GROUP)
+    assert (audit["legacy_status"], audit["sdrs_status"]) == ("200", 200)
+    assert audit["sdrs_code"] is None
+    assert len(audit["job_ids"]) == 1 and audit["job_ids"][0]
+    assert audit["duration_ms"] >= 0
+    access = {record["request_id"]: record for record in records if record["message"] == "access"}
+    assert access["req-pass-1"]["path"] == f"/v2/{PROJECT}/volumes"  # no query string
+    assert (access["req-pass-1"]["method"], access["req-pass-1"]["status"]) == ("GET", 200)
+    assert access["req-pass-1"]["route"] == "passthrough" and access["req-audit-1"]["route"] == "translated"
+    assert all(isinstance(record["duration_ms"], float | int) for record in access.values())
+
+
+async def test_an_sdrs_refusal_is_audited_with_its_code(simulator, start_shim, log_buffer):
+    sim, sdrs = simulator
+    shim = await start_shim(sdrs=sdrs)
+    sim.inject(Fault(method="POST", path_suffix="/action", status=400,
+                     body={"error": {"code": "SDRS.1013", "message": "The protection group does not exist."}}))
+    headers = {"X-Auth-Token": "token", "Content-Type": "application/json", "X-Request-Id": "req-refused"}
+
+    reply = await call("POST", action_url(shim), body=REPROTECT_BODY, headers=headers)
+
+    (audit,) = [record for record in log_records(log_buffer) if record["logger"] == "shim.audit"]
+    assert audit["legacy_status"] == str(reply.status) == "404"
+    assert (audit["sdrs_status"], audit["sdrs_code"]) == (400, "SDRS.1013")
+    assert audit["job_ids"] == []
