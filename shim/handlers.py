@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import random
 import time
 
@@ -29,8 +28,6 @@ from shim.sdrs_answers import parse_answer
 from shim.sdrs_calls import SdrsCalls
 from shim.sdrs_client import SdrsAnswer
 from shim.sdrs_models import JobAccepted
-
-log = logging.getLogger("shim.translate")
 
 # SDRS answers after which the action may have been started all the same (a gateway gave up waiting).
 OUTCOME_UNKNOWN_STATUSES = frozenset({502, 504})
@@ -61,13 +58,13 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
     translation = TRANSLATED_ACTIONS.get(action.key)
     if translation is None:
         return await state.legacy.forward(request, body=raw)
-    calls = sdrs_calls(request, state)
     group_id = state.mappings.protection_group_for(project_id, rcg_id)
+    project_id = project_id.lower()
+    audit = request[AUDIT]  # filled first: a refused translated call is audited too
+    audit.update(project_id=project_id, rcg_id=rcg_id, protection_group_id=group_id, action=action.key)
+    calls = sdrs_calls(request, state)
     if group_id is None:
         raise LegacyError(404, f"Replication consistency group {rcg_id} could not be found.")
-    project_id = project_id.lower()
-    audit = request[AUDIT]
-    audit.update(project_id=project_id, rcg_id=rcg_id, protection_group_id=group_id, action=action.key)
     key = (project_id, group_id)
     state.actions.acquire(key, rcg_id)
     try:
@@ -145,6 +142,7 @@ async def confirm(
 def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
     """SDRS calls on behalf of this request: its token and request id (401 without a token)."""
     token = auth_token(request)
+    state.translated.admit(request)  # limits.max_concurrent_translated: a legacy 503 before any SDRS call
     request_id = request[REQUEST_ID]
     headers = {"X-Auth-Token": token, "X-Request-Id": request_id, "X-Openstack-Request-Id": request_id}
     return SdrsCalls(state.sdrs, headers, state.mappings.errors, request[AUDIT])

@@ -42,8 +42,11 @@ _RETRY_AFTER_SECONDS = 5
 class LegacyPassthrough:
     """One pooled client session toward the legacy EVS endpoint, for the app's lifetime."""
 
-    def __init__(self, base_url: str | None, timeouts: Timeouts, pool_connections: int) -> None:
+    def __init__(
+        self, base_url: str | None, timeouts: Timeouts, pool_connections: int, preserve_host: bool = False
+    ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
+        self.preserve_host = preserve_host
         self._timeout = aiohttp.ClientTimeout(
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
         )
@@ -85,12 +88,19 @@ class LegacyPassthrough:
     def upstream_headers(self, request: web.BaseRequest, body: bytes | None) -> CIMultiDict[str]:
         """The client's end-to-end headers, X-Forwarded-*, and the request id when it sent none.
 
-        `Host` is kept as the client sent it: the legacy endpoint sees the same request it would
-        have seen without the shim in front, which also keeps AK/SK-signed requests valid (their
-        signature covers the Host header). The TCP connection, TLS SNI and certificate check still
-        use `base_url`'s host; a client that sent no Host (HTTP/1.0) gets `base_url`'s.
+        `Host` becomes the legacy endpoint's own (a sidecar's clients address it as 127.0.0.1:8080,
+        a name the real endpoint's gateway does not route); the client's Host goes on in
+        `X-Forwarded-Host`. With `preserve_host`, for clients that reach the shim under the legacy
+        endpoint's own name (a DNS or hosts override), the client's Host is kept, which also keeps
+        AK/SK signatures valid (they cover Host). Either way the TCP connection, TLS SNI and
+        certificate check use `base_url`'s host.
         """
         headers = forwarded_request_headers(request)
+        if not self.preserve_host and self.base_url is not None:
+            client_host = headers.popall(hdrs.HOST, None)
+            if client_host:
+                headers[hdrs.X_FORWARDED_HOST] = client_host[0]
+            headers[hdrs.HOST] = URL(self.base_url).raw_authority
         request_id = request.get(REQUEST_ID)
         if request_id:
             for name in REQUEST_ID_HEADERS:

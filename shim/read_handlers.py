@@ -44,9 +44,9 @@ async def show_group(request: web.Request) -> web.StreamResponse:
         group_id = state.mappings.protection_group_for(project_id, rcg_id)
     if group_id is None:
         return await state.legacy.forward(request)
-    calls = sdrs_calls(request, state)
     project_id = project_id.lower()
     request[AUDIT].update(project_id=project_id, rcg_id=rcg_id, protection_group_id=group_id, action="show-group")
+    calls = sdrs_calls(request, state)
     group, pairs = await asyncio.gather(calls.group(project_id, group_id), calls.pairs(project_id, group_id))
     group = await as_clients_see_it(state, calls, project_id, group)
     body = legacy_group(rcg_id, group, pairs, state.mappings.statuses)
@@ -60,10 +60,10 @@ async def list_groups(request: web.Request) -> web.StreamResponse:
     mapped = _mapped_groups(state, project_id) if request.method == "GET" else {}
     if not mapped:
         return await state.legacy.forward(request)
-    query = parse_list_query(_first_values(request))
-    calls = sdrs_calls(request, state)
     project_id = project_id.lower()
     request[AUDIT].update(project_id=project_id, action="list-groups")
+    query = parse_list_query(_first_values(request))
+    calls = sdrs_calls(request, state)
     legacy_items, groups, pairs = await asyncio.gather(
         legacy_list(state, request, "replication_consistency_groups"),
         calls.groups(project_id), calls.pairs(project_id),
@@ -85,9 +85,9 @@ async def show_pair(request: web.Request) -> web.StreamResponse:
     mapped = _mapped_groups(state, project_id) if request.method == "GET" else {}
     if not mapped or not is_legacy_id(pair_id):
         return await state.legacy.forward(request)
-    calls = sdrs_calls(request, state)
     project_id = project_id.lower()
     request[AUDIT].update(project_id=project_id, replication_id=pair_id, action="show-pair")
+    calls = sdrs_calls(request, state)
     pair = await calls.pair(project_id, pair_id)
     if pair is None or pair.server_group_id not in mapped:
         return await state.legacy.forward(request)  # not a pair of a migrated group
@@ -103,10 +103,10 @@ async def list_pairs(request: web.Request) -> web.StreamResponse:
     mapped = _mapped_groups(state, project_id) if request.method == "GET" else {}
     if not mapped:
         return await state.legacy.forward(request)
-    query = parse_list_query(_first_values(request))
-    calls = sdrs_calls(request, state)
     project_id = project_id.lower()
     request[AUDIT].update(project_id=project_id, action="list-pairs")
+    query = parse_list_query(_first_values(request))
+    calls = sdrs_calls(request, state)
     legacy_items, groups, pairs = await asyncio.gather(
         legacy_list(state, request, "replications"), calls.groups(project_id), calls.pairs(project_id),
     )

@@ -1,8 +1,8 @@
 """SDRS reads and writes for one legacy request: the caller's token and request id, the error table.
 
 Thin: builds SDRS paths from validated ids only, sends through the pooled `SdrsClient`, and reads
-each answer with `parse_answer` (documented shape, or the legacy error the table assigns). GETs are
-retried once after a transport failure; a POST is never sent twice.
+each answer with `parse_answer` (documented shape, or the legacy error the table assigns). A POST is
+never sent twice.
 """
 
 from __future__ import annotations
@@ -40,20 +40,17 @@ class SdrsCalls:
         self._audit = audit  # the request's audit record: the last SDRS status and error code
 
     async def send(self, method: str, path: str, doing: str, body: object | None = None) -> SdrsAnswer:
-        attempts = 2 if method == "GET" else 1  # reads are safe to repeat; actions are not
-        for attempt in range(attempts):
-            try:
-                answer = await self._client.request(method, path, self._headers, body)
-            except SdrsTransportError as err:
-                self._audit.update(sdrs_status="timeout" if isinstance(err, SdrsTimeout) else "unreachable",
-                                   sdrs_code=None)
-                if attempt + 1 == attempts or isinstance(err, SdrsTimeout):
-                    raise legacy_error_for_transport(err, doing) from None
-            else:
-                self._audit.update(sdrs_status=answer.status,
-                                   sdrs_code=sdrs_error_code(answer) if answer.status >= 400 else None)
-                return answer
-        raise AssertionError("unreachable")
+        """One exchange. Not retried here: aiohttp itself repeats a GET once when a kept-alive
+        connection drops before the answer (RFC 9112 9.3.1), and never a POST."""
+        try:
+            answer = await self._client.request(method, path, self._headers, body)
+        except SdrsTransportError as err:
+            self._audit.update(sdrs_status="timeout" if isinstance(err, SdrsTimeout) else "unreachable",
+                               sdrs_code=None)
+            raise legacy_error_for_transport(err, doing) from None
+        self._audit.update(sdrs_status=answer.status,
+                           sdrs_code=sdrs_error_code(answer) if answer.status >= 400 else None)
+        return answer
 
     async def read(self, path: str, model: type[Model], doing: str) -> Model:
         return parse_answer(await self.send("GET", path, doing), model, self.errors, doing)

@@ -26,7 +26,7 @@ from yarl import URL
 from conftest import GO_HEADERS, PROJECT, RCG, ShimFactory, action_url, call, start_server
 from shim import rcg_actions
 from shim.headers import HOP_BY_HOP, forwarded_request_headers, is_hop_by_hop, without_hop_by_hop
-from shim.legacy_stub import DEMO_GROUP, legacy_stub_app
+from shim.legacy_stub import DEMO_GROUP, UNMIGRATED_GROUP, legacy_stub_app
 
 NO_SDRS = "http://127.0.0.1:9"  # the passthrough never calls SDRS; nothing needs to listen here
 REQUEST_ID = re.compile(r"^req-[0-9a-f-]{36}$")
@@ -148,7 +148,19 @@ async def test_absolute_form_target_and_host_cannot_redirect_the_request(make_sh
     assert status == 200  # answered by our upstream: nothing listens on elsewhere.example
     (seen,) = up.seen
     assert seen.target == "/v2/p/volumes?limit=1"
-    assert seen.values("Host") == ["elsewhere.example:4444"]  # the original Host is kept
+    assert seen.values("Host") == [up.url.removeprefix("http://")]  # the legacy endpoint's own
+    assert seen.values("X-Forwarded-Host") == ["elsewhere.example:4444"]
+
+
+async def test_host_is_the_legacy_endpoints_unless_preserve_host(make_shim, upstream) -> None:
+    up = await upstream()
+    shim = await make_shim(sdrs=NO_SDRS, legacy=up.url, passthrough={"preserve_host": True})
+    request = b"GET /v2/p/volumes HTTP/1.1\r\nHost: evs.eu-de.example\r\nConnection: close\r\n\r\n"
+    status, _, _ = await raw_exchange(shim, request)
+    assert status == 200
+    (seen,) = up.seen
+    assert seen.values("Host") == ["evs.eu-de.example"]
+    assert seen.values("X-Forwarded-Host") == []
 
 
 async def test_request_headers_hop_by_hop_removed_end_to_end_kept(make_shim, upstream) -> None:
@@ -175,9 +187,10 @@ async def test_request_headers_hop_by_hop_removed_end_to_end_kept(make_shim, ups
     # (no User-Agent, Accept, Accept-Encoding, Content-Type, Content-Length, Transfer-Encoding).
     assert seen.names() == [
         "host", "x-auth-token", "x-custom", "x-custom", "x-forwarded-for", "x-forwarded-proto",
-        "x-request-id", "x-openstack-request-id",
+        "x-forwarded-host", "x-request-id", "x-openstack-request-id",
     ]
-    assert seen.values("Host") == ["evs.eu-de.example"]
+    assert seen.values("Host") == [up.url.removeprefix("http://")]
+    assert seen.values("X-Forwarded-Host") == ["evs.eu-de.example"]
     assert seen.values("X-Auth-Token") == ["gAAAAABtoken"]
     assert seen.values("X-Custom") == ["one", "two"]
     assert seen.values("X-Forwarded-For") == ["10.1.2.3, 127.0.0.1"]
@@ -531,8 +544,9 @@ async def test_legacy_stub_answers_in_the_legacy_shape() -> None:
         base = f"{url}/v2/{PROJECT}/os-vendor-replication-consistency-groups"
         listed = await call("GET", base)
         assert listed.status == 200 and listed.headers["Content-Type"].startswith("application/json")
-        (group,) = listed.json()["replication_consistency_groups"]
+        group, unmigrated = listed.json()["replication_consistency_groups"]
         assert group == DEMO_GROUP and isinstance(group["replication_ids"], list)
+        assert unmigrated == UNMIGRATED_GROUP and unmigrated["id"] != group["id"]
         assert group["fault_level"] == "0" and group["updated_at"] is None
         one = await call("GET", f"{base}/{group['id']}")
         assert one.json() == {"replication_consistency_group": DEMO_GROUP}
