@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from shim import __version__
 from shim.action_guard import ActionGuard
@@ -234,6 +234,13 @@ async def metrics(request: web.Request) -> web.Response:
 MANAGEMENT_ROUTE_NAMES = frozenset(path.strip("/") for path in MANAGEMENT_PATHS)
 
 
+async def _expect_continue_only(request: web.Request) -> None:
+    """Answer `Expect: 100-continue`; ignore any other expectation (RFC 9110 10.1.1 allows it)
+    instead of aiohttp's 417, which no legacy client knows and which bypasses the middleware."""
+    if request.version >= (1, 1) and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
 def build_app(settings: Settings, mappings: Mappings) -> web.Application:
     """The shim as an aiohttp Application; upstream sessions open on startup and close on cleanup."""
     from shim import handlers, read_handlers  # imported here: they import STATE from this module
@@ -268,12 +275,16 @@ def build_app(settings: Settings, mappings: Mappings) -> web.Application:
     for name, management_handler in (("healthz", healthz), ("readyz", readyz), ("metrics", metrics)):
         app.router.add_get("/" + name, management_handler, name=name)
     prefix = "/v2/{project_id}/"
-    app.router.add_route("*", prefix + RCG_COLLECTION + "/{rcg_id}/action", handlers.rcg_action)
-    app.router.add_route("*", prefix + RCG_COLLECTION + "/{rcg_id}", read_handlers.show_group)
-    app.router.add_route("*", prefix + RCG_COLLECTION, read_handlers.list_groups)
-    app.router.add_route("*", prefix + PAIR_COLLECTION + "/{replication_id}", read_handlers.show_pair)
-    app.router.add_route("*", prefix + PAIR_COLLECTION, read_handlers.list_pairs)
-    app.router.add_route("*", "/{tail:.*}", handlers.passthrough)
+    routes = [
+        (prefix + RCG_COLLECTION + "/{rcg_id}/action", handlers.rcg_action),
+        (prefix + RCG_COLLECTION + "/{rcg_id}", read_handlers.show_group),
+        (prefix + RCG_COLLECTION, read_handlers.list_groups),
+        (prefix + PAIR_COLLECTION + "/{replication_id}", read_handlers.show_pair),
+        (prefix + PAIR_COLLECTION, read_handlers.list_pairs),
+        ("/{tail:.*}", handlers.passthrough),
+    ]
+    for path, handler in routes:
+        app.router.add_route("*", path, handler, expect_handler=_expect_continue_only)
     return app
 
 

@@ -24,13 +24,23 @@ from shim.rcg_actions import (
     plan_calls,
     refuse_while_job_pending,
 )
-from shim.sdrs_answers import parse_answer
+from shim.sdrs_answers import parse_answer, sdrs_error_code
 from shim.sdrs_calls import SdrsCalls
 from shim.sdrs_client import SdrsAnswer
 from shim.sdrs_models import JobAccepted
 
 # SDRS answers after which the action may have been started all the same (a gateway gave up waiting).
 OUTCOME_UNKNOWN_STATUSES = frozenset({502, 504})
+
+
+def outcome_unknown(answer: SdrsAnswer | None, calls: SdrsCalls) -> bool:
+    """Whether SDRS may have started an action although the shim got no job id for it: no answer,
+    a success of the wrong shape, a gateway that gave up waiting (502/504), or a 500 without a
+    documented SDRS code (a crashed backend says nothing about what it had done). A 503 means the
+    request was not taken on."""
+    if answer is None or answer.status < 400 or answer.status in OUTCOME_UNKNOWN_STATUSES:
+        return True
+    return answer.status == 500 and sdrs_error_code(answer) not in calls.errors.codes
 
 SIGNED_REQUEST_MESSAGE = (
     "This endpoint is served through SDRS by a migration proxy, which cannot forward an AK/SK-signed "
@@ -100,7 +110,7 @@ async def send_actions(
             answer = await calls.post(call.path, call.body, doing)
             job_id = parse_answer(answer, JobAccepted, calls.errors, doing).job_id
         except LegacyError as err:
-            if answer is None or answer.status < 400 or answer.status in OUTCOME_UNKNOWN_STATUSES:
+            if outcome_unknown(answer, calls):
                 state.actions.outcome_unknown(key)  # SDRS may have started it: never resend blindly
             if job_ids:
                 raise dataclasses.replace(

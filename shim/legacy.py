@@ -19,7 +19,7 @@ _ID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{
 
 def is_legacy_id(value: str) -> bool:
     """True for a UUID or a 32-hex id: the only ids that may ever reach an SDRS URL."""
-    return bool(_ID.match(value))
+    return _ID.fullmatch(value) is not None  # not match(): `$` also matches before a trailing newline
 
 
 def normalise_id(value: str) -> str:

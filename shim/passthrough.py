@@ -96,6 +96,12 @@ class LegacyPassthrough:
         certificate check use `base_url`'s host.
         """
         headers = forwarded_request_headers(request)
+        for name, value in headers.items():
+            if not _is_utf8(value):
+                # aiohttp decoded the bytes with surrogateescape and would drop them on the way
+                # out: refuse rather than relay an altered value.
+                raise LegacyError(400, f"The {name[:64]} header holds bytes that are not UTF-8 text; "
+                                       "it cannot be relayed unchanged.")
         if not self.preserve_host and self.base_url is not None:
             client_host = headers.popall(hdrs.HOST, None)
             if client_host:
@@ -218,6 +224,14 @@ class LegacyPassthrough:
         except ConnectionError:
             pass  # the client went away right at the end: nothing left to tell it
         return response
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _stream_body(request: web.Request) -> AsyncIterator[bytes]:

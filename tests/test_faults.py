@@ -335,17 +335,7 @@ async def test_fault_on_reprotect_is_one_legacy_answer_a_log_line_and_at_most_on
     assert_logged(caplog, reply)
 
 
-RETRY_BUGS = {
-    "action-500-without-sdrs-code": (
-        "A bare HTTP 500 (no SDRS error code: a gateway or a crashed backend) to the action POST does "
-        "not tell whether SDRS started the job, but shim/handlers.py send_actions() marks the outcome "
-        "unknown only for a transport failure, a 2xx of the wrong shape and HTTP 502/504 "
-        "(OUTCOME_UNKNOWN_STATUSES), so an identical retry sends a second start-server-group. Fix: "
-        "also call state.actions.outcome_unknown(key) when answer.status == 500 and the body carries "
-        "no documented SDRS code (sdrs_error_code(answer) not in the error table), or add 500 to "
-        "OUTCOME_UNKNOWN_STATUSES."
-    ),
-}
+RETRY_BUGS: dict[str, str] = {}  # case id -> strict-xfail reason, for a retry bug found and not yet fixed
 
 
 def with_retry_bugs(params: list[Any]) -> list[Any]:

@@ -250,13 +250,6 @@ async def test_traversal_in_the_project_id_of_an_action_is_400_and_reaches_nobod
     world.assert_nothing_forwarded()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shim/legacy.py is_legacy_id() uses _ID.match with a `$` anchor, and `$` also matches just before "
-    "a trailing newline: an id ending in %0a (or a project id ending in %0a) counts as a UUID. On the "
-    "action URL that gives 404 'could not be found' with the newline echoed in the message, where every "
-    "other malformed id gets 400 'must be a UUID'; the function's contract ('the only ids that may ever "
-    "reach an SDRS URL') is broken, only the exact-key mapping lookup keeps it out of SDRS paths. "
-    "Fix: use _ID.fullmatch(value) (or end the pattern with \\Z)."))
 @pytest.mark.parametrize(("project", "rcg"), [(PROJECT, RCG + "%0a"), (PROJECT + "%0A", RCG)])
 async def test_an_id_with_an_encoded_trailing_newline_is_not_a_uuid(world, project, rcg):
     target = f"/v2/{project}/{COLLECTION}/{rcg}/action"
@@ -437,14 +430,6 @@ async def test_header_values_reach_the_legacy_side_as_single_lines(world):
     assert [value for name, value in seen.headers if name == "X-Tab"] == ["a\tb"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Header values with obs-text (bytes 0x80-0xFF that are not UTF-8, legal in HTTP/1.1) are silently "
-    "altered on the way to the legacy endpoint: `X-C: caf\\xe9` arrives as `caf`, `X-A: \\xff\\xfe` as an "
-    "empty value. aiohttp's server decodes header bytes as UTF-8 with surrogateescape and its client "
-    "drops the surrogates when it writes them, and shim/passthrough.py upstream_headers() relays those "
-    "decoded str values (README: passthrough is 'byte for byte'). Fix: either refuse such a request "
-    "with a legacy 400 before forwarding, or relay request.raw_headers' bytes unchanged; never forward "
-    "a value with bytes missing."))
 async def test_a_header_value_that_is_not_utf8_is_relayed_unchanged_or_refused(world):
     data = (b"GET /v2/p/volumes HTTP/1.1\r\nHost: shim.local\r\nX-C: caf\xe9\r\nX-A: \xff\xfe\r\n"
             b"Connection: close\r\n\r\n")
@@ -703,14 +688,6 @@ async def test_raw_bytes_outside_the_uri_grammar_are_refused_by_the_parser(world
     world.assert_nothing_forwarded()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "An Expect header other than 100-continue on a translated route gets aiohttp's own "
-    "`417 Expectation Failed`, text/plain 'Unknown Expect: ...': 417 is not a legacy status and the "
-    "body is not the legacy envelope. aiohttp runs the route's expect handler before the middlewares, "
-    "so request_context never sees it. Fix: in shim/app.py build_app, pass expect_handler= to the "
-    "translated add_route calls (and the passthrough catch-all): send `100 Continue` for "
-    "100-continue, and for anything else either ignore it (RFC 9110 allows that) or return "
-    "legacy_error_response(LegacyError(400, 'Unsupported Expect header ...'), ...)."))
 @pytest.mark.parametrize(("method", "path", "body"), [("POST", ACTION_PATH, REPROTECT_BODY), ("GET", READ_PATH, b"")],
                          ids=["action", "read"])
 async def test_an_unknown_expectation_on_a_translated_route_gets_a_legacy_answer(world, method, path, body):
