@@ -21,7 +21,7 @@ from shim import __version__
 from shim.action_guard import ActionGuard
 from shim.config import Settings
 from shim.context import AUDIT, REQUEST_ID
-from shim.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError
+from shim.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError, canonical_path, disguises_a_translated_url
 from shim.logs import MANAGEMENT_PATHS
 from shim.mappings import Mappings
 from shim.metrics import (
@@ -145,11 +145,20 @@ async def _observed(request: web.Request, handler: Handler) -> web.StreamRespons
         _request_done(request, state, timing, status, answered_by_shim)
 
 
+def refuse_disguised_translated_url(request: web.Request) -> None:
+    """Routing matches decoded paths: a non-canonical spelling of a translated URL must not be
+    relayed to a legacy endpoint that might normalise it and act on a migrated group."""
+    raw_path = request.rel_url.raw_path
+    if disguises_a_translated_url(raw_path):
+        raise LegacyError(400, f"Malformed request url: use the canonical form {canonical_path(raw_path)[:300]!r}.")
+
+
 async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamResponse, bool]:
     """The handler's response, or the legacy error for what it raised; True when the shim made
     the answer itself from an error (no upstream answer was relayed)."""
     state = request.app[STATE]
     try:
+        refuse_disguised_translated_url(request)
         return await handler(request), False
     except LegacyError as err:
         return legacy_error_response(err, state.mappings.errors), True

@@ -133,10 +133,15 @@ async def confirm(
     while True:
         still_waiting = []
         for job_id in waiting:
-            job = await calls.job(project_id, job_id)
+            try:
+                job = await calls.job(project_id, job_id)
+                group = await calls.group(project_id, group_id) if job and job.status == "RUNNING" else None
+            except LegacyError as err:
+                # SDRS accepted the action: whatever went wrong while watching it, it may still run.
+                raise not_confirmed(translation, rcg_id, waiting, settings.confirm_timeout_seconds,
+                                    why=err.message) from None
             if job is None:
                 raise LegacyError(502, f"SDRS does not know the job {job_id} it has just accepted.")
-            group = await calls.group(project_id, group_id) if job.status == "RUNNING" else None
             if job_outcome(job, group, translation, calls.errors, rcg_id) == "wait":
                 still_waiting.append(job_id)
         waiting = still_waiting

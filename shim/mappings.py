@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shim.sdrs_models import SDRS_GROUP_STATUSES, SDRS_PAIR_STATUSES
-from shim.legacy import LEGACY_ERROR_STATUSES, LegacyErrorStatus, is_legacy_id, normalise_id
+from shim.legacy import LEGACY_ERROR_STATUSES, LegacyErrorStatus, id_key, is_legacy_id, normalise_id
 from shim.validation import ConfigError, describe_validation_error, read_yaml
 
 CONSISTENCY_GROUPS_FILE = "consistency-groups.yaml"
@@ -59,9 +59,10 @@ class ConsistencyGroupsFile(_Strict):
         for field_name in ("replication_consistency_group_id", "protection_group_id"):
             first_entry: dict[tuple[str, str], int] = {}
             for index, entry in enumerate(self.consistency_groups):
-                key = (entry.project_id, getattr(entry, field_name))
+                key = (id_key(entry.project_id), id_key(getattr(entry, field_name)))
                 if key in first_entry:
-                    raise _DuplicateEntry(index, field_name, key[1], first_entry[key], entry.project_id)
+                    raise _DuplicateEntry(index, field_name, getattr(entry, field_name), first_entry[key],
+                                          entry.project_id)
                 first_entry[key] = index
         return self
 
@@ -159,19 +160,20 @@ class StatusTable(_Strict):
 class Mappings:
     """Everything loaded from the mappings directory, ready for lookups."""
 
-    protection_groups: dict[tuple[str, str], str]  # (project_id, rcg_id) -> protection group id
+    protection_groups: dict[tuple[str, str], tuple[str, str]]  # id_key(project, rcg) -> (pg id, rcg id)
     errors: SdrsErrorTable
     statuses: StatusTable
     source: Path
 
     def protection_group_for(self, project_id: str, rcg_id: str) -> str | None:
         """A mapping belongs to its project: the same RCG id under another project is unmapped."""
-        return self.protection_groups.get((normalise_id(project_id), normalise_id(rcg_id)))
+        found = self.protection_groups.get((id_key(project_id), id_key(rcg_id)))
+        return found[0] if found else None
 
     def groups_of_project(self, project_id: str) -> dict[str, str]:
-        """protection group id -> legacy RCG id, for every mapped group of the project."""
-        project = normalise_id(project_id)
-        return {group: rcg for (owner, rcg), group in self.protection_groups.items() if owner == project}
+        """id_key(protection group id) -> legacy RCG id, for every mapped group of the project."""
+        project = id_key(project_id)
+        return {id_key(group): rcg for (owner, _), (group, rcg) in self.protection_groups.items() if owner == project}
 
 
 def _validated(model: type[BaseModel], path: Path, data: Any) -> Any:
@@ -214,7 +216,8 @@ def load_mappings(directory: Path) -> Mappings:
     statuses: StatusTable = _load_table(directory, STATUSES_FILE, StatusTable)
     return Mappings(
         protection_groups={
-            (entry.project_id, entry.replication_consistency_group_id): entry.protection_group_id
+            (id_key(entry.project_id), id_key(entry.replication_consistency_group_id)):
+                (entry.protection_group_id, entry.replication_consistency_group_id)
             for entry in groups.consistency_groups
         },
         errors=errors,

@@ -80,7 +80,7 @@ def config_digest(settings: Settings, mappings: Mappings) -> str:
     """A short hash of the effective configuration and every mapping table: the config version."""
     document = {
         "settings": settings.model_dump(mode="json"),
-        "groups": sorted([*key, group] for key, group in mappings.protection_groups.items()),
+        "groups": sorted([*key, *group] for key, group in mappings.protection_groups.items()),
         "errors": mappings.errors.model_dump(mode="json"),
         "statuses": mappings.statuses.model_dump(mode="json"),
     }

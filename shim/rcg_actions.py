@@ -96,13 +96,15 @@ class SdrsCall:
 def parse_action_body(raw: bytes) -> ActionRequest:
     """The legacy action body: one JSON object with exactly one known action key."""
     try:
-        document = json.loads(raw.decode("utf-8"))
+        document = json.loads(raw.decode("utf-8"), object_pairs_hook=_object_without_duplicate_keys)
     except UnicodeDecodeError:
         raise LegacyError(400, "Malformed request body: not UTF-8 text.") from None
     except RecursionError:
         raise LegacyError(400, "Malformed request body: JSON nested too deeply.") from None
     except json.JSONDecodeError as err:
         raise LegacyError(400, f"Malformed request body: not JSON ({err.msg}).") from None
+    except _DuplicateKey as err:
+        raise LegacyError(400, f"Malformed request body: the key {str(err)[:80]!r} appears twice.") from None
     except ValueError as err:  # e.g. an integer literal longer than Python converts
         raise LegacyError(400, f"Malformed request body: not acceptable JSON ({err}).") from None
     if not isinstance(document, dict):
@@ -117,6 +119,20 @@ def parse_action_body(raw: bytes) -> ActionRequest:
     if translation is not None and not translation.per_pair and value not in (None, {}):
         raise LegacyError(400, f"Malformed request body: the value of {key!r} must be null or {{}}.")
     return ActionRequest(key, value)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON allows repeated keys and json.loads keeps the last one: an ambiguous action is refused."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
 
 
 def requested_extensions(value: Any) -> list[tuple[str, int]]:
@@ -251,10 +267,14 @@ def job_outcome(
     return "done" if group is not None and group.status == translation.running_status else "wait"
 
 
-def not_confirmed(translation: ActionTranslation, rcg_id: str, job_ids: list[str], seconds: float) -> LegacyError:
+def not_confirmed(
+    translation: ActionTranslation, rcg_id: str, job_ids: list[str], seconds: float, why: str | None = None
+) -> LegacyError:
+    """SDRS accepted the action but the shim could not see it take effect: 504, and say it may run."""
+    reason = f"watching it failed ({why})" if why else f"it was not confirmed within {seconds:g} s"
     return LegacyError(
         504,
         f"SDRS accepted the request to {translation.verb} replication consistency group {rcg_id} "
-        f"(job {', '.join(job_ids)}) but it was not confirmed within {seconds:g} s; it may still run. "
-        "Read the group's status before you retry.",
+        f"(job {', '.join(job_ids)}) but {reason}; it may still run. Read the group's status before "
+        "you retry.",
     )

@@ -15,7 +15,7 @@ from aiohttp import web
 from shim.app import STATE, ShimState
 from shim.context import AUDIT
 from shim.handlers import sdrs_calls
-from shim.legacy import LegacyError, is_legacy_id
+from shim.legacy import LegacyError, id_key, is_legacy_id
 from shim.listing import (
     GROUP_FILTERS,
     PAIR_FILTERS,
@@ -69,7 +69,7 @@ async def list_groups(request: web.Request) -> web.StreamResponse:
         calls.groups(project_id), calls.pairs(project_id),
     )
     items = [
-        MappedItem(legacy_group(mapped[group.id], await as_clients_see_it(state, calls, project_id, group),
+        MappedItem(legacy_group(mapped[id_key(group.id)], await as_clients_see_it(state, calls, project_id, group),
                                 members, state.mappings.statuses),
                    frozenset(volume for pair in members for volume in pair.volume_id_list))
         for group, members in _mapped_with_pairs(groups, pairs, mapped)
@@ -89,10 +89,10 @@ async def show_pair(request: web.Request) -> web.StreamResponse:
     request[AUDIT].update(project_id=project_id, replication_id=pair_id, action="show-pair")
     calls = sdrs_calls(request, state)
     pair = await calls.pair(project_id, pair_id)
-    if pair is None or pair.server_group_id not in mapped:
+    if pair is None or id_key(pair.server_group_id) not in mapped:
         return await state.legacy.forward(request)  # not a pair of a migrated group
     group = await calls.group(project_id, pair.server_group_id)
-    body = legacy_pair(pair, mapped[group.id], group, state.mappings.statuses)
+    body = legacy_pair(pair, mapped[id_key(pair.server_group_id)], group, state.mappings.statuses)
     return web.json_response({"replication": body})
 
 
@@ -111,7 +111,7 @@ async def list_pairs(request: web.Request) -> web.StreamResponse:
         legacy_list(state, request, "replications"), calls.groups(project_id), calls.pairs(project_id),
     )
     items = [
-        MappedItem(legacy_pair(pair, mapped[group.id], group, state.mappings.statuses),
+        MappedItem(legacy_pair(pair, mapped[id_key(group.id)], group, state.mappings.statuses),
                    frozenset(pair.volume_id_list))
         for group, members in _mapped_with_pairs(groups, pairs, mapped)
         for pair in members
@@ -137,9 +137,9 @@ def _mapped_with_pairs(
 ) -> list[tuple[ServerGroup, list[ReplicationPair]]]:
     """The mapped groups SDRS still has, each with its pairs (a mapped group SDRS lost is gone)."""
     return [
-        (group, [pair for pair in pairs if pair.server_group_id == group.id])
+        (group, [pair for pair in pairs if id_key(pair.server_group_id) == id_key(group.id)])
         for group in groups
-        if group.id in mapped
+        if id_key(group.id) in mapped
     ]
 
 

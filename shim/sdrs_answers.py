@@ -74,10 +74,9 @@ def legacy_error_for_transport(err: SdrsTransportError, doing: str) -> LegacyErr
     """Unreachable SDRS -> 503 (try again later); a too-slow SDRS -> 504."""
     if isinstance(err, SdrsTimeout):
         return LegacyError(504, f"SDRS did not answer in time while trying to {doing}.")
+    # The cause (addresses, exception text) goes to the shim's log, not to the client.
     return LegacyError(
-        503,
-        f"SDRS is unreachable while trying to {doing}: {err}",
-        retry_after=DEFAULT_RETRY_AFTER_SECONDS,
+        503, f"SDRS is unreachable while trying to {doing}.", retry_after=DEFAULT_RETRY_AFTER_SECONDS
     )
 
 

@@ -46,7 +46,7 @@ class SdrsCalls:
             answer = await self._client.request(method, path, self._headers, body)
         except SdrsTransportError as err:
             self._audit.update(sdrs_status="timeout" if isinstance(err, SdrsTimeout) else "unreachable",
-                               sdrs_code=None)
+                               sdrs_code=None, sdrs_error=str(err)[:300])
             raise legacy_error_for_transport(err, doing) from None
         self._audit.update(sdrs_status=answer.status,
                            sdrs_code=sdrs_error_code(answer) if answer.status >= 400 else None)

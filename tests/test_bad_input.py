@@ -27,6 +27,8 @@ from conftest import GO_HEADERS, PROJECT, RCG, action_url, call
         (b'{"start-server-group": {}}', "unknown action"),
         (b"[" * 100_000 + b"]" * 100_000, "larger than"),
         (b"[" * 1500 + b"]" * 1500, "nested too deeply"),
+        (b'{"os-reprotect-replication-consistency-group": null, "os-reprotect-replication-consistency-group": {}}',
+         "appears twice"),
         (b'{"os-reprotect-replication-consistency-group": ' + b"1" * 5000 + b"}", "not acceptable JSON"),
         (b'{"os-reprotect-replication-consistency-group": null}' + b" " * 20000, "larger than"),
     ],

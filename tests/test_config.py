@@ -103,6 +103,8 @@ ENTRY = {"project_id": PROJECT, "replication_consistency_group_id": RCG, "protec
      f"consistency_groups[1].replication_consistency_group_id: {RCG} is already mapped by consistency_groups[0]"),
     ([ENTRY, {**ENTRY, "replication_consistency_group_id": RCG.upper()}],
      "consistency_groups[1].replication_consistency_group_id"),
+    ([ENTRY, {**ENTRY, "replication_consistency_group_id": RCG.replace("-", "")}],
+     "consistency_groups[1].replication_consistency_group_id"),
     ([ENTRY, {**ENTRY, "replication_consistency_group_id": "11111111-2222-3333-4444-555555555555"}],
      "consistency_groups[1].protection_group_id"),
     ([{**ENTRY, "protection_group_id": "../../etc"}],

@@ -233,7 +233,8 @@ async def test_traversal_in_the_rcg_id_of_an_action_is_400_and_reaches_nobody(wo
     assert answer.status == 400, answer.body
     name, inner = answer.legacy_fault()
     assert (name, inner["code"]) == ("badRequest", "EVS.5400")
-    assert "replication consistency group id must be a UUID" in inner["message"]
+    assert any(says in inner["message"] for says in ("replication consistency group id must be a UUID",
+                                                     "canonical form"))
     world.assert_nothing_forwarded()
 
 
@@ -246,7 +247,8 @@ async def test_traversal_in_the_project_id_of_an_action_is_400_and_reaches_nobod
     answer = await one(world.shim, request("POST", target, token_headers(), REPROTECT_BODY))
 
     assert answer.status == 400, answer.body
-    assert "project id must be a UUID" in answer.legacy_fault()[1]["message"]
+    message = answer.legacy_fault()[1]["message"]
+    assert "project id must be a UUID" in message or "canonical form" in message
     world.assert_nothing_forwarded()
 
 
@@ -277,22 +279,36 @@ async def test_a_percent_encoded_mapped_id_is_the_mapped_id(world):
 
 
 @pytest.mark.parametrize("path", [
-    f"/v2/{PROJECT}/{COLLECTION}/%2e%2e%2F{RCG}",
+    f"/v2/{PROJECT}/{COLLECTION}/%2e%2e%2F{RCG}",  # even read eagerly, it leaves the translated URLs
     f"/v2/{PROJECT}/{COLLECTION}/..%2F{RCG}",
-    f"/v2/{PROJECT}/{COLLECTION}/{UNMAPPED_RCG}/../{RCG}",
-    f"/v2/{PROJECT}/{COLLECTION}/{RCG}/../{UNMAPPED_RCG}",
-    f"/v2/{PROJECT}/{COLLECTION}/%252e%252e/{RCG}",
-    f"/v2/{PROJECT}/{COLLECTION}/{RCG}%2F..%2F..",
+    f"/v2/{PROJECT}/{COLLECTION}/%252e%252e/{RCG}",  # decoded once, `%2e%2e` is not a dot segment
     f"/v2/{PROJECT}/../v1/{PROJECT}/server-groups/{GROUP}",
     f"/v1/{PROJECT}/server-groups/{GROUP}",  # SDRS's own API, asked of the shim: never relayed to SDRS
 ])
-async def test_traversal_on_a_read_url_goes_to_legacy_verbatim_and_never_to_sdrs(world, path):
+async def test_paths_outside_the_translated_urls_go_to_legacy_verbatim_and_never_to_sdrs(world, path):
     answer = await one(world.shim, request("GET", path, token_headers()))
 
     assert (answer.status, answer.body) == (200, b'{"upstream": true}')
     assert world.legacy.paths() == [path]  # byte for byte: no decoding, no dot-segment removal
     assert world.sim.requests == []
     assert world.trap.connections == 0
+
+
+@pytest.mark.parametrize("path", [
+    f"/v2/{PROJECT}/{COLLECTION}/{UNMAPPED_RCG}/../{RCG}",
+    f"/v2/{PROJECT}/{COLLECTION}/{RCG}/../{UNMAPPED_RCG}",
+    f"/v2/{PROJECT}/{COLLECTION}/{RCG}%2F..%2F..%2F{COLLECTION}",
+    f"/v2/{PROJECT}/{COLLECTION}/{RCG}/",
+    f"/v2/{PROJECT}/{COLLECTION}/{RCG}%2Faction",
+    f"/v2/{PROJECT}/%2E/{COLLECTION}/{RCG}",
+])
+async def test_traversal_into_a_translated_url_is_refused_and_reaches_no_upstream(world, path):
+    """A normalising legacy endpoint would read (or, for an action, act on) a migrated group."""
+    answer = await one(world.shim, request("GET", path, token_headers()))
+
+    assert answer.status == 400
+    assert "canonical form" in answer.legacy_fault()[1]["message"]
+    world.assert_nothing_forwarded()
 
 
 @pytest.mark.parametrize("target", [
@@ -305,16 +321,15 @@ async def test_traversal_on_a_read_url_goes_to_legacy_verbatim_and_never_to_sdrs
     f"/v2/{PROJECT}/{COLLECTION}/{RCG}/action/",
     f"/v2/{PROJECT}/{COLLECTION}/{RCG}%2Faction",
 ])
-async def test_non_canonical_spellings_of_a_mapped_action_url_are_not_translated(world, target):
-    """Only the exact route is translated; any other spelling is relayed unchanged to the legacy
-    endpoint (what that endpoint makes of it is its business) and SDRS is not contacted."""
+async def test_non_canonical_spellings_of_a_mapped_action_url_are_refused(world, target):
+    """Only the exact route is translated; any other spelling of it is refused (400), neither
+    translated nor relayed: a legacy endpoint that normalises paths would run a legacy reprotect
+    on a migrated group behind the duplicate guard's back."""
     answer = await one(world.shim, request("POST", target, token_headers(), REPROTECT_BODY))
 
-    assert answer.status == 200
-    assert world.legacy.paths() == [target]
-    assert world.legacy.seen[0].body == REPROTECT_BODY
-    assert world.sim.requests == []
-    assert world.trap.connections == 0
+    assert answer.status == 400
+    assert "canonical form" in answer.legacy_fault()[1]["message"]
+    world.assert_nothing_forwarded()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -137,12 +137,13 @@ async def test_mapping_belongs_to_its_project(simulator, make_shim):
     assert sim.requests == []
 
 
-async def test_ids_compare_case_insensitively(simulator, make_shim):
+@pytest.mark.parametrize("rcg", [RCG.upper(), RCG.replace("-", ""), RCG.replace("-", "").upper()])
+async def test_ids_compare_without_regard_to_case_or_dashes(simulator, make_shim, rcg):
     sim, sdrs_url = simulator
     shim = await make_shim(sdrs=sdrs_url)
-    url = action_url(shim, project=PROJECT.upper(), rcg=RCG.upper())
+    url = action_url(shim, project=PROJECT.upper(), rcg=rcg)
     assert (await call("POST", url, body=REPROTECT_BODY, headers=GO_HEADERS)).status == 200
-    assert sim.action_calls == [(PROJECT, GROUP, "start-server-group")]
+    assert sim.action_calls == [(PROJECT, GROUP, "start-server-group")]  # the mapping's own spelling
 
 
 async def test_no_token_is_401(simulator, make_shim):
