@@ -199,7 +199,7 @@ def _request_done(
 
 def _write_audit(request: web.Request, audit: dict[str, Any], legacy_status: str, seconds: float) -> None:
     from_url = {key: request.match_info.get(key) for key in ("project_id", "rcg_id")}
-    record = {key: value for key, value in from_url.items() if value is not None}
+    record: dict[str, Any] = {key: value for key, value in from_url.items() if value is not None}
     record.update(audit)
     record.update(request_id=request[REQUEST_ID], legacy_status=legacy_status,
                   duration_ms=round(seconds * 1000, 3))

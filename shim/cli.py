@@ -123,8 +123,10 @@ def _run(args: argparse.Namespace) -> int:
         from shim.simulator.server import serve as serve_simulator
 
         configure_logging("info")
-        settings = SimulatorSettings(job_init_seconds=args.job_init_seconds, job_run_seconds=args.job_run_seconds)
-        asyncio.run(serve_simulator(args.host, args.port, settings, args.seed_demo))
+        simulator_settings = SimulatorSettings(
+            job_init_seconds=args.job_init_seconds, job_run_seconds=args.job_run_seconds
+        )
+        asyncio.run(serve_simulator(args.host, args.port, simulator_settings, args.seed_demo))
         return 0
     raise AssertionError(args.command)
 

@@ -98,7 +98,9 @@ PAIR_FILTERS: dict[str, FilterRule] = {
 }
 
 
-def select_mapped(items: Iterable[MappedItem], query: ListQuery, rules: Mapping[str, FilterRule]) -> list[dict[str, Any]]:
+def select_mapped(
+    items: Iterable[MappedItem], query: ListQuery, rules: Mapping[str, FilterRule]
+) -> list[dict[str, Any]]:
     """The mapped items that pass every known legacy filter (unknown parameters are ignored, as EVS does)."""
     return [
         item.legacy
@@ -107,7 +109,9 @@ def select_mapped(items: Iterable[MappedItem], query: ListQuery, rules: Mapping[
     ]
 
 
-def merge_page(legacy_items: list[dict[str, Any]], mapped_items: list[dict[str, Any]], query: ListQuery) -> list[dict[str, Any]]:
+def merge_page(
+    legacy_items: list[dict[str, Any]], mapped_items: list[dict[str, Any]], query: ListQuery
+) -> list[dict[str, Any]]:
     """Merged, de-duplicated (mapped wins), sorted and paged."""
     mapped_ids = {item["id"] for item in mapped_items}
     merged = [item for item in legacy_items if item.get("id") not in mapped_ids] + mapped_items

@@ -28,7 +28,10 @@ SENSITIVE_KEYS = frozenset(
 _SENSITIVE_TEXT = [
     # Header-like `Name: value` or `name=value` pairs for credential headers, also as a quoted
     # mapping entry (`'X-Auth-Token': 'value'`, the repr of a headers dict).
-    re.compile(r"(?i)((?:x-auth-token|x-security-token|x-subject-token|authorization)['\"]?\s*[:=]\s*['\"]?)([^\s,;'\"}]+(?: [^\s,;'\"}]+)?)"),
+    re.compile(
+        r"(?i)((?:x-auth-token|x-security-token|x-subject-token|authorization)['\"]?\s*[:=]\s*['\"]?)"
+        r"([^\s,;'\"}]+(?: [^\s,;'\"}]+)?)"
+    ),
     # AK/SK signing parameters inside an Authorization value.
     re.compile(r"(?i)((?:signature|access)=)([^\s,;'\"}]+)"),
     # Keystone/IAM token bodies (fernet `gAAAA...`, PKI `MII...`).

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shim.sdrs_models import SDRS_GROUP_STATUSES, SDRS_PAIR_STATUSES
 from shim.legacy import LEGACY_ERROR_STATUSES, LegacyErrorStatus, id_key, is_legacy_id, normalise_id
+from shim.sdrs_models import SDRS_GROUP_STATUSES, SDRS_PAIR_STATUSES
 from shim.validation import ConfigError, describe_validation_error, read_yaml
 
 CONSISTENCY_GROUPS_FILE = "consistency-groups.yaml"

@@ -12,7 +12,6 @@ client's connection; the client then sees a short body, never a well-formed but 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -148,7 +147,7 @@ class LegacyPassthrough:
                 data=data,
                 allow_redirects=False,
             )
-        except asyncio.TimeoutError as err:  # also aiohttp's ConnectionTimeoutError/SocketTimeoutError
+        except TimeoutError as err:  # also aiohttp's ConnectionTimeoutError/SocketTimeoutError
             _warn(request, "timed out before answering", err)
             raise LegacyError(504, "The legacy EVS endpoint did not answer in time.") from None
         except aiohttp.ClientResponseError as err:  # unparseable status line or headers
@@ -184,7 +183,7 @@ class LegacyPassthrough:
             async with self._session.get(url, headers=headers, allow_redirects=False) as upstream:
                 body = await upstream.read()
                 status = upstream.status
-        except asyncio.TimeoutError as err:
+        except TimeoutError as err:
             _warn(request, "timed out before answering", err)
             raise LegacyError(504, "The legacy EVS endpoint did not answer in time.") from None
         except aiohttp.ClientError as err:
@@ -215,7 +214,7 @@ class LegacyPassthrough:
                         await response.write(chunk)
                     except ConnectionError:
                         return response  # the client went away: stop reading from upstream
-            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            except (TimeoutError, aiohttp.ClientError) as err:
                 _warn(request, "failed while its answer was streaming; cutting the client connection", err)
                 _abort(request, response)
                 return response

@@ -158,7 +158,9 @@ def requested_extensions(value: Any) -> list[tuple[str, int]]:
         if not isinstance(pair_id, str) or not is_legacy_id(pair_id):
             raise LegacyError(400, f"Malformed request body: replications[{index}].id must be a UUID.")
         if isinstance(new_size, bool) or not isinstance(new_size, int) or not 1 <= new_size <= 32768:
-            raise LegacyError(400, f"Malformed request body: replications[{index}].new_size must be a whole number of GB.")
+            raise LegacyError(
+                400, f"Malformed request body: replications[{index}].new_size must be a whole number of GB."
+            )
         if any(pair_id.lower() == seen.lower() for seen, _ in extensions):
             raise LegacyError(400, f"Malformed request body: pair {pair_id} is listed twice.")
         extensions.append((pair_id, new_size))

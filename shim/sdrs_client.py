@@ -7,7 +7,6 @@ nothing here retries.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -111,7 +110,7 @@ class SdrsClient:
             ) as response:
                 body = await _read_capped(response)
                 return SdrsAnswer(response.status, body, CIMultiDict(response.headers))
-        except asyncio.TimeoutError as err:
+        except TimeoutError as err:
             raise SdrsTimeout(f"no answer from SDRS within the timeout ({method} {path})") from err
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as err:
             raise SdrsUnreachable(f"{type(err).__name__}: {err}") from err

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PROJECT, RCG, GROUP, write_mappings
+from conftest import GROUP, PROJECT, RCG, write_mappings
 from shim.config import load_settings
 from shim.mappings import load_mappings
 from shim.validation import ConfigError
@@ -50,7 +50,8 @@ def test_relative_mappings_path_is_relative_to_the_config_file(tmp_path):
 @pytest.mark.parametrize(("data", "says"), [
     ({"upstreams": {"legacy": "http://127.0.0.1:8776"}}, "upstreams.sdrs: required key is missing"),
     ({"upstreams": {"sdrs": "ftp://127.0.0.1"}}, "upstreams.sdrs: Value error, must be an http"),
-    ({"upstreams": {"sdrs": "http://127.0.0.1:8777/v1/x"}}, "upstreams.sdrs: Value error, must be scheme://host[:port] only"),
+    ({"upstreams": {"sdrs": "http://127.0.0.1:8777/v1/x"}},
+     "upstreams.sdrs: Value error, must be scheme://host[:port] only"),
     ({**GOOD, "listen": {"port": 70000}}, "listen.port: Input should be less than or equal to 65535"),
     ({**GOOD, "listen": {"prot": 1}}, "listen.prot: unknown key"),
     ({**GOOD, "upstream": {}}, "upstream: unknown key"),

@@ -439,7 +439,7 @@ class SlowUpstream:
         await request.read()
         try:
             await asyncio.wait_for(self.release.wait(), 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return web.json_response({"replication_consistency_groups": []})
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from conftest import DEFAULT_MAPPING, GROUP, PROJECT, RCG, RecordingUpstream, call, write_mappings
+from conftest import DEFAULT_MAPPING, GROUP, PROJECT, RCG, call, write_mappings
 from shim.config import load_settings
 from shim.mappings import load_mappings
 from shim.simulator.faults import Fault
@@ -90,7 +90,7 @@ async def spawn() -> AsyncIterator[Spawn]:
             shim.proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(shim.proc.wait(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 shim.proc.kill()
                 await shim.proc.wait()
     await asyncio.gather(*readers, return_exceptions=True)

@@ -24,7 +24,6 @@ from conftest import (
     RCG,
     REPROTECT_BODY,
     UNMAPPED_RCG,
-    RecordingUpstream,
     action_url,
     call,
     write_mappings,
@@ -34,7 +33,6 @@ from shim.config import settings_from_mapping
 from shim.logs import configure_logging
 from shim.mappings import load_mappings
 from shim.server import start_site
-from shim.simulator import SdrsSimulator
 from shim.simulator.faults import Fault
 
 GROUP_URL_SUFFIX = f"/server-groups/{GROUP}"
@@ -199,7 +197,8 @@ async def test_sdrs_errors_are_counted_by_documented_code_and_unknown_codes_are_
 
     assert total(samples, "shim_sdrs_errors_total", code="SDRS.0001") == 2
     assert total(samples, "shim_sdrs_errors_total", code="other") == 1
-    assert total(samples, "shim_sdrs_errors_total", code="unreachable") == 1  # one failed read (aiohttp may repeat it inside)
+    # One failed read (aiohttp may repeat a GET on a dropped connection inside it).
+    assert total(samples, "shim_sdrs_errors_total", code="unreachable") == 1
     assert total(samples, "shim_requests_total", route="translated", legacy_status="400", upstream_status="400") == 3
     assert total(samples, "shim_requests_total", route="translated", legacy_status="503",
                  upstream_status="unreachable") == 1

@@ -27,9 +27,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from aiohttp import web
 from multidict import CIMultiDict
 
 from conftest import (
