@@ -146,3 +146,18 @@ def test_every_subcommand_has_help(command):
     result = run_shim(command, "--help")
     assert result.returncode == 0
     assert "usage: shim " + command in result.stdout
+
+
+def test_the_example_config_lists_valid_keys_with_their_defaults():
+    from pathlib import Path
+
+    from shim.config import Settings
+
+    example = Path(__file__).parent.parent / "examples" / "shim.yaml"
+    mappings = Path(__file__).parent.parent / "mappings"
+    result = run_shim("validate", "--config", str(example), env={"SHIM_MAPPINGS": str(mappings)})
+    assert result.returncode == 0, result.stderr
+    data = yaml.safe_load(example.read_text())
+    defaults = Settings(upstreams={"sdrs": "http://127.0.0.1:8777"}).model_dump(mode="json")
+    for section in ("timeouts", "passthrough", "limits", "actions", "lifecycle"):
+        assert data[section] == defaults[section], section
