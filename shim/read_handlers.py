@@ -8,6 +8,7 @@ Lists merge both sources. A project with no mapped group never touches SDRS.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from shim.legacy import LegacyError, id_key, is_legacy_id
 from shim.listing import (
     GROUP_FILTERS,
     PAIR_FILTERS,
+    FilterRule,
     MappedItem,
     merge_page,
     parse_list_query,
@@ -55,27 +57,7 @@ async def show_group(request: web.Request) -> web.StreamResponse:
 
 async def list_groups(request: web.Request) -> web.StreamResponse:
     """GET .../os-vendor-replication-consistency-groups: legacy groups and mapped ones, merged."""
-    state = request.app[STATE]
-    project_id = request.match_info["project_id"]
-    mapped = _mapped_groups(state, project_id) if request.method == "GET" else {}
-    if not mapped:
-        return await state.legacy.forward(request)
-    project_id = project_id.lower()
-    request[AUDIT].update(project_id=project_id, action="list-groups")
-    query = parse_list_query(_first_values(request))
-    calls = sdrs_calls(request, state)
-    legacy_items, groups, pairs = await asyncio.gather(
-        legacy_list(state, request, "replication_consistency_groups"),
-        calls.groups(project_id), calls.pairs(project_id),
-    )
-    items = [
-        MappedItem(legacy_group(mapped[id_key(group.id)], await as_clients_see_it(state, calls, project_id, group),
-                                members, state.mappings.statuses),
-                   frozenset(volume for pair in members for volume in pair.volume_id_list))
-        for group, members in _mapped_with_pairs(groups, pairs, mapped)
-    ]
-    page = merge_page(legacy_items, select_mapped(items, query, GROUP_FILTERS), query)
-    return web.json_response({"replication_consistency_groups": page})
+    return await merged_list(request, "replication_consistency_groups", "list-groups", GROUP_FILTERS, _group_items)
 
 
 async def show_pair(request: web.Request) -> web.StreamResponse:
@@ -98,26 +80,58 @@ async def show_pair(request: web.Request) -> web.StreamResponse:
 
 async def list_pairs(request: web.Request) -> web.StreamResponse:
     """GET .../os-vendor-replications: legacy pairs and pairs of mapped groups, merged."""
+    return await merged_list(request, "replications", "list-pairs", PAIR_FILTERS, _pair_items)
+
+
+ItemBuilder = Callable[
+    [ShimState, SdrsCalls, str, dict[str, str], list[ServerGroup], list[ReplicationPair]],
+    Awaitable[list[MappedItem]],
+]
+
+
+async def merged_list(
+    request: web.Request, key: str, action: str, rules: Mapping[str, FilterRule], build_items: ItemBuilder
+) -> web.StreamResponse:
+    """The legacy endpoint's list merged with the mapped items, filtered and paged (listing.py)."""
     state = request.app[STATE]
     project_id = request.match_info["project_id"]
     mapped = _mapped_groups(state, project_id) if request.method == "GET" else {}
     if not mapped:
         return await state.legacy.forward(request)
     project_id = project_id.lower()
-    request[AUDIT].update(project_id=project_id, action="list-pairs")
+    request[AUDIT].update(project_id=project_id, action=action)
     query = parse_list_query(_first_values(request))
     calls = sdrs_calls(request, state)
     legacy_items, groups, pairs = await asyncio.gather(
-        legacy_list(state, request, "replications"), calls.groups(project_id), calls.pairs(project_id),
+        legacy_list(state, request, key), calls.groups(project_id), calls.pairs(project_id),
     )
-    items = [
+    items = await build_items(state, calls, project_id, mapped, groups, pairs)
+    page = merge_page(legacy_items, select_mapped(items, query, rules), query)
+    return web.json_response({key: page})
+
+
+async def _group_items(
+    state: ShimState, calls: SdrsCalls, project_id: str, mapped: dict[str, str],
+    groups: list[ServerGroup], pairs: list[ReplicationPair],
+) -> list[MappedItem]:
+    return [
+        MappedItem(legacy_group(mapped[id_key(group.id)], await as_clients_see_it(state, calls, project_id, group),
+                                members, state.mappings.statuses),
+                   frozenset(volume for pair in members for volume in pair.volume_id_list))
+        for group, members in _mapped_with_pairs(groups, pairs, mapped)
+    ]
+
+
+async def _pair_items(
+    state: ShimState, calls: SdrsCalls, project_id: str, mapped: dict[str, str],
+    groups: list[ServerGroup], pairs: list[ReplicationPair],
+) -> list[MappedItem]:
+    return [
         MappedItem(legacy_pair(pair, mapped[id_key(group.id)], group, state.mappings.statuses),
                    frozenset(pair.volume_id_list))
         for group, members in _mapped_with_pairs(groups, pairs, mapped)
         for pair in members
     ]
-    page = merge_page(legacy_items, select_mapped(items, query, PAIR_FILTERS), query)
-    return web.json_response({"replications": page})
 
 
 async def as_clients_see_it(state: ShimState, calls: SdrsCalls, project_id: str, group: ServerGroup) -> ServerGroup:

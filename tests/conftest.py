@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from shim.app import build_app
@@ -47,6 +49,25 @@ async def start_server(app: web.Application) -> tuple[web.AppRunner, str]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, f"http://127.0.0.1:{port}"
+
+
+async def raw_exchange(base_url: str, request: bytes) -> tuple[int, CIMultiDict[str], bytes]:
+    """Send `request` bytes as they are (must ask for `Connection: close`); status, headers, raw body."""
+    url = URL(base_url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers.add(name.strip(), value.strip())
+    return int(status_line.split()[1]), headers, body
 
 
 @dataclass

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from yarl import URL
 
 from conftest import (
     DEFAULT_MAPPING,
@@ -26,6 +25,7 @@ from conftest import (
     UNMAPPED_RCG,
     action_url,
     call,
+    raw_exchange,
     write_mappings,
 )
 from shim.app import build_app
@@ -90,21 +90,6 @@ def total(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
     wanted = set(labels.items())
     return sum(value for (sample, sample_labels), value in samples.items()
                if sample == name and wanted <= sample_labels)
-
-
-async def raw_exchange(base_url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    url = URL(base_url)
-    reader, writer = await asyncio.open_connection(url.host, url.port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 5)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers, body
 
 
 def closed_port() -> int:

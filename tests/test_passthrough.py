@@ -21,9 +21,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
-from conftest import GO_HEADERS, PROJECT, RCG, ShimFactory, action_url, call, start_server
+from conftest import GO_HEADERS, PROJECT, RCG, ShimFactory, action_url, call, raw_exchange, start_server
 from shim import rcg_actions
 from shim.headers import HOP_BY_HOP, forwarded_request_headers, is_hop_by_hop, without_hop_by_hop
 from shim.legacy_stub import DEMO_GROUP, UNMIGRATED_GROUP, legacy_stub_app
@@ -89,25 +88,6 @@ async def upstream() -> AsyncIterator[StartUpstream]:
 
 async def shim_to(make_shim: ShimFactory, up: Upstream, **config: Any) -> str:
     return await make_shim(sdrs=NO_SDRS, legacy=up.url, **config)
-
-
-async def raw_exchange(base_url: str, request: bytes) -> tuple[int, CIMultiDict[str], bytes]:
-    """Send `request` bytes as they are (must ask for `Connection: close`); status, headers, raw body."""
-    url = URL(base_url)
-    reader, writer = await asyncio.open_connection(url.host, url.port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 5)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers.add(name.strip(), value.strip())
-    return int(status_line.split()[1]), headers, body
 
 
 def closed_port() -> int:
