@@ -58,8 +58,10 @@ class SdrsCalls:
     async def read_or_none(self, path: str, model: type[Model], doing: str) -> Model | None:
         """Like `read`, but None when SDRS says the resource does not exist (404 or a not-found code)."""
         answer = await self.send("GET", path, doing)
-        if answer.status >= 400 and self.errors.legacy_status(answer.status, sdrs_error_code(answer)) == 404:
-            return None
+        if answer.status == 404 or (
+            answer.status >= 400 and self.errors.legacy_status(answer.status, sdrs_error_code(answer)) == 404
+        ):
+            return None  # a 404 means gone whatever code it carries (SDRS.0408 "Null job" is a 500 row)
         return parse_answer(answer, model, self.errors, doing)
 
     async def group(self, project_id: str, group_id: str) -> ServerGroup:

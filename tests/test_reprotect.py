@@ -269,3 +269,19 @@ async def test_success_answer_is_exactly_what_golangsdk_accepts(simulator, make_
     reply = await call("POST", action_url(shim), body=REPROTECT_BODY, headers=GO_HEADERS)
     assert (reply.status, reply.body) == (200, b"")
     assert "Set-Cookie" not in reply.headers
+
+
+async def test_a_job_sdrs_no_longer_knows_does_not_block_the_next_action(simulator, make_shim):
+    """SDRS forgets old jobs (404 SDRS.0408): the remembered job is then no obstacle, not a 500."""
+    sim, sdrs_url = simulator
+    shim = await make_shim(sdrs=sdrs_url)
+    assert (await call("POST", action_url(shim), body=REPROTECT_BODY, headers=GO_HEADERS)).status == 200
+    sim.inject(Fault(method="GET", path_suffix=None, status=404,
+                     body={"error": {"code": "SDRS.0408", "message": "Null job"}}))  # the job read
+    await asyncio.sleep(0.4)  # the first job has ended: the group is protected
+
+    again = await call("POST", action_url(shim), body=REPROTECT_BODY, headers=GO_HEADERS)
+
+    assert again.status == 400  # the status guard speaks, not a 500 from the forgotten job
+    assert "'protected'" in again.fault()[1]["message"]
+    assert len(sim.action_calls) == 1
