@@ -78,12 +78,15 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
     key = (project_id, group_id)
     state.actions.acquire(key, rcg_id)
     try:
-        for job_id in state.actions.pending_jobs(key):
-            job = await calls.job(project_id, job_id)
+        # The previous action's jobs and the group are read together (GETs: safe to overlap).
+        jobs, group = await asyncio.gather(
+            asyncio.gather(*(calls.job(project_id, job_id) for job_id in state.actions.pending_jobs(key))),
+            calls.group(project_id, group_id),
+        )
+        for job in jobs:
             if job is not None:
                 refuse_while_job_pending(job, translation, rcg_id)
         state.actions.jobs_finished(key)
-        group = await calls.group(project_id, group_id)
         check_precondition(translation, rcg_id, group)
         pairs = await calls.pairs(project_id, group_id) if translation.per_pair else []
         plan = plan_calls(translation, action, project_id, rcg_id, group, pairs)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -91,6 +92,7 @@ def config_digest(settings: Settings, mappings: Mappings) -> str:
 class ShimMetrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.requests = Counter(
             "shim_requests", "Legacy requests answered, by route kind, legacy status and upstream status "
             "(the last SDRS status of a translated call; the legacy endpoint's for a passthrough)",
@@ -130,6 +132,14 @@ class ShimMetrics:
         )
         self.draining = Gauge("shim_draining", "1 once SIGTERM started the drain", registry=registry)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once: labels() takes a lock and builds a key each time."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition the scraper asked for (Prometheus text by default, or OpenMetrics)."""
         encode, content_type = choose_encoder(accept or "")
@@ -146,30 +156,30 @@ class ShimMetrics:
 
         def observe(started: float, answer: SdrsAnswer | None, error: SdrsTransportError | None) -> None:
             ended = time.monotonic()
-            self.stage_seconds.labels("sdrs").observe(ended - started)
+            self._child(self.stage_seconds, "sdrs").observe(ended - started)
             timing = CURRENT_TIMING.get()
             if timing is not None:
                 timing.sdrs_exchange(started, ended)
                 if error is not None or (answer is not None and answer.status >= 400):
                     timing.sdrs_failure = answer.status if answer is not None else transport_label(error)
             if error is not None:
-                self.sdrs_errors.labels(transport_label(error)).inc()
+                self._child(self.sdrs_errors, transport_label(error)).inc()
             elif answer is not None and answer.status >= 400:
                 code = sdrs_error_code(answer)
                 label = NO_UPSTREAM_ANSWER if code is None else code if code in known_codes() else OTHER
-                self.sdrs_errors.labels(label).inc()
+                self._child(self.sdrs_errors, label).inc()
 
         return observe
 
     def request_done(self, route: str, legacy_status: str, upstream_status: str, timing: RequestTiming) -> None:
         ended = time.monotonic()
-        self.requests.labels(route, legacy_status, upstream_status).inc()
-        self.request_seconds.labels(route).observe(ended - timing.started)
+        self._child(self.requests, route, legacy_status, upstream_status).inc()
+        self._child(self.request_seconds, route).observe(ended - timing.started)
         if route == PASSTHROUGH:
-            self.stage_seconds.labels("passthrough").observe(ended - timing.started)
+            self._child(self.stage_seconds, "passthrough").observe(ended - timing.started)
             return
         for stage, seconds in translated_stages(timing, ended).items():
-            self.stage_seconds.labels(stage).observe(seconds)
+            self._child(self.stage_seconds, stage).observe(seconds)
 
 
 def translated_stages(timing: RequestTiming, ended: float) -> dict[str, float]:

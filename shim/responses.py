@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import uuid
 from collections.abc import Mapping
@@ -16,9 +17,12 @@ REQUEST_ID_HEADERS = ("X-Request-Id", "X-Openstack-Request-Id")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+_ids = random.Random()  # seeded from os.urandom once; request ids need uniqueness, not secrecy
+
+
 def new_request_id() -> str:
-    """Cinder's convention: `req-<uuid>`."""
-    return f"req-{uuid.uuid4()}"
+    """Cinder's convention: `req-<uuid>` (a version-4 UUID)."""
+    return f"req-{uuid.UUID(int=_ids.getrandbits(128), version=4)}"
 
 
 def incoming_request_id(headers: Mapping[str, str]) -> str | None:

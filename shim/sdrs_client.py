@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 from shim import __version__
 from shim.config import Timeouts
@@ -100,13 +101,13 @@ class SdrsClient:
     ) -> SdrsAnswer:
         assert self._session is not None, "SdrsClient.start() was not awaited"
         data = None
-        send_headers = dict(headers)
         if json_body is not None:
             data = json.dumps(json_body).encode()
-            send_headers["Content-Type"] = "application/json"
+            headers = {**headers, "Content-Type": "application/json"}
         try:
-            async with self._session.request(
-                method, self.base_url + path, data=data, headers=send_headers, allow_redirects=False
+            async with self._session.request(  # encoded=True: the path is built from validated ids
+                method, URL(self.base_url + path, encoded=True), data=data, headers=headers,
+                allow_redirects=False,
             ) as response:
                 body = await _read_capped(response)
                 return SdrsAnswer(response.status, body, CIMultiDict(response.headers))
@@ -120,6 +121,8 @@ class SdrsClient:
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     """The whole body (a short or cut-off body raises ClientPayloadError); past the cap, unreachable."""
+    if response.content_length is not None and response.content_length <= MAX_ANSWER_BYTES:
+        return await response.read()  # sized and small: one read
     body = bytearray()
     async for chunk in response.content.iter_chunked(64 * 1024):
         body += chunk
