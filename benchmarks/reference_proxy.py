@@ -17,11 +17,10 @@ Prints `READY <port>` on stdout once listening; stops on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
 import aiohttp
 from aiohttp import web
+from serving import run, serve_until_signalled
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 BUFFERED = web.AppKey("buffered", bool)
@@ -66,17 +65,7 @@ async def main(host: str, port: int, upstream: str, buffered: bool) -> None:
 
     app.cleanup_ctx.append(session_ctx)
     app.router.add_route("*", "/{tail:.*}", relay)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
-    print(f"READY {site._server.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[union-attr]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_signalled(web.AppRunner(app, access_log=None, handle_signals=False), host, port)
 
 
 if __name__ == "__main__":
@@ -86,10 +75,4 @@ if __name__ == "__main__":
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--buffered", action="store_true", help="answer with one web.Response, not streamed")
     args = parser.parse_args()
-    coroutine = main(args.host, args.port, args.upstream, args.buffered)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coroutine)
-    else:
-        uvloop.run(coroutine)
+    run(main(args.host, args.port, args.upstream, args.buffered))

@@ -25,14 +25,14 @@ Prints `READY <port>` on stdout once listening; stops on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
+
+from serving import run, serve_until_signalled  # noqa: E402
 
 from shim.simulator import SdrsSimulator, SimulatorSettings  # noqa: E402
 from shim.simulator.server import Handler  # noqa: E402
@@ -71,18 +71,7 @@ async def main(host: str, port: int, project: str, group_ids: list[str]) -> None
     sim = BenchSimulator()
     for group_id in group_ids:
         sim.add_protection_group(project, group_id, status="failed-over", priority_station="target")
-    runner = web.AppRunner(sim.app(), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
-    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    print(f"READY {bound}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_signalled(web.AppRunner(sim.app(), access_log=None, shutdown_timeout=1.0), host, port)
 
 
 if __name__ == "__main__":
@@ -93,10 +82,4 @@ if __name__ == "__main__":
     parser.add_argument("--groups-file", type=Path, required=True)
     args = parser.parse_args()
     groups = [line.strip() for line in args.groups_file.read_text().splitlines() if line.strip()]
-    coroutine = main(args.host, args.port, args.project, groups)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coroutine)
-    else:
-        uvloop.run(coroutine)
+    run(main(args.host, args.port, args.project, groups))
