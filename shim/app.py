@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -107,6 +108,14 @@ class ShimState:
 
 
 STATE = web.AppKey("state", ShimState)
+
+# Set by `shim serve --workers N` for its workers: where they share the action guard's state.
+SHARED_STATE_DIR_ENV = "EVS_SDRS_SHIM_SHARED_STATE_DIR"
+
+
+def shared_state_dir() -> Path | None:
+    value = os.environ.get(SHARED_STATE_DIR_ENV)
+    return Path(value) if value else None
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -275,7 +284,7 @@ def build_app(settings: Settings, mappings: Mappings) -> web.Application:
                         observer=shim_metrics.sdrs_observer(lambda: app[STATE].mappings.errors.codes)),
         legacy=LegacyPassthrough(settings.upstreams.legacy, settings.timeouts.legacy, limits.pool_connections,
                                  preserve_host=settings.passthrough.preserve_host),
-        actions=ActionGuard(settings.actions.settle_seconds),
+        actions=ActionGuard(settings.actions.settle_seconds, shared_dir=shared_state_dir()),
         metrics=shim_metrics,
     )
     state.config_digest = shim_metrics.config_loaded(settings, mappings)

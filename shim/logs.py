@@ -65,6 +65,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # tells the workers of `--workers N` apart
             "message": record.getMessage(),
         }
         for key, value in vars(record).items():

@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from aiohttp import web
 
-from shim.app import STATE, ShimState, build_app
+from shim.app import SHARED_STATE_DIR_ENV, STATE, ShimState, build_app
 from shim.config import Settings
 from shim.logs import JsonAccessLogger
 from shim.mappings import Mappings
@@ -165,7 +167,9 @@ def run_workers(config_path: Path, settings: Settings, workers: int) -> int:
     reservation = reserve_port(settings.listen.host, settings.listen.port)
     port = reservation.getsockname()[1]
     command = [sys.executable, "-m", "shim", "serve", "--config", str(config_path), "--worker"]
-    env = {**os.environ, "SHIM_LISTEN__PORT": str(port)}
+    # The workers share the action guard (never a duplicate SDRS action) through this directory.
+    shared_state = tempfile.mkdtemp(prefix="evs-sdrs-shim-")
+    env = {**os.environ, "SHIM_LISTEN__PORT": str(port), SHARED_STATE_DIR_ENV: shared_state}
     children: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -198,5 +202,6 @@ def run_workers(config_path: Path, settings: Settings, workers: int) -> int:
             stopping = True
             forward(signal.SIGTERM, None)
     reservation.close()
+    shutil.rmtree(shared_state, ignore_errors=True)
     log.info("all workers stopped", extra={"pid": os.getpid()})
     return 1 if failed else 0

@@ -19,9 +19,20 @@ import pytest
 import yaml
 from aiohttp import web
 
-from conftest import DEFAULT_MAPPING, GROUP, PROJECT, RCG, call, write_mappings
+from conftest import (
+    DEFAULT_MAPPING,
+    GO_HEADERS,
+    GROUP,
+    PROJECT,
+    RCG,
+    REPROTECT_BODY,
+    call,
+    start_server,
+    write_mappings,
+)
 from shim.config import load_settings
 from shim.mappings import load_mappings
+from shim.simulator import SdrsSimulator, SimulatorSettings
 from shim.simulator.faults import Fault
 from shim.validation import ConfigError
 
@@ -313,6 +324,32 @@ async def test_workers_share_one_port_and_stop_on_sigterm(tmp_path, simulator, s
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # gone, and reaped by the parent
+
+
+@pytest.mark.parametrize("concurrent", [False, True], ids=["one-after-another", "all-at-once"])
+async def test_workers_share_the_duplicate_action_guard(tmp_path, spawn, concurrent):
+    """With --workers 2, a repeated reprotect that lands on the other worker while the first job is
+    still INIT (SDRS itself would accept it) is refused all the same: one SDRS action in all."""
+    sim = SdrsSimulator(SimulatorSettings(job_init_seconds=60.0, job_run_seconds=1.0))
+    sim.add_protection_group(PROJECT, GROUP, status="failed-over", pair_count=1)
+    runner, sdrs = await start_server(sim.app())
+    try:
+        shim = await spawn(write_config(tmp_path, sdrs, None), "--workers", "2", ready_message="workers started")
+        await shim.wait_for(lambda record: record.get("message") == "listening", count=2)
+        url = shim.url + f"/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}/action"
+        attempts = [call("POST", url, body=REPROTECT_BODY, headers=GO_HEADERS) for _ in range(24)]
+        if concurrent:
+            replies = await asyncio.gather(*attempts)
+        else:
+            replies = [await attempt for attempt in attempts]  # each on a new connection: both workers
+        statuses = sorted(reply.status for reply in replies)
+
+        assert statuses == [200] + [409] * 23
+        assert sim.action_calls == [(PROJECT, GROUP, "start-server-group")]
+        audited = {record["pid"] for record in shim.messages("translated call")}
+        assert len(audited) == 2  # both workers took part
+    finally:
+        await runner.cleanup()
 
 
 async def test_a_listen_address_in_use_is_one_clear_line(tmp_path):
