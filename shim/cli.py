@@ -69,11 +69,17 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from shim.server import ListenError
+
     try:
         return _run(args)
     except ConfigError as err:
         print(f"shim: config error: {err}", file=sys.stderr)
         return 2
+    except ListenError as err:
+        hint = " (choose another --port; 0 picks a free one)" if args.command in ("demo", "simulate") else ""
+        print(f"shim: {err}{hint}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -83,21 +89,17 @@ def _run(args: argparse.Namespace) -> int:
         from shim.config import load_settings
         from shim.logs import configure_logging
         from shim.mappings import load_mappings
-        from shim.server import ListenError, serve
+        from shim.server import serve
 
         settings = load_settings(args.config)
         mappings = load_mappings(settings.mappings)
         configure_logging(settings.log_level)
         workers = args.workers or settings.workers
-        try:
-            if workers > 1 and not args.worker:
-                from shim.server import run_workers
+        if workers > 1 and not args.worker:
+            from shim.server import run_workers
 
-                return run_workers(args.config, settings, workers)
-            run_event_loop(serve(settings, mappings, args.config, reuse_port=args.worker))
-        except ListenError as err:
-            print(f"shim: {err}", file=sys.stderr)
-            return 1
+            return run_workers(args.config, settings, workers)
+        run_event_loop(serve(settings, mappings, args.config, reuse_port=args.worker))
         return 0
     if args.command == "validate":
         from shim.config import load_settings
@@ -119,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
         return demo.main(args.port, args.check, args.job_seconds)
     if args.command == "simulate":
         from shim.logs import configure_logging
+        from shim.server import ListenError
         from shim.simulator import SimulatorSettings
         from shim.simulator.server import serve as serve_simulator
 
@@ -126,7 +129,10 @@ def _run(args: argparse.Namespace) -> int:
         simulator_settings = SimulatorSettings(
             job_init_seconds=args.job_init_seconds, job_run_seconds=args.job_run_seconds
         )
-        asyncio.run(serve_simulator(args.host, args.port, simulator_settings, args.seed_demo))
+        try:
+            asyncio.run(serve_simulator(args.host, args.port, simulator_settings, args.seed_demo))
+        except OSError as err:
+            raise ListenError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
         return 0
     raise AssertionError(args.command)
 

@@ -17,3 +17,20 @@ def test_demo_check_runs_every_printed_command_and_exits_zero():
     assert all(line.startswith("[ok]") for line in checks), checks
     assert "[ok] 200 reprotect, the legacy way" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_demo_on_a_port_in_use_says_so_in_one_line():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for command in (["demo", "--port", str(port)], ["simulate", "--port", str(port)]):
+            result = subprocess.run([sys.executable, "-m", "shim", *command],
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode == 1, result.stderr
+            (line,) = result.stderr.strip().splitlines()
+            assert line.startswith(f"shim: cannot listen on 127.0.0.1:{port}: ")
+            assert "address already in use" in line
+            assert line.endswith("(choose another --port; 0 picks a free one)")
