@@ -80,8 +80,9 @@ def _volume_ids_equal(item: MappedItem, value: str) -> bool:
 
 
 def _changed_since(item: MappedItem, value: str) -> bool:
+    """ISO timestamps compare as text once both are in the legacy form (`T`, no zone suffix)."""
     stamp = item.legacy.get("updated_at") or item.legacy.get("created_at") or ""
-    return stamp >= value.replace(" ", "T")
+    return stamp >= value.strip().replace(" ", "T").removesuffix("Z")
 
 
 GROUP_FILTERS: dict[str, FilterRule] = {

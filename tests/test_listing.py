@@ -213,3 +213,12 @@ async def test_a_mapped_group_sdrs_no_longer_has_reads_as_404(sources, make_shim
     reply = await call("GET", f"{shim}{GROUPS}/{LEGACY_ONLY}", headers=HEADERS)
     assert reply.status == 404  # Terraform reads 404 as "deleted"
     assert reply.fault()[0] == "itemNotFound"
+
+
+@pytest.mark.parametrize(("since", "listed"), [("2000-01-01T00:00:00Z", True), ("2000-01-01%2000:00:00", True),
+                                              ("2999-01-01T00:00:00Z", False)])
+async def test_changes_since_filters_mapped_groups(sources, make_shim, since, listed):
+    sim, sim_url, legacy, legacy_url = sources
+    shim = await make_shim(sdrs=sim_url, mapping=MAPPING)
+    ids = await list_ids(shim, GROUPS, "replication_consistency_groups", f"?changes-since={since}")
+    assert ids == ([RCG] if listed else [])
