@@ -1,14 +1,18 @@
 """What every aiohttp stand-in of the benchmark shares: serve on loopback, say `READY <port>`, stop
-on SIGTERM/SIGINT, run on uvloop when it is installed."""
+on SIGTERM/SIGINT, and `run`: the shim's own event-loop runner (uvloop when installed)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Coroutine
-from typing import Any
+import sys
+from pathlib import Path
 
 from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
+
+from shim.cli import run_event_loop as run  # noqa: E402,F401  (uvloop when installed, as `shim serve`)
 
 
 async def serve_until_signalled(runner: web.AppRunner, host: str, port: int) -> None:
@@ -22,12 +26,3 @@ async def serve_until_signalled(runner: web.AppRunner, host: str, port: int) -> 
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
-
-
-def run(coroutine: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coroutine)
-    else:
-        uvloop.run(coroutine)
