@@ -12,7 +12,6 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
-from shim.legacy import LegacyError
 from shim.mappings import SdrsErrorTable
 from shim.sdrs_answers import legacy_error_for_transport, parse_answer, sdrs_error_code
 from shim.sdrs_client import SdrsAnswer, SdrsClient, SdrsTimeout, SdrsTransportError
@@ -101,9 +100,3 @@ class SdrsCalls:
     async def post(self, path: str, body: object, doing: str) -> SdrsAnswer:
         """One action POST, sent exactly once; transport failures become legacy errors."""
         return await self.send("POST", path, doing, body)
-
-
-def require(value: Model | None, error: LegacyError) -> Model:
-    if value is None:
-        raise error
-    return value
