@@ -12,7 +12,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from shim.cli import run_event_loop as run  # noqa: E402,F401  (uvloop when installed, as `shim serve`)
+from shim.cli import run_event_loop as run  # noqa: E402, F401  (uvloop when installed, as `shim serve`
 
 
 async def serve_until_signalled(runner: web.AppRunner, host: str, port: int) -> None:

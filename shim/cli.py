@@ -69,7 +69,7 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from shim.server import ListenError
+    from shim.runtime.server import ListenError
 
     try:
         return _run(args)
@@ -87,16 +87,16 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from shim.config import load_settings
-        from shim.logs import configure_logging
         from shim.mappings import load_mappings
-        from shim.server import serve
+        from shim.runtime.server import serve
+        from shim.web.logs import configure_logging
 
         settings = load_settings(args.config)
         mappings = load_mappings(settings.mappings)
         configure_logging(settings.log_level)
         workers = args.workers or settings.workers
         if workers > 1 and not args.worker:
-            from shim.server import run_workers
+            from shim.runtime.server import run_workers
 
             return run_workers(args.config, settings, workers)
         run_event_loop(serve(settings, mappings, args.config, reuse_port=args.worker))
@@ -114,16 +114,16 @@ def _run(args: argparse.Namespace) -> int:
               f"{settings.limits.max_concurrent_translated} translated calls at once)")
         return 0
     if args.command == "demo":
-        from shim import demo
-        from shim.logs import configure_logging
+        from shim.runtime import demo
+        from shim.web.logs import configure_logging
 
         configure_logging("warning")
         return demo.main(args.port, args.check, args.job_seconds)
     if args.command == "simulate":
-        from shim.logs import configure_logging
-        from shim.server import ListenError
+        from shim.runtime.server import ListenError
         from shim.simulator import SimulatorSettings
         from shim.simulator.server import serve as serve_simulator
+        from shim.web.logs import configure_logging
 
         configure_logging("info")
         simulator_settings = SimulatorSettings(

@@ -1,4 +1,5 @@
-"""Per-request values that handlers, the middleware and the upstream edges share."""
+"""Per-request values that handlers, the middleware and the upstream edges share (a small shared
+kernel below every layer: it imports nothing of the shim)."""
 
 from __future__ import annotations
 
@@ -13,3 +14,6 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # (project_id, rcg_id, protection_group_id, action, job_ids, sdrs_status, sdrs_code).
 # It stays empty for a request that is passed through.
 AUDIT = web.RequestKey("audit", dict[str, Any])
+
+# Every answer carries both (golangsdk reads X-Request-Id; OpenStack clients X-Openstack-Request-Id).
+REQUEST_ID_HEADERS = ("X-Request-Id", "X-Openstack-Request-Id")

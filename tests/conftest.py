@@ -16,10 +16,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from shim.app import build_app
 from shim.config import settings_from_mapping
 from shim.mappings import load_mappings
 from shim.simulator import SdrsSimulator, SimulatorSettings
+from shim.web.app import build_app
 
 PROJECT = "0970dd7a1300f5672ff2c003c60ae115"
 OTHER_PROJECT = "1f2e3d4c5b6a79880123456789abcdef"

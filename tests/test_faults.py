@@ -35,8 +35,8 @@ from conftest import (
     call,
     start_server,
 )
-from shim.logs import JsonFormatter
 from shim.simulator import Fault, SdrsSimulator, SimulatorSettings
+from shim.web.logs import JsonFormatter
 
 FAULT_NAMES = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
                405: "badMethod", 406: "notAcceptable", 408: "requestTimeout", 409: "conflictingRequest",

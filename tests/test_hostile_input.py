@@ -21,8 +21,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from conftest import GROUP, OTHER_PROJECT, PROJECT, RCG, REPROTECT_BODY, TOKEN, UNMAPPED_RCG, start_server
-from shim.logs import JsonFormatter
 from shim.simulator import SdrsSimulator
+from shim.web.logs import JsonFormatter
 
 COLLECTION = "os-vendor-replication-consistency-groups"
 ACTION_PATH = f"/v2/{PROJECT}/{COLLECTION}/{RCG}/action"

@@ -28,12 +28,12 @@ from conftest import (
     raw_exchange,
     write_mappings,
 )
-from shim.app import build_app
 from shim.config import settings_from_mapping
-from shim.logs import configure_logging
 from shim.mappings import load_mappings
-from shim.server import start_site
+from shim.runtime.server import start_site
 from shim.simulator.faults import Fault
+from shim.web.app import build_app
+from shim.web.logs import configure_logging
 
 GROUP_URL_SUFFIX = f"/server-groups/{GROUP}"
 StartShim = Callable[..., Awaitable[str]]

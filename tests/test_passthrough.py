@@ -23,9 +23,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from conftest import GO_HEADERS, PROJECT, RCG, ShimFactory, action_url, call, raw_exchange, start_server
-from shim import rcg_actions
-from shim.headers import HOP_BY_HOP, forwarded_request_headers, is_hop_by_hop, without_hop_by_hop
-from shim.legacy_stub import DEMO_GROUP, UNMIGRATED_GROUP, legacy_stub_app
+from shim.runtime.legacy_stub import DEMO_GROUP, UNMIGRATED_GROUP, legacy_stub_app
+from shim.translate import actions as rcg_actions
+from shim.upstreams.headers import HOP_BY_HOP, forwarded_request_headers, is_hop_by_hop, without_hop_by_hop
 
 NO_SDRS = "http://127.0.0.1:9"  # the passthrough never calls SDRS; nothing needs to listen here
 REQUEST_ID = re.compile(r"^req-[0-9a-f-]{36}$")

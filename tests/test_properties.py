@@ -44,12 +44,12 @@ from conftest import (
     start_server,
     write_mappings,
 )
-from shim.app import build_app
 from shim.config import settings_from_mapping
-from shim.logs import JsonFormatter
 from shim.mappings import load_mappings
-from shim.rcg_actions import LEGACY_ACTION_KEYS
 from shim.simulator import SdrsSimulator, SimulatorSettings
+from shim.translate.actions import LEGACY_ACTION_KEYS
+from shim.web.app import build_app
+from shim.web.logs import JsonFormatter
 
 LEGACY_STATUSES = {200, 400, 401, 403, 404, 405, 406, 408, 409, 500, 501, 502, 503, 504}
 COLLECTION = "os-vendor-replication-consistency-groups"

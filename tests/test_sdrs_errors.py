@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from conftest import GO_HEADERS, GROUP, PROJECT, REPROTECT_BODY, action_url, call
-from shim.legacy import LEGACY_ERROR_STATUSES
 from shim.mappings import SDRS_ERRORS_FILE, default_mappings_dir, load_mappings
 from shim.simulator import Fault
+from shim.translate.legacy import LEGACY_ERROR_STATUSES
 
 # Every code of the SDRS error appendix with the HTTP status it documents (218 codes).
 APPENDIX = dict(item.split(":") for item in """

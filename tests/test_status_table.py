@@ -7,7 +7,7 @@ import yaml
 
 from conftest import DEFAULT_ENTRY, write_mappings
 from shim.mappings import default_mappings_dir, load_mappings
-from shim.rcg_actions import REPROTECT, SYNC, TRANSLATED_ACTIONS
+from shim.translate.actions import REPROTECT, SYNC, TRANSLATED_ACTIONS
 from shim.validation import ConfigError
 
 # The SDRS appendix's protection group and replication pair statuses, written out independently.

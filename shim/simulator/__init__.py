@@ -6,13 +6,7 @@ app = sim.app()  # aiohttp.web.Application
 """
 
 from shim.simulator.faults import Fault
-from shim.simulator.server import (
-    DEMO_GROUP_ID,
-    DEMO_PROJECT_ID,
-    SdrsSimulator,
-    seed_demo_group,
-    serve,
-)
+from shim.simulator.server import DEMO_GROUP_ID, DEMO_PROJECT_ID, SdrsSimulator, seed_demo_group, serve
 from shim.simulator.settings import SimulatorSettings
 
 __all__ = [

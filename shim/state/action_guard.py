@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shim.legacy import LegacyError
+from shim.translate.legacy import LegacyError
 
 GroupKey = tuple[str, str]  # (project_id, protection_group_id): validated ids, safe in a file name
 

@@ -3,8 +3,11 @@ not the documented shape (legacy 502). Unknown extra fields are ignored, as SDRS
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -96,3 +99,32 @@ SDRS_PAIR_STATUSES = frozenset({
     "failed-over", "error-failing-over", "reprotecting", "error-reprotecting", "stopping",
     "error-stopping", "invalid", "fault", "attaching", "detaching", "error-attaching", "error-detaching",
 })  # fmt: skip
+
+
+# -- what an SDRS exchange gave back, before it is judged ------------------------------------------
+
+
+class SdrsTransportError(Exception):
+    """SDRS gave no usable HTTP answer."""
+
+
+class SdrsUnreachable(SdrsTransportError):
+    """Connection refused, reset or closed before a complete answer."""
+
+
+class SdrsTimeout(SdrsTransportError):
+    """SDRS did not answer within the configured timeouts."""
+
+
+@dataclass(frozen=True)
+class SdrsAnswer:
+    status: int
+    body: bytes
+    headers: CIMultiDict[str]
+
+    def json(self) -> Any:
+        """The decoded body, or None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None

@@ -12,18 +12,21 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
-from shim.mappings import SdrsErrorTable
-from shim.sdrs_answers import legacy_error_for_transport, parse_answer, sdrs_error_code
-from shim.sdrs_client import SdrsAnswer, SdrsClient, SdrsTimeout, SdrsTransportError
-from shim.sdrs_models import (
+from shim.translate.sdrs_answers import legacy_error_for_transport, parse_answer, sdrs_error_code
+from shim.translate.sdrs_models import (
     Job,
     ReplicationAnswer,
     ReplicationPair,
     ReplicationsAnswer,
+    SdrsAnswer,
+    SdrsTimeout,
+    SdrsTransportError,
     ServerGroup,
     ServerGroupAnswer,
     ServerGroupsAnswer,
 )
+from shim.translate.tables import SdrsErrorTable
+from shim.upstreams.sdrs_client import SdrsClient
 
 Model = TypeVar("Model", bound=BaseModel)
 PAGE_SIZE = 1000  # SDRS's largest page

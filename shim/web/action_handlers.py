@@ -9,11 +9,9 @@ import time
 
 from aiohttp import web
 
-from shim.action_guard import GroupKey
-from shim.app import STATE, ShimState
-from shim.context import AUDIT, REQUEST_ID
-from shim.legacy import LegacyError, is_legacy_id
-from shim.rcg_actions import (
+from shim.context import AUDIT
+from shim.state.action_guard import GroupKey
+from shim.translate.actions import (
     TRANSLATED_ACTIONS,
     ActionTranslation,
     SdrsCall,
@@ -24,10 +22,12 @@ from shim.rcg_actions import (
     plan_calls,
     refuse_while_job_pending,
 )
-from shim.sdrs_answers import parse_answer, sdrs_error_code
-from shim.sdrs_calls import SdrsCalls
-from shim.sdrs_client import SdrsAnswer
-from shim.sdrs_models import JobAccepted
+from shim.translate.legacy import LegacyError, is_legacy_id
+from shim.translate.sdrs_answers import parse_answer, sdrs_error_code
+from shim.translate.sdrs_models import JobAccepted, SdrsAnswer
+from shim.upstreams.sdrs_calls import SdrsCalls
+from shim.web.incoming import read_capped_body, sdrs_calls
+from shim.web.shim_state import STATE, ShimState
 
 # SDRS answers after which the action may have been started all the same (a gateway gave up waiting).
 OUTCOME_UNKNOWN_STATUSES = frozenset({502, 504})
@@ -41,13 +41,6 @@ def outcome_unknown(answer: SdrsAnswer | None, calls: SdrsCalls) -> bool:
     if answer is None or answer.status < 400 or answer.status in OUTCOME_UNKNOWN_STATUSES:
         return True
     return answer.status == 500 and sdrs_error_code(answer) not in calls.errors.codes
-
-SIGNED_REQUEST_MESSAGE = (
-    "This endpoint is served through SDRS by a migration proxy, which cannot forward an AK/SK-signed "
-    "request (the signature covers the host and path it changes). Authenticate with a token: send "
-    "X-Auth-Token with a project-scoped IAM token."
-)
-
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
     return await request.app[STATE].legacy.forward(request)
@@ -155,38 +148,3 @@ async def confirm(
             raise not_confirmed(translation, rcg_id, waiting, settings.confirm_timeout_seconds)
         await asyncio.sleep(min(remaining, pause * random.uniform(0.5, 1.0)))
         pause = min(pause * 2, settings.poll_max_seconds)
-
-
-def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
-    """SDRS calls on behalf of this request: its token and request id (401 without a token)."""
-    token = auth_token(request)
-    state.translated.admit(request)  # limits.max_concurrent_translated: a legacy 503 before any SDRS call
-    request_id = request[REQUEST_ID]
-    headers = {"X-Auth-Token": token, "X-Request-Id": request_id, "X-Openstack-Request-Id": request_id}
-    return SdrsCalls(state.sdrs, headers, state.mappings.errors, request[AUDIT])
-
-
-def auth_token(request: web.Request) -> str:
-    """The caller's IAM token; a signed request cannot be re-signed for another host and path."""
-    token = request.headers.get("X-Auth-Token", "").strip()
-    if token:
-        return token
-    if request.headers.get("Authorization", "").startswith("SDK-HMAC-"):
-        raise LegacyError(401, SIGNED_REQUEST_MESSAGE)
-    raise LegacyError(401, "Authentication required: send X-Auth-Token.")
-
-
-async def read_capped_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, or a legacy 400 when it is larger than `limit` bytes."""
-    too_large = LegacyError(400, f"Malformed request body: larger than {limit} bytes.")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    body = await request.content.read(limit + 1)
-    while len(body) <= limit:
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            break
-        body += chunk
-    if len(body) > limit:
-        raise too_large
-    return body

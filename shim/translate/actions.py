@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shim.legacy import LegacyError, is_legacy_id
-from shim.mappings import SdrsErrorTable
-from shim.rcg_reads import other_station
-from shim.sdrs_models import Job, ReplicationPair, ServerGroup
+from shim.translate.legacy import LegacyError, is_legacy_id
+from shim.translate.reads import other_station
+from shim.translate.sdrs_models import Job, ReplicationPair, ServerGroup
+from shim.translate.tables import SdrsErrorTable
 
 REPROTECT = "os-reprotect-replication-consistency-group"
 SYNC = "os-sync-replication-consistency-group"

@@ -10,10 +10,9 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from shim.legacy import LegacyError
-from shim.mappings import SdrsErrorTable
+from shim.translate.legacy import LegacyError
+from shim.translate.tables import SdrsErrorTable
 
-REQUEST_ID_HEADERS = ("X-Request-Id", "X-Openstack-Request-Id")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 

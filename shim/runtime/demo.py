@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from shim.app import build_app
 from shim.config import settings_from_mapping
-from shim.legacy_stub import legacy_stub_app
 from shim.mappings import default_mappings_dir, load_mappings
-from shim.server import start_site, wait_for_stop_signal
+from shim.runtime.legacy_stub import legacy_stub_app
+from shim.runtime.server import start_site, wait_for_stop_signal
 from shim.simulator import SdrsSimulator, SimulatorSettings
 from shim.simulator.server import seed_demo_group
+from shim.web.app import build_app
 
 PROJECT = "0970dd7a1300f5672ff2c003c60ae115"
 RCG = "bd35d31b-7ab9-47fc-84c6-3d326c6fa6cb"

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shim.legacy import RCG_COLLECTION
+from shim.translate.legacy import RCG_COLLECTION
 
 # Listed here, not imported from the shim: this side stands for EVS, not for the shim.
 ACTION_KEYS = frozenset(

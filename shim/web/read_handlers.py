@@ -13,11 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from shim.app import STATE, ShimState
 from shim.context import AUDIT
-from shim.handlers import sdrs_calls
-from shim.legacy import LegacyError, id_key, is_legacy_id
-from shim.listing import (
+from shim.translate.actions import TRANSLATED_ACTIONS, shown_while_pending
+from shim.translate.legacy import LegacyError, id_key, is_legacy_id
+from shim.translate.listing import (
     GROUP_FILTERS,
     PAIR_FILTERS,
     FilterRule,
@@ -27,10 +26,11 @@ from shim.listing import (
     select_mapped,
     upstream_list_query,
 )
-from shim.rcg_actions import TRANSLATED_ACTIONS, shown_while_pending
-from shim.rcg_reads import legacy_group, legacy_pair
-from shim.sdrs_calls import SdrsCalls
-from shim.sdrs_models import ReplicationPair, ServerGroup
+from shim.translate.reads import legacy_group, legacy_pair
+from shim.translate.sdrs_models import ReplicationPair, ServerGroup
+from shim.upstreams.sdrs_calls import SdrsCalls
+from shim.web.incoming import sdrs_calls
+from shim.web.shim_state import STATE, ShimState
 
 
 def _mapped_groups(state: ShimState, project_id: str) -> dict[str, str]:

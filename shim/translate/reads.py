@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from shim.legacy import LegacyError
-from shim.mappings import StatusTable
-from shim.sdrs_models import ReplicationPair, ServerGroup
+from shim.translate.legacy import LegacyError
+from shim.translate.sdrs_models import ReplicationPair, ServerGroup
+from shim.translate.tables import StatusTable
 
 # Worst first: the group's replication reads as the worst state among its pairs.
 _REPLICATION_SEVERITY = ("error", "inactive", "copying", "active-stopped", "active")

@@ -2,7 +2,7 @@
 
 Signals: SIGTERM/SIGINT drain (readiness 503, a grace period, stop accepting, let in-flight requests
 finish within `lifecycle.drain_seconds`, close the upstream sessions); SIGHUP reloads config and
-mappings (shim/reload.py). A worker parent forwards all three to its workers.
+mappings (shim/runtime/reload.py). A worker parent forwards all three to its workers.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from shim.app import SHARED_STATE_DIR_ENV, STATE, ShimState, build_app
 from shim.config import Settings
-from shim.logs import JsonAccessLogger
 from shim.mappings import Mappings
-from shim.reload import reload_config
+from shim.runtime.reload import reload_config
+from shim.web.app import build_app
+from shim.web.logs import JsonAccessLogger
+from shim.web.shim_state import SHARED_STATE_DIR_ENV, STATE, ShimState
 
 log = logging.getLogger("shim")
 access_log = logging.getLogger("shim.access")

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shim.app import ShimState
 from shim.config import Settings, load_settings
 from shim.mappings import load_mappings
 from shim.validation import ConfigError
+from shim.web.shim_state import ShimState
 
 log = logging.getLogger("shim.reload")
 

@@ -1,8 +1,8 @@
 """The aiohttp application: routes, the request-context middleware and upstream lifecycles.
 
-Routing: the translated legacy calls get their handlers (shim/handlers.py); every other request
-streams to the legacy EVS endpoint (shim/passthrough.py). `/healthz`, `/readyz` and `/metrics` are
-the shim's own (GET only) and are not counted as legacy traffic.
+Routing: the translated legacy calls get their handlers (action_handlers.py, read_handlers.py); every
+other request streams to the legacy EVS endpoint (shim/upstreams/passthrough.py). `/healthz`,
+`/readyz` and `/metrics` are the shim's own (GET only) and are not counted as legacy traffic.
 """
 
 from __future__ import annotations
@@ -12,110 +12,27 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
 
 from shim import __version__
-from shim.action_guard import ActionGuard
 from shim.config import Settings
-from shim.context import AUDIT, REQUEST_ID
-from shim.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError, canonical_path, disguises_a_translated_url
-from shim.logs import MANAGEMENT_PATHS
+from shim.context import AUDIT, REQUEST_ID, REQUEST_ID_HEADERS
 from shim.mappings import Mappings
-from shim.metrics import (
-    CURRENT_TIMING,
-    PASSTHROUGH,
-    TRANSLATED,
-    RequestTiming,
-    ShimMetrics,
-    status_label,
-)
-from shim.passthrough import LegacyPassthrough
-from shim.responses import REQUEST_ID_HEADERS, incoming_request_id, legacy_error_response, new_request_id
-from shim.sdrs_client import SdrsClient
+from shim.state.action_guard import ActionGuard
+from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError
+from shim.translate.paths import canonical_path, disguises_a_translated_url
+from shim.upstreams.passthrough import LegacyPassthrough
+from shim.upstreams.sdrs_client import SdrsClient
+from shim.web import action_handlers, read_handlers
+from shim.web.logs import MANAGEMENT_PATHS
+from shim.web.metrics import CURRENT_TIMING, PASSTHROUGH, TRANSLATED, RequestTiming, ShimMetrics, status_label
+from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
+from shim.web.shim_state import STATE, ShimState, shared_state_dir
 
 log = logging.getLogger("shim")
 audit_log = logging.getLogger("shim.audit")
-
-OVERLOAD_RETRY_AFTER_SECONDS = 1
-_HOLDS_SLOT = web.RequestKey("holds_translated_slot", bool)
-
-
-@dataclass
-class Health:
-    """What /readyz reports: ready once the upstream sessions are open, until SIGTERM starts the drain."""
-
-    started: bool = False
-    draining: bool = False
-    in_flight: int = 0
-
-    @property
-    def ready(self) -> bool:
-        return self.started and not self.draining
-
-
-class TranslatedSlots:
-    """At most `limit()` translated calls at once. A call past it gets a legacy 503 before any SDRS
-    request; `admit` is called by `handlers.sdrs_calls`, the slot is freed when the request ends."""
-
-    def __init__(self, limit: Callable[[], int], metrics: ShimMetrics) -> None:
-        self._limit = limit
-        self._metrics = metrics
-        self.active = 0
-
-    def admit(self, request: web.Request) -> None:
-        if request.get(_HOLDS_SLOT):
-            return
-        limit = self._limit()
-        if self.active >= limit:
-            self._metrics.translated_rejected.inc()
-            request[AUDIT]["rejected"] = "limits.max_concurrent_translated"
-            raise LegacyError(
-                503, f"The migration proxy is serving its limit of {limit} translated calls; try again shortly.",
-                retry_after=OVERLOAD_RETRY_AFTER_SECONDS,
-            )
-        self.active += 1
-        request[_HOLDS_SLOT] = True
-        self._metrics.translated_in_flight.set(self.active)
-
-    def release(self, request: web.Request) -> None:
-        if request.get(_HOLDS_SLOT):
-            request[_HOLDS_SLOT] = False
-            self.active -= 1
-            self._metrics.translated_in_flight.set(self.active)
-
-
-@dataclass
-class ShimState:
-    """What handlers need. On reload `settings` and `mappings` are each swapped whole, so every
-    lookup sees one complete version."""
-
-    settings: Settings
-    mappings: Mappings
-    sdrs: SdrsClient
-    legacy: LegacyPassthrough
-    actions: ActionGuard
-    metrics: ShimMetrics = field(default_factory=ShimMetrics)
-    health: Health = field(default_factory=Health)
-    translated: TranslatedSlots = field(init=False)
-    config_digest: str = ""
-
-    def __post_init__(self) -> None:
-        self.translated = TranslatedSlots(lambda: self.settings.limits.max_concurrent_translated, self.metrics)
-
-
-STATE = web.AppKey("state", ShimState)
-
-# Set by `shim serve --workers N` for its workers: where they share the action guard's state.
-SHARED_STATE_DIR_ENV = "EVS_SDRS_SHIM_SHARED_STATE_DIR"
-
-
-def shared_state_dir() -> Path | None:
-    value = os.environ.get(SHARED_STATE_DIR_ENV)
-    return Path(value) if value else None
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -261,8 +178,6 @@ async def _expect_continue_only(request: web.Request) -> None:
 
 def build_app(settings: Settings, mappings: Mappings) -> web.Application:
     """The shim as an aiohttp Application; upstream sessions open on startup and close on cleanup."""
-    from shim import handlers, read_handlers  # imported here: they import STATE from this module
-
     limits = settings.limits
     app = web.Application(
         middlewares=[request_context],
@@ -294,12 +209,12 @@ def build_app(settings: Settings, mappings: Mappings) -> web.Application:
         app.router.add_get("/" + name, management_handler, name=name)
     prefix = "/v2/{project_id}/"
     routes = [
-        (prefix + RCG_COLLECTION + "/{rcg_id}/action", handlers.rcg_action),
+        (prefix + RCG_COLLECTION + "/{rcg_id}/action", action_handlers.rcg_action),
         (prefix + RCG_COLLECTION + "/{rcg_id}", read_handlers.show_group),
         (prefix + RCG_COLLECTION, read_handlers.list_groups),
         (prefix + PAIR_COLLECTION + "/{replication_id}", read_handlers.show_pair),
         (prefix + PAIR_COLLECTION, read_handlers.list_pairs),
-        ("/{tail:.*}", handlers.passthrough),
+        ("/{tail:.*}", action_handlers.passthrough),
     ]
     for path, handler in routes:
         app.router.add_route("*", path, handler, expect_handler=_expect_continue_only)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shim.legacy import LegacyError, is_legacy_id
+from shim.translate.legacy import LegacyError, is_legacy_id
 
 PAGING_PARAMETERS = frozenset({"marker", "limit", "offset", "sort_key", "sort_dir"})
 SORT_KEYS = frozenset({"created_at", "updated_at", "id", "name", "status", "priority_station"})

@@ -26,8 +26,8 @@ from prometheus_client.exposition import choose_encoder
 
 from shim.config import Settings
 from shim.mappings import Mappings
-from shim.sdrs_answers import sdrs_error_code
-from shim.sdrs_client import SdrsAnswer, SdrsTimeout, SdrsTransportError
+from shim.translate.sdrs_answers import sdrs_error_code
+from shim.translate.sdrs_models import SdrsAnswer, SdrsTimeout, SdrsTransportError
 
 TRANSLATED = "translated"
 PASSTHROUGH = "passthrough"

@@ -23,10 +23,9 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from shim.config import Timeouts
-from shim.context import REQUEST_ID
-from shim.headers import forwarded_request_headers, without_hop_by_hop
-from shim.legacy import LegacyError
-from shim.responses import REQUEST_ID_HEADERS
+from shim.context import REQUEST_ID, REQUEST_ID_HEADERS
+from shim.translate.legacy import LegacyError
+from shim.upstreams.headers import forwarded_request_headers, without_hop_by_hop
 
 log = logging.getLogger("shim.passthrough")
 

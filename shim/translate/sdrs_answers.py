@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from shim.legacy import LegacyError
-from shim.mappings import SdrsErrorTable
-from shim.sdrs_client import SdrsAnswer, SdrsTimeout, SdrsTransportError
+from shim.translate.legacy import LegacyError
+from shim.translate.sdrs_models import SdrsAnswer, SdrsTimeout, SdrsTransportError
+from shim.translate.tables import SdrsErrorTable
 
 DEFAULT_RETRY_AFTER_SECONDS = 5
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -19,35 +18,10 @@ from yarl import URL
 
 from shim import __version__
 from shim.config import Timeouts
+from shim.translate.sdrs_models import SdrsAnswer, SdrsTimeout, SdrsTransportError, SdrsUnreachable
 
 USER_AGENT = f"evs-sdrs-shim/{__version__}"
 MAX_ANSWER_BYTES = 4 * 1024 * 1024  # SDRS answers are small JSON documents
-
-
-class SdrsTransportError(Exception):
-    """SDRS gave no usable HTTP answer."""
-
-
-class SdrsUnreachable(SdrsTransportError):
-    """Connection refused, reset or closed before a complete answer."""
-
-
-class SdrsTimeout(SdrsTransportError):
-    """SDRS did not answer within the configured timeouts."""
-
-
-@dataclass(frozen=True)
-class SdrsAnswer:
-    status: int
-    body: bytes
-    headers: CIMultiDict[str]
-
-    def json(self) -> Any:
-        """The decoded body, or None when it is not JSON."""
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
 
 
 # Told about every exchange once it ends: (monotonic start time, the answer or None, the transport

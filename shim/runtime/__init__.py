@@ -1,0 +1,1 @@
+"""The process around the web app: serving, workers and signals, reloads, and the demo."""

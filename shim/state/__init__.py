@@ -1,0 +1,1 @@
+"""What must be remembered between requests: the duplicate-action guard."""

@@ -1,0 +1,98 @@
+"""The data tables the translation reads (pure pydantic models, loaded from `mappings/` by shim.mappings):
+how SDRS errors read to a legacy client (`SdrsErrorTable`) and how SDRS statuses read (`StatusTable`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shim.translate.legacy import LEGACY_ERROR_STATUSES, LegacyErrorStatus
+from shim.translate.sdrs_models import SDRS_GROUP_STATUSES, SDRS_PAIR_STATUSES
+
+SdrsCode = Annotated[str, Field(pattern=r"^SDRS\.\d{4}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LegacyFault(_Strict):
+    fault: str = Field(pattern=r"^[a-zA-Z]+$")
+    code: str
+
+
+class SdrsCodeRow(_Strict):
+    sdrs: int = Field(ge=400, le=599, description="HTTP status the SDRS appendix documents")
+    legacy: LegacyErrorStatus
+    message: str
+    code: str | None = Field(None, description="EVS code for the legacy body, instead of the fault's")
+
+
+class SdrsErrorTable(_Strict):
+    legacy_faults: dict[LegacyErrorStatus, LegacyFault]
+    by_sdrs_status: dict[Annotated[int, Field(ge=400, le=599)], LegacyErrorStatus]
+    by_sdrs_class: dict[Literal["4xx", "5xx"], LegacyErrorStatus]
+    codes: dict[SdrsCode, SdrsCodeRow]
+
+    @model_validator(mode="after")
+    def _complete(self) -> SdrsErrorTable:
+        missing = sorted(LEGACY_ERROR_STATUSES - set(self.legacy_faults))
+        if missing:
+            raise ValueError(f"legacy_faults has no entry for status {missing}")
+        if set(self.by_sdrs_class) != {"4xx", "5xx"}:
+            raise ValueError("by_sdrs_class needs both 4xx and 5xx")
+        return self
+
+    def legacy_status(self, sdrs_status: int, sdrs_code: str | None) -> int:
+        """The legacy status for an SDRS error answer (code first, then status, then class)."""
+        row = self.codes.get(sdrs_code or "")
+        if row is not None:
+            return row.legacy
+        if sdrs_status in self.by_sdrs_status:
+            return self.by_sdrs_status[sdrs_status]
+        return self.by_sdrs_class["4xx" if sdrs_status < 500 else "5xx"]
+
+    def legacy_code(self, legacy_status: int, sdrs_code: str | None) -> str:
+        row = self.codes.get(sdrs_code or "")
+        if row is not None and row.code:
+            return row.code
+        return self.legacy_faults[legacy_status].code  # type: ignore[index]
+
+    def fault_name(self, legacy_status: int) -> str:
+        return self.legacy_faults[legacy_status].fault  # type: ignore[index]
+
+
+LegacyGroupStatus = Literal[
+    "creating", "available", "error", "deleting", "updating", "reversing", "error_reversing",
+    "failovering", "failovered", "error_failovering", "error_deleting",
+]  # fmt: skip
+LegacyPairStatus = Literal["creating", "available", "error", "deleting", "error_deleting"]
+LegacyReplicationStatus = Literal["active", "active-stopped", "copying", "inactive", "error"]
+
+
+class GroupStatusRow(_Strict):
+    status: LegacyGroupStatus
+    replication_status: LegacyReplicationStatus | Literal["from-pairs"]
+
+
+class PairStatusRow(_Strict):
+    status: LegacyPairStatus
+    replication_status: LegacyReplicationStatus | Literal["from-sdrs"]
+
+
+class StatusTable(_Strict):
+    group_statuses: dict[str, GroupStatusRow]
+    pair_statuses: dict[str, PairStatusRow]
+
+    @model_validator(mode="after")
+    def _every_sdrs_status_has_a_row(self) -> StatusTable:
+        for name, rows, documented in (
+            ("group_statuses", self.group_statuses, SDRS_GROUP_STATUSES),
+            ("pair_statuses", self.pair_statuses, SDRS_PAIR_STATUSES),
+        ):
+            if missing := sorted(documented - set(rows)):
+                raise ValueError(f"{name} has no row for SDRS status {', '.join(missing)}")
+            if unknown := sorted(set(rows) - documented):
+                raise ValueError(f"{name} has a row for undocumented SDRS status {', '.join(unknown)}")
+        return self

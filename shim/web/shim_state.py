@@ -1,0 +1,97 @@
+"""What the handlers share: `ShimState` (settings, mappings, upstream clients, guard, metrics), found
+on the application under `STATE`. Its own module so that handlers never import the app back."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from shim.config import Settings
+from shim.context import AUDIT
+from shim.mappings import Mappings
+from shim.state.action_guard import ActionGuard
+from shim.translate.legacy import LegacyError
+from shim.upstreams.passthrough import LegacyPassthrough
+from shim.upstreams.sdrs_client import SdrsClient
+from shim.web.metrics import ShimMetrics
+
+OVERLOAD_RETRY_AFTER_SECONDS = 1
+_HOLDS_SLOT = web.RequestKey("holds_translated_slot", bool)
+
+
+@dataclass
+class Health:
+    """What /readyz reports: ready once the upstream sessions are open, until SIGTERM starts the drain."""
+
+    started: bool = False
+    draining: bool = False
+    in_flight: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self.draining
+
+
+class TranslatedSlots:
+    """At most `limit()` translated calls at once. A call past it gets a legacy 503 before any SDRS
+    request; `admit` is called by `handlers.sdrs_calls`, the slot is freed when the request ends."""
+
+    def __init__(self, limit: Callable[[], int], metrics: ShimMetrics) -> None:
+        self._limit = limit
+        self._metrics = metrics
+        self.active = 0
+
+    def admit(self, request: web.Request) -> None:
+        if request.get(_HOLDS_SLOT):
+            return
+        limit = self._limit()
+        if self.active >= limit:
+            self._metrics.translated_rejected.inc()
+            request[AUDIT]["rejected"] = "limits.max_concurrent_translated"
+            raise LegacyError(
+                503, f"The migration proxy is serving its limit of {limit} translated calls; try again shortly.",
+                retry_after=OVERLOAD_RETRY_AFTER_SECONDS,
+            )
+        self.active += 1
+        request[_HOLDS_SLOT] = True
+        self._metrics.translated_in_flight.set(self.active)
+
+    def release(self, request: web.Request) -> None:
+        if request.get(_HOLDS_SLOT):
+            request[_HOLDS_SLOT] = False
+            self.active -= 1
+            self._metrics.translated_in_flight.set(self.active)
+
+
+@dataclass
+class ShimState:
+    """What handlers need. On reload `settings` and `mappings` are each swapped whole, so every
+    lookup sees one complete version."""
+
+    settings: Settings
+    mappings: Mappings
+    sdrs: SdrsClient
+    legacy: LegacyPassthrough
+    actions: ActionGuard
+    metrics: ShimMetrics = field(default_factory=ShimMetrics)
+    health: Health = field(default_factory=Health)
+    translated: TranslatedSlots = field(init=False)
+    config_digest: str = ""
+
+    def __post_init__(self) -> None:
+        self.translated = TranslatedSlots(lambda: self.settings.limits.max_concurrent_translated, self.metrics)
+
+
+STATE = web.AppKey("state", ShimState)
+
+# Set by `shim serve --workers N` for its workers: where they share the action guard's state.
+SHARED_STATE_DIR_ENV = "EVS_SDRS_SHIM_SHARED_STATE_DIR"
+
+
+def shared_state_dir() -> Path | None:
+    value = os.environ.get(SHARED_STATE_DIR_ENV)
+    return Path(value) if value else None
