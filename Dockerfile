@@ -14,6 +14,12 @@ RUN pip install '.[fast]' \
 COPY examples/shim.yaml /etc/shim/shim.yaml
 COPY mappings /etc/shim/mappings
 
+# The state store (the duplicate-action guard's memory) lives on a volume: mount one that outlives
+# the container (README, State).
+ENV SHIM_STATE__PATH=/var/lib/evs-sdrs-shim/state.sqlite3
+RUN mkdir -p /var/lib/evs-sdrs-shim && chown 10001:10001 /var/lib/evs-sdrs-shim
+VOLUME ["/var/lib/evs-sdrs-shim"]
+
 USER 10001:10001
 EXPOSE 8080
 # Liveness on /healthz (no curl in slim images). Assumes the default listen port 8080; the proxy

@@ -679,6 +679,7 @@ def start_servers(bench: Bench, files: dict[str, Path]) -> None:
           legacy: http://127.0.0.1:{upstream.port}
           sdrs: http://127.0.0.1:{sim.port}
         mappings: {files["mappings"]}
+        state: {{backend: sqlite, path: {tmp / "state.sqlite3"}}}
         log_level: warning
         """))
     bench.servers["shim"] = start("shim", [python, "-m", "shim", "serve", "--config", str(config)], tmp,

@@ -95,6 +95,9 @@ def _run(args: argparse.Namespace) -> int:
         mappings = load_mappings(settings.mappings)
         configure_logging(settings.log_level)
         workers = args.workers or settings.workers
+        if workers > 1 and settings.state.backend == "memory":
+            raise ConfigError(f"{args.config}: state.backend: memory cannot be shared by {workers} workers; "
+                              "use sqlite or redis")
         if workers > 1 and not args.worker:
             from shim.runtime.server import run_workers
 
@@ -107,11 +110,12 @@ def _run(args: argparse.Namespace) -> int:
 
         settings = load_settings(args.config)
         mappings = load_mappings(settings.mappings)
-        print(f"{args.config}: ok ({len(mappings.protection_groups)} mapped consistency groups, "
+        print(f"{args.config}: ok ({len(mappings.groups)} mapped consistency groups, "
               f"{len(mappings.errors.codes)} SDRS error codes; listen {settings.listen.host}:"
               f"{settings.listen.port}, {settings.workers} worker(s), drain {settings.lifecycle.drain_seconds:g}s "
               f"after {settings.lifecycle.readiness_grace_seconds:g}s readiness grace, at most "
-              f"{settings.limits.max_concurrent_translated} translated calls at once)")
+              f"{settings.limits.max_concurrent_translated} translated calls at once; state "
+              f"{_describe_state(settings)})")
         return 0
     if args.command == "demo":
         from shim.runtime import demo
@@ -145,3 +149,14 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
     else:
         uvloop.run(main)
+
+
+def _describe_state(settings: Any) -> str:
+    state = settings.state
+    if state.backend == "sqlite":
+        return f"sqlite {state.path}"
+    if state.backend == "redis":
+        from yarl import URL
+
+        return f"redis {URL(state.url).with_password(None).with_user(None)}"  # never print credentials
+    return "memory (this process only)"

@@ -7,10 +7,11 @@ win over the file. A relative `mappings` path is resolved against the config fil
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from yarl import URL
 
@@ -110,6 +111,38 @@ class Lifecycle(_Section):
     readiness_grace_seconds: float = Field(1.0, ge=0, le=600)
 
 
+def default_state_path() -> Path:
+    """Where the durable state lives unless configured: the XDG state directory (systemd's
+    `STATE_DIRECTORY` when set). The container image sets `SHIM_STATE__PATH` to its volume."""
+    base = os.environ.get("STATE_DIRECTORY") or os.environ.get("XDG_STATE_HOME")
+    root = Path(base) if base else Path.home() / ".local" / "state"
+    return root / "evs-sdrs-shim" / "state.sqlite3"
+
+
+class State(_Section):
+    """Where the duplicate-action guard (and everything else that must outlive a request) is kept."""
+
+    backend: Literal["memory", "sqlite", "redis"] = Field(
+        "sqlite", description="memory: this process only (tests, demos); sqlite: a file shared by the "
+        "workers of one `shim serve`, surviving restarts; redis: shared by several shims",
+    )
+    path: Path = Field(default_factory=default_state_path, description="the SQLite file (sqlite backend)")
+    url: str | None = Field(None, description="redis://[user:password@]host:port/db (redis backend)")
+    key_prefix: str = Field("evs-sdrs-shim:", min_length=1, description="prefix of every Redis key")
+    lease_seconds: float = Field(
+        30.0, gt=0, le=3600, description="how long a crashed holder can keep a group locked; renewed while held",
+    )
+    timeout_seconds: float = Field(2.0, gt=0, le=60, description="longest wait for one store operation")
+
+    @model_validator(mode="after")
+    def _backend_has_its_address(self) -> State:
+        if self.backend == "redis" and not self.url:
+            raise ValueError("the redis backend needs state.url (redis://host:port/db)")
+        if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("state.url must be a redis://, rediss:// or unix:// URL")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole configuration; see README "Configuration" for every key."""
 
@@ -125,6 +158,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     actions: Actions = Actions()
     lifecycle: Lifecycle = Lifecycle()
+    state: State = State()
     workers: int = Field(1, ge=1, le=64, description="processes sharing the listen port (SO_REUSEPORT)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -140,6 +174,12 @@ class Settings(BaseSettings):
         # Environment overrides the YAML file (passed in as init values).
         return env_settings, init_settings
 
+    @model_validator(mode="after")
+    def _shared_state_for_workers(self) -> Settings:
+        if self.workers > 1 and self.state.backend == "memory":
+            raise ValueError("state.backend memory cannot be shared by workers > 1: use sqlite or redis")
+        return self
+
 
 def settings_from_mapping(data: dict[str, Any], *, source: str, base_dir: Path) -> Settings:
     """Validate already-parsed config data; `base_dir` anchors a relative `mappings` path."""
@@ -149,6 +189,9 @@ def settings_from_mapping(data: dict[str, Any], *, source: str, base_dir: Path) 
         raise ConfigError(describe_validation_error(source, err)) from None
     if not settings.mappings.is_absolute():
         settings = settings.model_copy(update={"mappings": (base_dir / settings.mappings).resolve()})
+    if not settings.state.path.is_absolute():
+        state = settings.state.model_copy(update={"path": (base_dir / settings.state.path).resolve()})
+        settings = settings.model_copy(update={"state": state})
     return settings
 
 

@@ -10,17 +10,13 @@ When the directory has no `sdrs-errors.yaml` or `statuses.yaml`, the table shipp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shim.translate.legacy import (
-    id_key,
-    is_legacy_id,
-    normalise_id,
-)
+from shim.translate.legacy import canonical_id, canonical_project_id, id_key, is_legacy_id
 from shim.translate.tables import SdrsErrorTable, StatusTable
 from shim.validation import ConfigError, describe_validation_error, read_yaml
 
@@ -35,13 +31,23 @@ def default_mappings_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "mappings"
 
 
-def _legacy_id(value: str) -> str:
+def _checked(value: str) -> str:
     if not is_legacy_id(value):
         raise ValueError("must be a UUID or 32 hexadecimal digits")
-    return normalise_id(value)
+    return value
 
 
-LegacyId = Annotated[str, AfterValidator(_legacy_id)]
+def _resource_id(value: str) -> str:
+    return canonical_id(_checked(value))
+
+
+def _project_id(value: str) -> str:
+    return canonical_project_id(_checked(value))
+
+
+# Whatever the file's spelling (upper case, no dashes), ids are held in their canonical form.
+ResourceId = Annotated[str, AfterValidator(_resource_id)]
+ProjectId = Annotated[str, AfterValidator(_project_id)]
 SdrsCode = Annotated[str, Field(pattern=r"^SDRS\.\d{4}$")]
 
 
@@ -50,9 +56,9 @@ class _Strict(BaseModel):
 
 
 class ConsistencyGroupMapping(_Strict):
-    project_id: LegacyId
-    replication_consistency_group_id: LegacyId
-    protection_group_id: LegacyId
+    project_id: ProjectId
+    replication_consistency_group_id: ResourceId
+    protection_group_id: ResourceId
 
 
 class ConsistencyGroupsFile(_Strict):
@@ -80,23 +86,42 @@ class _DuplicateEntry(ValueError):
 
 
 @dataclass(frozen=True)
-class Mappings:
-    """Everything loaded from the mappings directory, ready for lookups."""
+class GroupMapping:
+    """One mapped group, ids in canonical form (`canonical_project_id`, `canonical_id`)."""
 
-    protection_groups: dict[tuple[str, str], tuple[str, str]]  # id_key(project, rcg) -> (pg id, rcg id)
+    project_id: str
+    rcg_id: str
+    protection_group_id: str
+
+
+@dataclass(frozen=True)
+class Mappings:
+    """Everything loaded from the mappings directory, ready for lookups. Every lookup compares ids by
+    `id_key`, so any spelling of an id finds its entry."""
+
+    groups: dict[tuple[str, str], GroupMapping]  # (id_key(project), id_key(rcg)) -> entry
     errors: SdrsErrorTable
     statuses: StatusTable
     source: Path
+    by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # id_key(project) -> id_key(pg) -> entry
+
+    def __post_init__(self) -> None:
+        by_project: dict[str, dict[str, GroupMapping]] = {}
+        for (project, _), entry in self.groups.items():
+            by_project.setdefault(project, {})[id_key(entry.protection_group_id)] = entry
+        object.__setattr__(self, "by_project", by_project)
+
+    def group(self, project_id: str, rcg_id: str) -> GroupMapping | None:
+        """A mapping belongs to its project: the same RCG id under another project is unmapped."""
+        return self.groups.get((id_key(project_id), id_key(rcg_id)))
 
     def protection_group_for(self, project_id: str, rcg_id: str) -> str | None:
-        """A mapping belongs to its project: the same RCG id under another project is unmapped."""
-        found = self.protection_groups.get((id_key(project_id), id_key(rcg_id)))
-        return found[0] if found else None
+        found = self.group(project_id, rcg_id)
+        return found.protection_group_id if found else None
 
-    def groups_of_project(self, project_id: str) -> dict[str, str]:
-        """id_key(protection group id) -> legacy RCG id, for every mapped group of the project."""
-        project = id_key(project_id)
-        return {id_key(group): rcg for (owner, _), (group, rcg) in self.protection_groups.items() if owner == project}
+    def groups_of_project(self, project_id: str) -> dict[str, GroupMapping]:
+        """id_key(protection group id) -> entry, for every mapped group of the project."""
+        return self.by_project.get(id_key(project_id), {})
 
 
 def _validated(model: type[BaseModel], path: Path, data: Any) -> Any:
@@ -138,9 +163,9 @@ def load_mappings(directory: Path) -> Mappings:
     errors: SdrsErrorTable = _load_table(directory, SDRS_ERRORS_FILE, SdrsErrorTable)
     statuses: StatusTable = _load_table(directory, STATUSES_FILE, StatusTable)
     return Mappings(
-        protection_groups={
-            (id_key(entry.project_id), id_key(entry.replication_consistency_group_id)):
-                (entry.protection_group_id, entry.replication_consistency_group_id)
+        groups={
+            (id_key(entry.project_id), id_key(entry.replication_consistency_group_id)): GroupMapping(
+                entry.project_id, entry.replication_consistency_group_id, entry.protection_group_id)
             for entry in groups.consistency_groups
         },
         errors=errors,

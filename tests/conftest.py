@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +133,9 @@ async def make_shim(tmp_path: Path) -> AsyncIterator[ShimFactory]:
         *, sdrs: str, legacy: str | None = None, mapping: list[dict[str, str]] | None = None, **config: Any
     ) -> str:
         mappings_dir = write_mappings(tmp_path / f"mappings{len(runners)}", mapping or DEFAULT_MAPPING)
-        data = {"upstreams": {"sdrs": sdrs, "legacy": legacy}, "mappings": str(mappings_dir), **config}
+        data = {"upstreams": {"sdrs": sdrs, "legacy": legacy}, "mappings": str(mappings_dir),
+                # the durable default, in a file of this test's own
+                "state": {"backend": "sqlite", "path": str(tmp_path / f"state{len(runners)}.sqlite3")}, **config}
         settings = settings_from_mapping(data, source="test", base_dir=tmp_path)
         runner, url = await start_server(build_app(settings, load_mappings(settings.mappings)))
         runners.append(runner)
@@ -164,3 +168,51 @@ async def legacy_upstream() -> AsyncIterator[tuple[RecordingUpstream, str]]:
     runner, url = await start_server(upstream.app())
     yield upstream, url
     await runner.cleanup()
+
+
+# -- a real Redis server (Debian's redis-server; `.ci/run` installs it when missing) ----------------
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process of this test's own, on a free loopback port, persisting nothing."""
+
+    directory: Path
+    port: int = 0
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed: run .ci/run, which installs it (apt-get install redis-server)"
+        if not self.port:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
+        self.proc = await asyncio.create_subprocess_exec(
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(self.directory), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for _ in range(500):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.01)
+        raise AssertionError("redis-server did not start")
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    await server.start()
+    yield server
+    await server.stop()

@@ -210,7 +210,12 @@ CONFIRMED_CASES = [
     pytest.param(Case(after_first_get(status=200, body=b"[]"), 504, ("not the documented shape", "may still run"),
                       actions=1,
                       sim=JOB_NEVER_LEAVES_INIT, config={"actions": CONFIRMED}, retry=PENDING), id="job-poll-garbage"),
-    pytest.param(Case(after_first_get(status=404, body=b""), 502, ("does not know the job",), actions=1,
+    # A gateway's 404 without an SDRS code is no proof that the job is gone: it may still run.
+    pytest.param(Case(after_first_get(status=404, body=b""), 504, ("HTTP 404", "may still run"), actions=1,
+                      sim=JOB_NEVER_LEAVES_INIT, config={"actions": CONFIRMED}, retry=PENDING),
+                 id="job-poll-gateway-404-without-a-code"),
+    pytest.param(Case(after_first_get(status=404, body={"error": {"code": "SDRS.0408", "message": "Null job"}}),
+                      502, ("does not know the job",), actions=1,
                       sim=JOB_NEVER_LEAVES_INIT, config={"actions": CONFIRMED}, retry=PENDING),
                  id="job-poll-404-sdrs-forgot-the-job"),
 ]

@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from conftest import (
     start_server,
     write_mappings,
 )
+from processes import Spawn, spawner, write_config
 from shim.config import load_settings
 from shim.mappings import load_mappings
 from shim.simulator import SdrsSimulator, SimulatorSettings
@@ -37,85 +38,13 @@ from shim.simulator.faults import Fault
 from shim.validation import ConfigError
 
 RCG_URL = f"/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}"
-OTHER_RCG = "0c9b1a2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
-Record = dict[str, Any]
-
-
-@dataclass
-class ShimProcess:
-    """A `shim serve` subprocess; its JSON log lines (stderr) are collected as they come."""
-
-    proc: asyncio.subprocess.Process
-    records: list[Record] = field(default_factory=list)
-    raw: list[str] = field(default_factory=list)
-    url: str = ""
-
-    async def collect(self) -> None:
-        assert self.proc.stderr is not None
-        async for line in self.proc.stderr:
-            text = line.decode(errors="replace")
-            self.raw.append(text)
-            try:
-                self.records.append(json.loads(text))
-            except ValueError:
-                pass
-
-    async def wait_for(self, predicate: Callable[[Record], bool], count: int = 1) -> list[Record]:
-        """The first `count` log records matching `predicate` (waits up to 15 s for them)."""
-        for _ in range(1500):
-            found = [record for record in self.records if predicate(record)]
-            if len(found) >= count:
-                return found[:count]
-            if self.proc.returncode is not None:
-                break
-            await asyncio.sleep(0.01)
-        raise AssertionError("log line not seen; the shim wrote:\n" + "".join(self.raw))
-
-    def messages(self, message: str) -> list[Record]:
-        return [record for record in self.records if record.get("message", "").startswith(message)]
-
-
-Spawn = Callable[..., Awaitable[ShimProcess]]
 
 
 @pytest.fixture
 async def spawn() -> AsyncIterator[Spawn]:
-    started: list[ShimProcess] = []
-    readers: list[asyncio.Task[None]] = []
-
-    async def start(config: Path, *args: str, ready_message: str = "listening") -> ShimProcess:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shim", "serve", "--config", str(config), *args,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )
-        shim = ShimProcess(proc)
-        started.append(shim)
-        readers.append(asyncio.create_task(shim.collect()))
-        (ready,) = await shim.wait_for(lambda record: record.get("message") == ready_message)
-        shim.url = f"http://127.0.0.1:{ready['port']}"
-        return shim
-
-    yield start
-    for shim in started:  # only the processes this test started, by pid
-        if shim.proc.returncode is None:
-            shim.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(shim.proc.wait(), 15)
-            except TimeoutError:
-                shim.proc.kill()
-                await shim.proc.wait()
-    await asyncio.gather(*readers, return_exceptions=True)
-
-
-def write_config(tmp_path: Path, sdrs: str, legacy: str | None, **extra: Any) -> Path:
-    write_mappings(tmp_path / "mappings", DEFAULT_MAPPING)
-    data = {"listen": {"host": "127.0.0.1", "port": 0}, "upstreams": {"sdrs": sdrs, "legacy": legacy},
-            "mappings": "./mappings", "log_level": "info", **extra}
-    path = tmp_path / "shim.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
+    async for start in spawner():
+        yield start
+OTHER_RCG = "0c9b1a2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
 @dataclass
 class SlowLegacy:
     """A legacy endpoint that answers each request after `delay` seconds with a numbered JSON body."""
@@ -422,7 +351,7 @@ def test_the_kubernetes_example_is_a_valid_hardened_sidecar(tmp_path):
         target.write_text(config_map["data"][item["key"]])
     settings = load_settings(tmp_path / "shim.yaml")
 
-    assert len(load_mappings(settings.mappings).protection_groups) == 1
+    assert len(load_mappings(settings.mappings).groups) == 1
     (shim,) = [c for c in pod["spec"]["initContainers"] if c["name"] == "evs-sdrs-shim"]
     assert settings.listen.host == "127.0.0.1"
     assert "/readyz" in shim["readinessProbe"]["exec"]["command"][-1]

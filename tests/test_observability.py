@@ -46,7 +46,8 @@ async def start_shim(tmp_path: Path) -> AsyncIterator[StartShim]:
 
     async def start(*, sdrs: str, legacy: str | None = None, **config: Any) -> str:
         mappings_dir = write_mappings(tmp_path / f"mappings{len(runners)}", DEFAULT_MAPPING)
-        data = {"upstreams": {"sdrs": sdrs, "legacy": legacy}, "mappings": str(mappings_dir), **config}
+        data = {"upstreams": {"sdrs": sdrs, "legacy": legacy}, "mappings": str(mappings_dir),
+                "state": {"backend": "sqlite", "path": str(tmp_path / f"state{len(runners)}.sqlite3")}, **config}
         settings = settings_from_mapping(data, source="test", base_dir=tmp_path)
         app = build_app(settings, load_mappings(settings.mappings))
         runner, port = await start_site(app, "127.0.0.1", 0, settings=settings)

@@ -140,7 +140,8 @@ class LiveStack:
         self._runners.append(runner)
         mappings = write_mappings(self.tmp_path / "mappings", DEFAULT_MAPPING)
         config = settings_from_mapping(
-            {"upstreams": {"sdrs": sim_url, "legacy": legacy_url}, "mappings": str(mappings)},
+            {"upstreams": {"sdrs": sim_url, "legacy": legacy_url}, "mappings": str(mappings),
+             "state": {"backend": "memory"}},
             source="test", base_dir=self.tmp_path,
         )
         runner, shim_url = await start_server(build_app(config, load_mappings(config.mappings)))

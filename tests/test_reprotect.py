@@ -276,7 +276,7 @@ async def test_a_job_sdrs_no_longer_knows_does_not_block_the_next_action(simulat
     sim, sdrs_url = simulator
     shim = await make_shim(sdrs=sdrs_url)
     assert (await call("POST", action_url(shim), body=REPROTECT_BODY, headers=GO_HEADERS)).status == 200
-    sim.inject(Fault(method="GET", path_suffix=None, status=404,
+    sim.inject(Fault(method="GET", path_contains="/jobs/", status=404,
                      body={"error": {"code": "SDRS.0408", "message": "Null job"}}))  # the job read
     await asyncio.sleep(0.4)  # the first job has ended: the group is protected
 

@@ -82,7 +82,8 @@ async def run_demo(port: int, check: bool, job_seconds: float) -> int:
     settings = settings_from_mapping(
         {"listen": {"host": "127.0.0.1", "port": port},
          "upstreams": {"sdrs": sdrs_url, "legacy": legacy_url},
-         "mappings": str(default_mappings_dir())},
+         "mappings": str(default_mappings_dir()),
+         "state": {"backend": "memory"}},  # the demo keeps nothing between runs
         source="demo", base_dir=default_mappings_dir(),
     )
     runners: list[web.AppRunner] = [sim_runner, legacy_runner]

@@ -51,7 +51,7 @@ def reload_config(state: ShimState, config_path: Path) -> bool:
     state.metrics.config_reloads.labels("success").inc()
     logging.getLogger().setLevel(effective.log_level.upper())
     log.info("reloaded config and mappings", extra={
-        "config_digest": state.config_digest, "mapped_groups": len(mappings.protection_groups)})
+        "config_digest": state.config_digest, "mapped_groups": len(mappings.groups)})
     return True
 
 

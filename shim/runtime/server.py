@@ -8,15 +8,14 @@ mappings (shim/runtime/reload.py). A worker parent forwards all three to its wor
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from shim.mappings import Mappings
 from shim.runtime.reload import reload_config
 from shim.web.app import build_app
 from shim.web.logs import JsonAccessLogger
-from shim.web.shim_state import SHARED_STATE_DIR_ENV, STATE, ShimState
+from shim.web.shim_state import STATE, ShimState
 
 log = logging.getLogger("shim")
 access_log = logging.getLogger("shim.access")
@@ -93,7 +92,7 @@ async def serve(
             "address": f"{settings.listen.host}:{port}", "port": port, "pid": os.getpid(),
             "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             "sdrs": settings.upstreams.sdrs, "legacy": settings.upstreams.legacy,
-            "mapped_groups": len(mappings.protection_groups), "config_digest": state.config_digest})
+            "mapped_groups": len(mappings.groups), "config_digest": state.config_digest})
         await stop.wait()
         await drain(runner, state)
 
@@ -168,9 +167,8 @@ def run_workers(config_path: Path, settings: Settings, workers: int) -> int:
     reservation = reserve_port(settings.listen.host, settings.listen.port)
     port = reservation.getsockname()[1]
     command = [sys.executable, "-m", "shim", "serve", "--config", str(config_path), "--worker"]
-    # The workers share the action guard (never a duplicate SDRS action) through this directory.
-    shared_state = tempfile.mkdtemp(prefix="evs-sdrs-shim-")
-    env = {**os.environ, "SHIM_LISTEN__PORT": str(port), SHARED_STATE_DIR_ENV: shared_state}
+    # The workers share the duplicate-action guard through the state store (`state`, never memory).
+    env = {**os.environ, "SHIM_LISTEN__PORT": str(port)}
     children: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -185,7 +183,7 @@ def run_workers(config_path: Path, settings: Settings, workers: int) -> int:
         signal.signal(sig, forward)
     for _ in range(workers):
         if not stopping:
-            child = subprocess.Popen(command, env=env)
+            child = subprocess.Popen(command, env=env, preexec_fn=_die_with(os.getpid()))
             children[child.pid] = child
     log.info("workers started", extra={"address": f"{settings.listen.host}:{port}", "port": port,
                                        "pid": os.getpid(), "worker_pids": sorted(children)})
@@ -203,6 +201,22 @@ def run_workers(config_path: Path, settings: Settings, workers: int) -> int:
             stopping = True
             forward(signal.SIGTERM, None)
     reservation.close()
-    shutil.rmtree(shared_state, ignore_errors=True)
     log.info("all workers stopped", extra={"pid": os.getpid()})
     return 1 if failed else 0
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """For a worker, between fork and exec: the kernel sends it SIGTERM (a drain) when the parent
+    dies, however it dies (SIGKILL included), so no orphaned worker keeps the port with a guard of
+    its own. A parent that died before this ran is caught by the pid check."""
+
+    def arm() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm

@@ -11,7 +11,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Fault:
-    """Matches requests by method (None = any) and path suffix (None = any), for `times` requests.
+    """Matches requests by method (None = any), path suffix and a part of the path (None = any), for
+    `times` requests.
 
     Applied in this order: sleep `delay`; then `reset` aborts the TCP connection, `hang` never answers
     (until the client goes away), `truncate` sends a Content-Length larger than the body and closes;
@@ -21,6 +22,7 @@ class Fault:
 
     method: str | None = None
     path_suffix: str | None = None
+    path_contains: str | None = None  # e.g. "/jobs/": any job read, whatever its id
     status: int | None = None
     body: bytes | dict[str, Any] | list[Any] = b""
     headers: dict[str, str] = field(default_factory=dict)
@@ -32,6 +34,8 @@ class Fault:
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
+            return False
+        if self.path_contains is not None and self.path_contains not in path:
             return False
         return self.path_suffix is None or path.endswith(self.path_suffix)
 

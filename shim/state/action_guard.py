@@ -1,166 +1,149 @@
-"""Never a duplicate SDRS action: what this shim has in flight, or recently started, per protection group.
+"""Never a duplicate SDRS action: one action at a time per protection group, across workers, shims
+and restarts.
 
 SDRS has no idempotency key, and its status gate lets a second `start-server-group` through while the
-first job is still INIT (the group keeps `failed-over` until the job runs). So the shim remembers, per
-(project, protection group):
-- an action in flight: a concurrent one is refused (409) before it reaches SDRS;
-- the job its last action started: a new action is refused while that job is INIT or RUNNING;
-- an action POST whose outcome is unknown (SDRS timed out or dropped the connection after the POST
-  was sent): new actions are refused for `settle_seconds`, as SDRS may have started it.
-Entries go away when their job is seen finished or after `job_memory_seconds`.
-
-With one process the state lives in memory. With `--workers N` the workers share it through
-`shared_dir`: one small file per group, held under an exclusive `flock` while an action is in flight
-(another worker's concurrent action finds it locked: 409) and holding the record in between.
+first job is still INIT (the group keeps `failed-over` until the job runs). So, per (project,
+protection group), keyed by normalised ids (`records.group_key`):
+- an action holds the group's lease in the state store: a concurrent action anywhere gets 409;
+- before each action POST leaves, the record says so (`sending_since`, written under the lease): if
+  the process dies before SDRS's answer is recorded, the next holder knows an action may have started
+  and sends nothing for `settle_seconds`;
+- after the POST, the job id (or the unknown outcome, or "nothing was sent") is recorded;
+- the caller reads the last action's jobs before a new action and refuses while they run.
+When the store cannot be reached, actions fail closed: a legacy 503 and nothing sent.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import math
-import os
+import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
+from shim.state.records import GroupRecord, group_key
+from shim.state.store import Lease, LeaseLost, StateStore, StoreUnavailable
 from shim.translate.legacy import LegacyError
 
-GroupKey = tuple[str, str]  # (project_id, protection_group_id): validated ids, safe in a file name
+log = logging.getLogger("shim.state")
+
+STORE_RETRY_AFTER_SECONDS = 5
+
+
+def store_unavailable(doing: str) -> LegacyError:
+    return LegacyError(
+        503, f"The migration proxy cannot reach its state store, so it sends no action to SDRS ({doing}); "
+        "try again shortly.", retry_after=STORE_RETRY_AFTER_SECONDS,
+    )
 
 
 @dataclass
-class _GroupRecord:
-    job_ids: tuple[str, ...] = ()
-    job_action: str = ""  # the legacy action key that started job_ids
-    job_started: float = 0.0
-    unknown_until: float = 0.0
+class GroupClaim:
+    """One action's hold on a group: the record as read under the lease, changed step by step."""
 
+    store: StateStore
+    lease: Lease
+    record: GroupRecord
+    settle_seconds: float
+    lost: bool = False
+    _renewal: asyncio.Task[None] | None = field(default=None, repr=False)
 
-@dataclass
-class _Claim:
-    """An action in flight on one group in this process (and, when shared, its held lock)."""
+    async def save(self) -> None:
+        """Write the record now, only while the lease is still held (a fenced write)."""
+        if self.lost:
+            raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.")
+        try:
+            await self.store.put(self.lease.key, self.record.to_document(), fence=self.lease)
+        except LeaseLost:
+            self.lost = True
+            raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.") from None
+        except StoreUnavailable as err:
+            log.warning("state store unavailable before an action POST", extra={"error": str(err)[:300]})
+            raise store_unavailable("it could not record the action before sending it") from None
 
-    record: _GroupRecord
-    lock_fd: int | None = None
+    async def before_post(self) -> None:
+        """Durably note that a POST is about to leave: no POST without that note and the lease."""
+        self.record = self.record.about_to_send(time.time())
+        await self.save()
+
+    def job_started(self, action: str, job_id: str, first_of_action: bool) -> None:
+        self.record = self.record.job_started(action, job_id, time.time(), first_of_action)
+
+    def not_sent(self) -> None:
+        self.record = self.record.not_sent()
+
+    def outcome_unknown(self) -> None:
+        self.record = self.record.outcome_unknown(time.time(), self.settle_seconds)
+
+    def jobs_finished(self) -> None:
+        self.record = self.record.jobs_finished()
+
+    def pending_jobs(self) -> tuple[str, ...]:
+        return self.record.pending_jobs(time.time())
 
 
 class ActionGuard:
-    def __init__(
-        self, settle_seconds: float, job_memory_seconds: float = 3600.0,
-        clock: Callable[[], float] = time.monotonic, shared_dir: Path | None = None,
-    ) -> None:
+    def __init__(self, store: StateStore, settle_seconds: float, lease_seconds: float = 30.0) -> None:
+        self.store = store
         self._settle_seconds = settle_seconds
-        self._job_memory_seconds = job_memory_seconds
-        self._clock = clock  # with shared_dir: CLOCK_MONOTONIC, the same for every process of the host
-        self._shared_dir = shared_dir
-        self._records: dict[GroupKey, _GroupRecord] = {}
-        self._claims: dict[GroupKey, _Claim] = {}
+        self._lease_seconds = lease_seconds
 
-    def acquire(self, key: GroupKey, rcg_id: str) -> None:
-        """Claim the group for one action, or raise a legacy 409 saying why not."""
-        in_progress = LegacyError(409, f"Another action on replication consistency group {rcg_id} is in progress.")
-        if key in self._claims:
-            raise in_progress
-        lock_fd = None
-        if self._shared_dir is not None:
-            lock_fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(lock_fd)
-                raise in_progress from None
-            self._records[key] = _read_record(lock_fd)
-        record = self._records.setdefault(key, _GroupRecord())
-        now = self._clock()
-        if record.unknown_until > now:
-            _unlock(lock_fd)
-            wait = math.ceil(record.unknown_until - now)
-            raise LegacyError(
-                409,
-                f"The outcome of the previous action on replication consistency group {rcg_id} is not "
-                f"known yet (SDRS did not answer it); retry in {wait} s.",
-                retry_after=wait,
-            )
-        if record.job_ids and now - record.job_started > self._job_memory_seconds:
-            record.job_ids = ()
-        self._claims[key] = _Claim(record, lock_fd)
-
-    def release(self, key: GroupKey) -> None:
-        claim = self._claims.pop(key, None)
-        if claim is None:
-            return
-        if claim.lock_fd is not None:
-            _write_record(claim.lock_fd, claim.record)
-            _unlock(claim.lock_fd)
-        elif not claim.record.job_ids and claim.record.unknown_until <= self._clock():
-            self._records.pop(key, None)
-
-    def pending_jobs(self, key: GroupKey) -> tuple[str, ...]:
-        """The jobs the last action on this group started, while they may still be running."""
-        record = self._records.get(key)
-        return record.job_ids if record else ()
-
-    def pending_action(self, key: GroupKey) -> tuple[str, tuple[str, ...]] | None:
-        """(legacy action key, job ids) of the last action, while its jobs may still be running."""
-        record = self._peek(key)
-        if record is None or not record.job_ids:
-            return None
-        if self._clock() - record.job_started > self._job_memory_seconds:
-            return None
-        return record.job_action, record.job_ids
-
-    def job_started(self, key: GroupKey, action: str, job_id: str) -> None:
-        record = self._records.setdefault(key, _GroupRecord())
-        record.job_ids, record.job_action = (*record.job_ids, job_id), action
-        record.job_started = self._clock()
-
-    def jobs_finished(self, key: GroupKey) -> None:
-        record = self._records.get(key)
-        if record is not None:
-            record.job_ids = ()
-
-    def outcome_unknown(self, key: GroupKey) -> None:
-        record = self._records.setdefault(key, _GroupRecord())
-        record.unknown_until = self._clock() + self._settle_seconds
-
-    def _peek(self, key: GroupKey) -> _GroupRecord | None:
-        """The group's record for a read: another worker may have written it since (no lock needed)."""
-        if self._shared_dir is None or key in self._claims:
-            return self._records.get(key)
+    @contextlib.asynccontextmanager
+    async def claim(self, project_id: str, group_id: str, rcg_id: str) -> AsyncIterator[GroupClaim]:
+        """Hold the group for one action, or raise the legacy error that says why not (409, 503)."""
+        key = group_key(project_id, group_id)
         try:
-            fd = os.open(self._path(key), os.O_RDONLY)
-        except FileNotFoundError:
-            return None
+            acquired = await self.store.acquire(key, self._lease_seconds)
+        except StoreUnavailable as err:
+            log.warning("state store unavailable: action refused", extra={"error": str(err)[:300]})
+            raise store_unavailable("it could not take the group's lease") from None
+        if acquired is None:
+            raise LegacyError(409, f"Another action on replication consistency group {rcg_id} is in progress.")
+        lease, document = acquired
+        claim = GroupClaim(self.store, lease, GroupRecord.from_document(document), self._settle_seconds)
         try:
-            return _read_record(fd)
+            wait = claim.record.unsettled_for(time.time(), self._settle_seconds)
+            if wait:
+                raise LegacyError(
+                    409, f"The outcome of the previous action on replication consistency group {rcg_id} is not "
+                    f"known yet (SDRS did not answer it); retry in {wait} s.", retry_after=wait,
+                )
+            claim.record = claim.record.settled(time.time())
+            claim._renewal = asyncio.create_task(self._keep(claim))
+            yield claim
         finally:
-            os.close(fd)
+            if claim._renewal is not None:
+                claim._renewal.cancel()
+            await self._release(claim)
 
-    def _path(self, key: GroupKey) -> Path:
-        assert self._shared_dir is not None
-        return self._shared_dir / f"{key[0]}_{key[1]}.json"
+    async def _keep(self, claim: GroupClaim) -> None:
+        """Renew the lease while the action runs (a confirmed action may poll for a minute)."""
+        while True:
+            await asyncio.sleep(self._lease_seconds / 3)
+            try:
+                if not await self.store.renew(claim.lease, self._lease_seconds):
+                    claim.lost = True
+                    return
+            except StoreUnavailable:
+                continue  # the next fenced write decides; the lease may still be held
 
+    async def _release(self, claim: GroupClaim) -> None:
+        try:
+            await asyncio.shield(self.store.release(claim.lease, claim.record.to_document()))
+        except StoreUnavailable as err:
+            # The lease expires by itself; the record written before the POST still protects the group.
+            log.warning("state store unavailable when releasing a group", extra={"error": str(err)[:300]})
 
-def _read_record(fd: int) -> _GroupRecord:
-    data = os.pread(fd, 64 * 1024, 0)
-    try:
-        fields = json.loads(data) if data else {}
-        return _GroupRecord(job_ids=tuple(fields.get("job_ids", ())), job_action=fields.get("job_action", ""),
-                            job_started=float(fields.get("job_started", 0.0)),
-                            unknown_until=float(fields.get("unknown_until", 0.0)))
-    except (ValueError, TypeError, AttributeError):
-        return _GroupRecord()  # a torn or foreign file: start afresh rather than fail every action
-
-
-def _write_record(fd: int, record: _GroupRecord) -> None:
-    data = json.dumps(asdict(record)).encode()
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
-
-
-def _unlock(fd: int | None) -> None:
-    if fd is not None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    async def pending_action(self, project_id: str, group_id: str) -> tuple[str, tuple[str, ...]] | None:
+        """(legacy action key, job ids) of the last action while its jobs may still run, for reads;
+        None when there is none or the store cannot say (reads keep working without it)."""
+        try:
+            document = await self.store.get(group_key(project_id, group_id))
+        except StoreUnavailable as err:
+            log.warning("state store unavailable: read shown without the pending action",
+                        extra={"error": str(err)[:300]})
+            return None
+        record = GroupRecord.from_document(document)
+        jobs = record.pending_jobs(time.time())
+        return (record.action, jobs) if jobs else None

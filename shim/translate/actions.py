@@ -26,7 +26,8 @@ from typing import Any, Literal
 
 from shim.translate.legacy import LegacyError, is_legacy_id
 from shim.translate.reads import other_station
-from shim.translate.sdrs_models import Job, ReplicationPair, ServerGroup
+from shim.translate.sdrs_answers import sdrs_error_code
+from shim.translate.sdrs_models import Job, ReplicationPair, SdrsAnswer, ServerGroup
 from shim.translate.tables import SdrsErrorTable
 
 REPROTECT = "os-reprotect-replication-consistency-group"
@@ -239,6 +240,20 @@ def shown_while_pending(group: ServerGroup, translation: ActionTranslation, job:
     if job is None or job.finished or translation.per_pair or group.status not in translation.sdrs_statuses:
         return group
     return group.model_copy(update={"status": translation.running_status})
+
+
+# SDRS answers after which the action may have been started all the same (a gateway gave up waiting).
+OUTCOME_UNKNOWN_STATUSES = frozenset({502, 504})
+
+
+def outcome_is_unknown(answer: SdrsAnswer | None, table: SdrsErrorTable) -> bool:
+    """Whether SDRS may have started an action although the shim got no job id for it: no answer
+    (the POST left but nothing came back), a success of the wrong shape, a gateway that gave up
+    waiting (502/504), or a 500 without a documented SDRS code (a crashed backend says nothing about
+    what it had done). A 503 means the request was not taken on."""
+    if answer is None or answer.status < 400 or answer.status in OUTCOME_UNKNOWN_STATUSES:
+        return True
+    return answer.status == 500 and sdrs_error_code(answer) not in table.codes
 
 
 Outcome = Literal["done", "wait"]

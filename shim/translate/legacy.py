@@ -22,17 +22,24 @@ def is_legacy_id(value: str) -> bool:
     return _ID.fullmatch(value) is not None  # not match(): `$` also matches before a trailing newline
 
 
-def normalise_id(value: str) -> str:
-    """The form ids are kept in: lower case (SDRS URLs use it)."""
-    return value.lower()
-
-
 def id_key(value: str) -> str:
-    """What ids are compared by: case and dashes do not matter (`BD35D31B7AB9...` is `bd35d31b-7ab9-...`)."""
+    """What ids are compared and keyed by: case and dashes do not matter (`BD35D31B7AB9...` is
+    `bd35d31b-7ab9-...`). Every lookup, list de-duplication and state-store key uses this form."""
     return value.replace("-", "").lower()
 
 
-@dataclass(frozen=True)
+def canonical_id(value: str) -> str:
+    """The form a group or pair id is answered with and put in SDRS URLs: a dashed lower-case UUID."""
+    key = id_key(value)
+    return f"{key[:8]}-{key[8:12]}-{key[12:16]}-{key[16:20]}-{key[20:]}"
+
+
+def canonical_project_id(value: str) -> str:
+    """The form a project id is put in SDRS URLs: 32 lower-case hex digits, as IAM issues them."""
+    return id_key(value)
+
+
+@dataclass(eq=False)  # not frozen: exceptions get __traceback__ set as they travel
 class LegacyError(Exception):
     """An error answered to the legacy client: status, human message, optional EVS code override.
 

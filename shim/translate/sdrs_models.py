@@ -87,6 +87,12 @@ class ReplicationsAnswer(_Answer):
     count: int | None = None
 
 
+# SDRS's own answers that a resource does not exist (SDRS.0408 "Null job" is what SDRS, and the
+# simulator, answer for an unknown job id). Nothing else, a gateway 404 without a code included,
+# means "gone": a pending job stays pending, a pair stays unknown.
+JOB_NOT_FOUND_CODES = frozenset({"SDRS.0408"})
+PAIR_NOT_FOUND_CODES = frozenset({"SDRS.1608"})
+
 # Every status the SDRS appendix documents; the status table must give each one a legacy reading.
 SDRS_GROUP_STATUSES = frozenset({
     "creating", "available", "protected", "deleting", "error-deleting", "error", "starting",
@@ -110,6 +116,11 @@ class SdrsTransportError(Exception):
 
 class SdrsUnreachable(SdrsTransportError):
     """Connection refused, reset or closed before a complete answer."""
+
+
+class SdrsNotSent(SdrsUnreachable):
+    """No connection to SDRS was made (refused, no route, TLS failure, or no pooled connection free in
+    time): the request never left, so nothing can have been started."""
 
 
 class SdrsTimeout(SdrsTransportError):

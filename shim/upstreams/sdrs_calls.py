@@ -14,6 +14,8 @@ from pydantic import BaseModel
 
 from shim.translate.sdrs_answers import legacy_error_for_transport, parse_answer, sdrs_error_code
 from shim.translate.sdrs_models import (
+    JOB_NOT_FOUND_CODES,
+    PAIR_NOT_FOUND_CODES,
     Job,
     ReplicationAnswer,
     ReplicationPair,
@@ -41,29 +43,37 @@ class SdrsCalls:
         self.errors = errors
         self._audit = audit  # the request's audit record: the last SDRS status and error code
 
-    async def send(self, method: str, path: str, doing: str, body: object | None = None) -> SdrsAnswer:
-        """One exchange. Not retried here: aiohttp itself repeats a GET once when a kept-alive
-        connection drops before the answer (RFC 9112 9.3.1), and never a POST."""
+    async def exchange(self, method: str, path: str, body: object | None = None) -> SdrsAnswer:
+        """One exchange; a transport failure is raised as such (the caller decides what it means).
+        Not retried here: aiohttp itself repeats a GET once when a kept-alive connection drops before
+        the answer (RFC 9112 9.3.1), and never a POST."""
         try:
             answer = await self._client.request(method, path, self._headers, body)
         except SdrsTransportError as err:
             self._audit.update(sdrs_status="timeout" if isinstance(err, SdrsTimeout) else "unreachable",
                                sdrs_code=None, sdrs_error=str(err)[:300])
-            raise legacy_error_for_transport(err, doing) from None
+            raise
         self._audit.update(sdrs_status=answer.status,
                            sdrs_code=sdrs_error_code(answer) if answer.status >= 400 else None)
         return answer
 
+    async def send(self, method: str, path: str, doing: str, body: object | None = None) -> SdrsAnswer:
+        """One exchange; a transport failure becomes the legacy error for it (503/504)."""
+        try:
+            return await self.exchange(method, path, body)
+        except SdrsTransportError as err:
+            raise legacy_error_for_transport(err, doing) from None
+
     async def read(self, path: str, model: type[Model], doing: str) -> Model:
         return parse_answer(await self.send("GET", path, doing), model, self.errors, doing)
 
-    async def read_or_none(self, path: str, model: type[Model], doing: str) -> Model | None:
-        """Like `read`, but None when SDRS says the resource does not exist (404 or a not-found code)."""
+    async def read_or_none(self, path: str, model: type[Model], doing: str, gone: frozenset[str]) -> Model | None:
+        """Like `read`, but None when SDRS itself says the resource does not exist (one of the `gone`
+        codes). Any other error, a gateway 404 without a code included, is an error: it says nothing
+        about the resource (a wrong endpoint, a broken gateway)."""
         answer = await self.send("GET", path, doing)
-        if answer.status == 404 or (
-            answer.status >= 400 and self.errors.legacy_status(answer.status, sdrs_error_code(answer)) == 404
-        ):
-            return None  # a 404 means gone whatever code it carries (SDRS.0408 "Null job" is a 500 row)
+        if answer.status >= 400 and sdrs_error_code(answer) in gone:
+            return None
         return parse_answer(answer, model, self.errors, doing)
 
     async def group(self, project_id: str, group_id: str) -> ServerGroup:
@@ -94,11 +104,11 @@ class SdrsCalls:
 
     async def pair(self, project_id: str, pair_id: str) -> ReplicationPair | None:
         answer = await self.read_or_none(f"/v1/{project_id}/replications/{pair_id}", ReplicationAnswer,
-                                         "read the replication pair")
+                                         "read the replication pair", PAIR_NOT_FOUND_CODES)
         return None if answer is None else answer.replication
 
     async def job(self, project_id: str, job_id: str) -> Job | None:
-        return await self.read_or_none(f"/v1/{project_id}/jobs/{job_id}", Job, "read the SDRS job")
+        return await self.read_or_none(f"/v1/{project_id}/jobs/{job_id}", Job, "read the SDRS job", JOB_NOT_FOUND_CODES)
 
     async def post(self, path: str, body: object, doing: str) -> SdrsAnswer:
         """One action POST, sent exactly once; transport failures become legacy errors."""

@@ -18,7 +18,7 @@ from yarl import URL
 
 from shim import __version__
 from shim.config import Timeouts
-from shim.translate.sdrs_models import SdrsAnswer, SdrsTimeout, SdrsTransportError, SdrsUnreachable
+from shim.translate.sdrs_models import SdrsAnswer, SdrsNotSent, SdrsTimeout, SdrsTransportError, SdrsUnreachable
 
 USER_AGENT = f"evs-sdrs-shim/{__version__}"
 MAX_ANSWER_BYTES = 4 * 1024 * 1024  # SDRS answers are small JSON documents
@@ -85,6 +85,9 @@ class SdrsClient:
             ) as response:
                 body = await _read_capped(response)
                 return SdrsAnswer(response.status, body, CIMultiDict(response.headers))
+        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as err:
+            # Raised before a byte was written (connect, or waiting for a pooled connection).
+            raise SdrsNotSent(f"no connection to SDRS: {type(err).__name__}: {err}") from err
         except TimeoutError as err:
             raise SdrsTimeout(f"no answer from SDRS within the timeout ({method} {path})") from err
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as err:

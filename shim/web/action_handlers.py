@@ -10,7 +10,7 @@ import time
 from aiohttp import web
 
 from shim.context import AUDIT
-from shim.state.action_guard import GroupKey
+from shim.state.action_guard import GroupClaim
 from shim.translate.actions import (
     TRANSLATED_ACTIONS,
     ActionTranslation,
@@ -18,29 +18,18 @@ from shim.translate.actions import (
     check_precondition,
     job_outcome,
     not_confirmed,
+    outcome_is_unknown,
     parse_action_body,
     plan_calls,
     refuse_while_job_pending,
 )
-from shim.translate.legacy import LegacyError, is_legacy_id
-from shim.translate.sdrs_answers import parse_answer, sdrs_error_code
-from shim.translate.sdrs_models import JobAccepted, SdrsAnswer
+from shim.translate.legacy import LegacyError, canonical_project_id, is_legacy_id
+from shim.translate.sdrs_answers import DEFAULT_RETRY_AFTER_SECONDS, legacy_error_for_transport, parse_answer
+from shim.translate.sdrs_models import Job, JobAccepted, SdrsAnswer, SdrsNotSent, SdrsTransportError
 from shim.upstreams.sdrs_calls import SdrsCalls
 from shim.web.incoming import read_capped_body, sdrs_calls
 from shim.web.shim_state import STATE, ShimState
 
-# SDRS answers after which the action may have been started all the same (a gateway gave up waiting).
-OUTCOME_UNKNOWN_STATUSES = frozenset({502, 504})
-
-
-def outcome_unknown(answer: SdrsAnswer | None, calls: SdrsCalls) -> bool:
-    """Whether SDRS may have started an action although the shim got no job id for it: no answer,
-    a success of the wrong shape, a gateway that gave up waiting (502/504), or a 500 without a
-    documented SDRS code (a crashed backend says nothing about what it had done). A 503 means the
-    request was not taken on."""
-    if answer is None or answer.status < 400 or answer.status in OUTCOME_UNKNOWN_STATUSES:
-        return True
-    return answer.status == 500 and sdrs_error_code(answer) not in calls.errors.codes
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
     return await request.app[STATE].legacy.forward(request)
@@ -62,58 +51,74 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
     if translation is None:
         return await state.legacy.forward(request, body=raw)
     group_id = state.mappings.protection_group_for(project_id, rcg_id)
-    project_id = project_id.lower()
+    project_id = canonical_project_id(project_id)
     audit = request[AUDIT]  # filled first: a refused translated call is audited too
     audit.update(project_id=project_id, rcg_id=rcg_id, protection_group_id=group_id, action=action.key)
     calls = sdrs_calls(request, state)
     if group_id is None:
         raise LegacyError(404, f"Replication consistency group {rcg_id} could not be found.")
-    key = (project_id, group_id)
-    state.actions.acquire(key, rcg_id)
-    try:
+    async with state.actions.claim(project_id, group_id, rcg_id) as claim:
         # The previous action's jobs and the group are read together (GETs: safe to overlap).
         jobs, group = await asyncio.gather(
-            asyncio.gather(*(calls.job(project_id, job_id) for job_id in state.actions.pending_jobs(key))),
-            calls.group(project_id, group_id),
+            previous_jobs(calls, project_id, claim.pending_jobs(), rcg_id), calls.group(project_id, group_id),
         )
         for job in jobs:
             if job is not None:
                 refuse_while_job_pending(job, translation, rcg_id)
-        state.actions.jobs_finished(key)
+        claim.jobs_finished()
         check_precondition(translation, rcg_id, group)
         pairs = await calls.pairs(project_id, group_id) if translation.per_pair else []
         plan = plan_calls(translation, action, project_id, rcg_id, group, pairs)
         job_ids: list[str] = []
         audit["job_ids"] = job_ids
-        await send_actions(state, calls, key, translation, plan, job_ids)
+        await send_actions(claim, calls, translation, plan, job_ids)
         if translation.per_pair or state.settings.actions.completion == "confirmed":
+            await claim.save()  # the job ids outlive this process before the long wait
             await confirm(state, calls, translation, project_id, rcg_id, group_id, job_ids)
-    finally:
-        state.actions.release(key)
     return web.Response(status=200, body=b"")
 
 
+async def previous_jobs(calls: SdrsCalls, project_id: str, job_ids: tuple[str, ...], rcg_id: str) -> list[Job | None]:
+    """The last action's jobs, read before a new action (None: SDRS says the job does not exist).
+    A job that cannot be read stays pending: no new action is sent while it might run."""
+    try:
+        return list(await asyncio.gather(*(calls.job(project_id, job_id) for job_id in job_ids)))
+    except LegacyError as err:
+        raise LegacyError(
+            503, f"Cannot tell whether the previous action on replication consistency group {rcg_id} is still "
+            f"running (reading SDRS job {', '.join(job_ids)} failed: {err.message}); no new action is sent "
+            "until it can be read.", retry_after=DEFAULT_RETRY_AFTER_SECONDS,
+        ) from None
+
+
 async def send_actions(
-    state: ShimState, calls: SdrsCalls, key: GroupKey, translation: ActionTranslation,
-    plan: list[SdrsCall], job_ids: list[str],
+    claim: GroupClaim, calls: SdrsCalls, translation: ActionTranslation, plan: list[SdrsCall], job_ids: list[str],
 ) -> None:
-    """POST each planned action once, in order, adding each job id to `job_ids` as it is accepted;
+    """POST each planned action once, in order, each after the claim durably says it is leaving;
     stop at the first refusal and say what had been started."""
     for call in plan:
         doing = f"{translation.verb} {call.subject}"
         answer: SdrsAnswer | None = None
+        await claim.before_post()
         try:
-            answer = await calls.post(call.path, call.body, doing)
+            try:
+                answer = await calls.exchange("POST", call.path, call.body)
+            except SdrsTransportError as err:
+                raise legacy_error_for_transport(err, doing) from err
             job_id = parse_answer(answer, JobAccepted, calls.errors, doing).job_id
         except LegacyError as err:
-            if outcome_unknown(answer, calls):
-                state.actions.outcome_unknown(key)  # SDRS may have started it: never resend blindly
+            if isinstance(err.__cause__, SdrsNotSent):
+                claim.not_sent()  # no connection was made: nothing can have started
+            elif outcome_is_unknown(answer, calls.errors):
+                claim.outcome_unknown()  # SDRS may have started it: never resend blindly
+            else:
+                claim.not_sent()  # a definite refusal
             if job_ids:
                 raise dataclasses.replace(
                     err, message=f"{err.message} (started before this failure: job {', '.join(job_ids)})"
                 ) from None
             raise
-        state.actions.job_started(key, translation.legacy_key, job_id)
+        claim.job_started(translation.legacy_key, job_id, first_of_action=not job_ids)
         job_ids.append(job_id)
 
 

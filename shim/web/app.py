@@ -21,6 +21,8 @@ from shim.config import Settings
 from shim.context import AUDIT, REQUEST_ID, REQUEST_ID_HEADERS
 from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
+from shim.state.backends import build_store
+from shim.state.store import StoreUnavailable
 from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError
 from shim.translate.paths import canonical_path, disguises_a_translated_url
 from shim.upstreams.passthrough import LegacyPassthrough
@@ -29,9 +31,10 @@ from shim.web import action_handlers, read_handlers
 from shim.web.logs import MANAGEMENT_PATHS
 from shim.web.metrics import CURRENT_TIMING, PASSTHROUGH, TRANSLATED, RequestTiming, ShimMetrics, status_label
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
-from shim.web.shim_state import STATE, ShimState, shared_state_dir
+from shim.web.shim_state import STATE, ShimState
 
 log = logging.getLogger("shim")
+STORE_WATCH_SECONDS = 2.0
 audit_log = logging.getLogger("shim.audit")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -157,7 +160,8 @@ async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.health.ready:
         return web.json_response({"status": "ready", "config_digest": state.config_digest,
-                                  "mapped_groups": len(state.mappings.protection_groups)})
+                                  "mapped_groups": len(state.mappings.groups),
+                                  "state_store": "available" if state.health.store_up else "unavailable"})
     return web.json_response({"status": "draining" if state.health.draining else "starting"}, status=503)
 
 
@@ -199,7 +203,8 @@ def build_app(settings: Settings, mappings: Mappings) -> web.Application:
                         observer=shim_metrics.sdrs_observer(lambda: app[STATE].mappings.errors.codes)),
         legacy=LegacyPassthrough(settings.upstreams.legacy, settings.timeouts.legacy, limits.pool_connections,
                                  preserve_host=settings.passthrough.preserve_host),
-        actions=ActionGuard(settings.actions.settle_seconds, shared_dir=shared_state_dir()),
+        actions=ActionGuard(build_store(settings.state), settings.actions.settle_seconds,
+                            settings.state.lease_seconds),
         metrics=shim_metrics,
     )
     state.config_digest = shim_metrics.config_loaded(settings, mappings)
@@ -225,8 +230,43 @@ async def _upstream_sessions(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.sdrs.start()
     await state.legacy.start()
+    await _open_store(state)
+    watcher = asyncio.create_task(_watch_store(state))
     state.health.started = True
     yield
     state.health.started = False
+    watcher.cancel()
     await state.sdrs.close()
     await state.legacy.close()
+    await state.actions.store.close()
+
+
+async def _open_store(state: ShimState) -> None:
+    """The shim serves even when its store is down at start: reads work, actions fail closed."""
+    store = state.actions.store
+    try:
+        await store.open()
+        state.metrics.state_store_up.set(1)
+    except StoreUnavailable as err:
+        state.metrics.state_store_up.set(0)
+        log.warning("state store unavailable at start: actions are refused until it answers",
+                    extra={"backend": store.name, "error": str(err)[:300]})
+
+
+async def _watch_store(state: ShimState) -> None:
+    """Tell /readyz and the `shim_state_store_up` metric whether the store answers."""
+    store, was_up = state.actions.store, True
+    while True:
+        try:
+            await store.ping()
+            up = True
+        except StoreUnavailable as err:
+            up = False
+            if was_up:
+                log.warning("state store unavailable: actions are refused until it answers",
+                            extra={"backend": store.name, "error": str(err)[:300]})
+        if up and not was_up:
+            log.info("state store available again", extra={"backend": store.name})
+        state.health.store_up, was_up = up, up
+        state.metrics.state_store_up.set(1 if up else 0)
+        await asyncio.sleep(STORE_WATCH_SECONDS)

@@ -81,7 +81,9 @@ def config_digest(settings: Settings, mappings: Mappings) -> str:
     """A short hash of the effective configuration and every mapping table: the config version."""
     document = {
         "settings": settings.model_dump(mode="json"),
-        "groups": sorted([*key, *group] for key, group in mappings.protection_groups.items()),
+        "groups": sorted(
+            [entry.project_id, entry.rcg_id, entry.protection_group_id] for entry in mappings.groups.values()
+        ),
         "errors": mappings.errors.model_dump(mode="json"),
         "statuses": mappings.statuses.model_dump(mode="json"),
     }
@@ -131,6 +133,9 @@ class ShimMetrics:
             "shim_config_reloads", "SIGHUP reloads, by result", ["result"], registry=registry
         )
         self.draining = Gauge("shim_draining", "1 once SIGTERM started the drain", registry=registry)
+        self.state_store_up = Gauge(
+            "shim_state_store_up", "1 while the state store answers; 0: actions are refused (503)", registry=registry
+        )
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once: labels() takes a lock and builds a key each time."""

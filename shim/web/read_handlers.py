@@ -14,8 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from shim.context import AUDIT
+from shim.mappings import GroupMapping
 from shim.translate.actions import TRANSLATED_ACTIONS, shown_while_pending
-from shim.translate.legacy import LegacyError, id_key, is_legacy_id
+from shim.translate.legacy import LegacyError, canonical_project_id, id_key, is_legacy_id
 from shim.translate.listing import (
     GROUP_FILTERS,
     PAIR_FILTERS,
@@ -33,7 +34,7 @@ from shim.web.incoming import sdrs_calls
 from shim.web.shim_state import STATE, ShimState
 
 
-def _mapped_groups(state: ShimState, project_id: str) -> dict[str, str]:
+def _mapped_groups(state: ShimState, project_id: str) -> dict[str, GroupMapping]:
     return state.mappings.groups_of_project(project_id) if is_legacy_id(project_id) else {}
 
 
@@ -46,7 +47,7 @@ async def show_group(request: web.Request) -> web.StreamResponse:
         group_id = state.mappings.protection_group_for(project_id, rcg_id)
     if group_id is None:
         return await state.legacy.forward(request)
-    project_id = project_id.lower()
+    project_id = canonical_project_id(project_id)
     request[AUDIT].update(project_id=project_id, rcg_id=rcg_id, protection_group_id=group_id, action="show-group")
     calls = sdrs_calls(request, state)
     group, pairs = await asyncio.gather(calls.group(project_id, group_id), calls.pairs(project_id, group_id))
@@ -67,14 +68,14 @@ async def show_pair(request: web.Request) -> web.StreamResponse:
     mapped = _mapped_groups(state, project_id) if request.method == "GET" else {}
     if not mapped or not is_legacy_id(pair_id):
         return await state.legacy.forward(request)
-    project_id = project_id.lower()
+    project_id = canonical_project_id(project_id)
     request[AUDIT].update(project_id=project_id, replication_id=pair_id, action="show-pair")
     calls = sdrs_calls(request, state)
     pair = await calls.pair(project_id, pair_id)
     if pair is None or id_key(pair.server_group_id) not in mapped:
         return await state.legacy.forward(request)  # not a pair of a migrated group
     group = await calls.group(project_id, pair.server_group_id)
-    body = legacy_pair(pair, mapped[id_key(pair.server_group_id)], group, state.mappings.statuses)
+    body = legacy_pair(pair, mapped[id_key(pair.server_group_id)].rcg_id, group, state.mappings.statuses)
     return web.json_response({"replication": body})
 
 
@@ -84,7 +85,7 @@ async def list_pairs(request: web.Request) -> web.StreamResponse:
 
 
 ItemBuilder = Callable[
-    [ShimState, SdrsCalls, str, dict[str, str], list[ServerGroup], list[ReplicationPair]],
+    [ShimState, SdrsCalls, str, dict[str, GroupMapping], list[ServerGroup], list[ReplicationPair]],
     Awaitable[list[MappedItem]],
 ]
 
@@ -98,7 +99,7 @@ async def merged_list(
     mapped = _mapped_groups(state, project_id) if request.method == "GET" else {}
     if not mapped:
         return await state.legacy.forward(request)
-    project_id = project_id.lower()
+    project_id = canonical_project_id(project_id)
     request[AUDIT].update(project_id=project_id, action=action)
     query = parse_list_query(_first_values(request))
     calls = sdrs_calls(request, state)
@@ -111,11 +112,12 @@ async def merged_list(
 
 
 async def _group_items(
-    state: ShimState, calls: SdrsCalls, project_id: str, mapped: dict[str, str],
+    state: ShimState, calls: SdrsCalls, project_id: str, mapped: dict[str, GroupMapping],
     groups: list[ServerGroup], pairs: list[ReplicationPair],
 ) -> list[MappedItem]:
     return [
-        MappedItem(legacy_group(mapped[id_key(group.id)], await as_clients_see_it(state, calls, project_id, group),
+        MappedItem(legacy_group(mapped[id_key(group.id)].rcg_id,
+                                await as_clients_see_it(state, calls, project_id, group),
                                 members, state.mappings.statuses),
                    frozenset(volume for pair in members for volume in pair.volume_id_list))
         for group, members in _mapped_with_pairs(groups, pairs, mapped)
@@ -123,11 +125,11 @@ async def _group_items(
 
 
 async def _pair_items(
-    state: ShimState, calls: SdrsCalls, project_id: str, mapped: dict[str, str],
+    state: ShimState, calls: SdrsCalls, project_id: str, mapped: dict[str, GroupMapping],
     groups: list[ServerGroup], pairs: list[ReplicationPair],
 ) -> list[MappedItem]:
     return [
-        MappedItem(legacy_pair(pair, mapped[id_key(group.id)], group, state.mappings.statuses),
+        MappedItem(legacy_pair(pair, mapped[id_key(group.id)].rcg_id, group, state.mappings.statuses),
                    frozenset(pair.volume_id_list))
         for group, members in _mapped_with_pairs(groups, pairs, mapped)
         for pair in members
@@ -136,7 +138,7 @@ async def _pair_items(
 
 async def as_clients_see_it(state: ShimState, calls: SdrsCalls, project_id: str, group: ServerGroup) -> ServerGroup:
     """The group, shown as running the action this shim started on it while that job is pending."""
-    pending = state.actions.pending_action((project_id, group.id))
+    pending = await state.actions.pending_action(project_id, group.id)
     if pending is None:
         return group
     legacy_key, job_ids = pending
@@ -147,7 +149,7 @@ async def as_clients_see_it(state: ShimState, calls: SdrsCalls, project_id: str,
 
 
 def _mapped_with_pairs(
-    groups: list[ServerGroup], pairs: list[ReplicationPair], mapped: dict[str, str]
+    groups: list[ServerGroup], pairs: list[ReplicationPair], mapped: dict[str, GroupMapping]
 ) -> list[tuple[ServerGroup, list[ReplicationPair]]]:
     """The mapped groups SDRS still has, each with its pairs (a mapped group SDRS lost is gone)."""
     return [

@@ -3,10 +3,8 @@ on the application under `STATE`. Its own module so that handlers never import t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
@@ -30,6 +28,7 @@ class Health:
     started: bool = False
     draining: bool = False
     in_flight: int = 0
+    store_up: bool = True  # the state store answered its last ping (actions fail closed without it)
 
     @property
     def ready(self) -> bool:
@@ -87,11 +86,3 @@ class ShimState:
 
 
 STATE = web.AppKey("state", ShimState)
-
-# Set by `shim serve --workers N` for its workers: where they share the action guard's state.
-SHARED_STATE_DIR_ENV = "EVS_SDRS_SHIM_SHARED_STATE_DIR"
-
-
-def shared_state_dir() -> Path | None:
-    value = os.environ.get(SHARED_STATE_DIR_ENV)
-    return Path(value) if value else None

@@ -1,0 +1,105 @@
+"""What the shim remembers about one protection group between requests, and what it means (pure).
+
+A `GroupRecord` outlives the process that wrote it (see `shim.state.store`). Times are wall-clock
+seconds (`time.time()`), so a deadline written before a restart still holds after it.
+
+The record answers one question before an action is sent: may SDRS get another action POST for this
+group now? Not while:
+- a POST may be on its way or its answer was lost (`sending_since`: written *before* the POST, cleared
+  once SDRS answered with a job id or a definite refusal): the action may have started, so nothing is
+  sent for `settle_seconds` after it;
+- the settle deadline after an action whose outcome is unknown has not passed (`settle_until`);
+- the jobs of the last action are not known to have finished (`job_ids` with `jobs_pending`): the
+  caller reads them from SDRS first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from shim.translate.legacy import id_key
+
+# Jobs older than this are no longer read before an action: SDRS jobs end long before.
+JOB_MEMORY_SECONDS = 3600.0
+
+
+def group_key(project_id: str, group_id: str) -> str:
+    """The one key a group's record lives under, whatever the spelling of either id."""
+    return f"group:{id_key(project_id)}:{id_key(group_id)}"
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    action: str = ""  # the legacy action key that started job_ids
+    job_ids: tuple[str, ...] = ()
+    jobs_pending: bool = False  # False once the jobs were seen finished
+    started_at: float = 0.0
+    sending_since: float | None = None
+    settle_until: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # fields written by later features, kept as read
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any] | None) -> GroupRecord:
+        if not document:
+            return cls()
+        known = {name: document[name] for name in cls.__dataclass_fields__ if name in document and name != "extra"}
+        extra = {name: value for name, value in document.items() if name not in cls.__dataclass_fields__}
+        try:
+            return cls(
+                action=str(known.get("action", "")),
+                job_ids=tuple(str(job) for job in known.get("job_ids", ())),
+                jobs_pending=bool(known.get("jobs_pending", False)),
+                started_at=float(known.get("started_at", 0.0)),
+                sending_since=None if known.get("sending_since") is None else float(known["sending_since"]),
+                settle_until=float(known.get("settle_until", 0.0)),
+                extra=extra,
+            )
+        except (TypeError, ValueError):
+            # A record this version cannot read: assume the worst (an action may be on its way).
+            return cls(sending_since=0.0, extra=extra)
+
+    def to_document(self) -> dict[str, Any]:
+        document = {name: value for name, value in asdict(self).items() if name != "extra"}
+        document["job_ids"] = list(self.job_ids)
+        return {**self.extra, **document}
+
+    # -- the questions asked before an action ---------------------------------------------------
+
+    def unsettled_for(self, now: float, settle_seconds: float) -> int:
+        """Whole seconds until a new action may be sent as far as unknown outcomes go (0: may now)."""
+        deadline = self.settle_until
+        if self.sending_since is not None:
+            deadline = max(deadline, self.sending_since + settle_seconds)
+        return max(0, math.ceil(deadline - now))
+
+    def pending_jobs(self, now: float) -> tuple[str, ...]:
+        """The last action's jobs while they may still run (forgotten after JOB_MEMORY_SECONDS)."""
+        if not self.jobs_pending or now - self.started_at > JOB_MEMORY_SECONDS:
+            return ()
+        return self.job_ids
+
+    # -- what each step of an action writes -----------------------------------------------------
+
+    def about_to_send(self, now: float) -> GroupRecord:
+        """Written (durably, under the lease) before an action POST leaves."""
+        return replace(self, sending_since=now)
+
+    def job_started(self, action: str, job_id: str, now: float, first_of_action: bool) -> GroupRecord:
+        job_ids = (job_id,) if first_of_action else (*self.job_ids, job_id)
+        return replace(self, action=action, job_ids=job_ids, jobs_pending=True, started_at=now, sending_since=None)
+
+    def not_sent(self) -> GroupRecord:
+        """The POST never left (no connection) or SDRS refused it outright: nothing was started."""
+        return replace(self, sending_since=None)
+
+    def outcome_unknown(self, now: float, settle_seconds: float) -> GroupRecord:
+        return replace(self, sending_since=None, settle_until=max(self.settle_until, now + settle_seconds))
+
+    def jobs_finished(self) -> GroupRecord:
+        return replace(self, jobs_pending=False)
+
+    def settled(self, now: float) -> GroupRecord:
+        """A `sending_since` whose settle time has passed is history: the group's status now tells."""
+        return replace(self, sending_since=None) if self.sending_since is not None else self

@@ -1,0 +1,139 @@
+"""The shared backend: Redis, for several shims (pods, machines) in front of the same groups.
+
+Leases are Redis's own primitive: `SET lease NX PX ttl` with a random token as the fencing value;
+release, renewal and fenced writes are Lua scripts that compare the token first (compare-and-delete,
+compare-and-expire, compare-and-set), so two shims never both hold a group, and expiry is measured
+by the Redis server's clock, not by the shims'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from shim.state.store import Document, Lease, LeaseLost, StateStore, StoreUnavailable, new_owner_token
+
+T = TypeVar("T")
+
+# KEYS[1] lease, KEYS[2] document; ARGV[1] token, ARGV[2] ttl ms -> {acquired, document}
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('GET', KEYS[2])}
+end
+return {0, false}
+"""
+# KEYS[1] lease; ARGV[1] token, ARGV[2] ttl ms -> 1 renewed, 0 lost
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+# KEYS[1] lease, KEYS[2] document; ARGV[1] token, ARGV[2] document or '' -> 1
+_RELEASE = """
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+# KEYS[1] lease, KEYS[2] document; ARGV[1] token, ARGV[2] document or '' (delete) -> 1 written, 0 lease lost
+_FENCED_PUT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[2]) end
+return 1
+"""
+
+
+class RedisStore(StateStore):
+    name = "redis"
+
+    def __init__(self, url: str, key_prefix: str = "evs-sdrs-shim:", timeout: float = 2.0) -> None:
+        self._url = url
+        self._prefix = key_prefix
+        self._timeout = timeout
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    async def open(self) -> None:
+        self._client = aioredis.Redis.from_url(
+            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
+            retry_on_timeout=False, decode_responses=True,
+        )
+        for name, source in (("acquire", _ACQUIRE), ("renew", _RENEW), ("release", _RELEASE),
+                             ("fenced_put", _FENCED_PUT)):
+            self._scripts[name] = self._client.register_script(source)
+        await self.ping()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _lease_key(self, key: str) -> str:
+        return f"{self._prefix}lease:{key}"
+
+    def _document_key(self, key: str) -> str:
+        return f"{self._prefix}doc:{key}"
+
+    def _connected(self) -> aioredis.Redis:
+        if self._client is None:
+            raise StoreUnavailable("redis: the state store is not open")
+        return self._client
+
+    async def _call(self, operation: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(operation, self._timeout * 2)
+        except (RedisError, OSError, TimeoutError) as err:
+            raise StoreUnavailable(f"redis: {type(err).__name__}: {err}") from None
+
+    async def acquire(self, key: str, ttl: float) -> tuple[Lease, Document | None] | None:
+        self._connected()
+        lease = Lease(key, new_owner_token())
+        acquired, document = await self._call(self._scripts["acquire"](
+            keys=[self._lease_key(key), self._document_key(key)], args=[lease.token, _millis(ttl)]))
+        if not acquired:
+            return None
+        return lease, _decode(document)
+
+    async def renew(self, lease: Lease, ttl: float) -> bool:
+        renewed = await self._call(self._scripts["renew"](
+            keys=[self._lease_key(lease.key)], args=[lease.token, _millis(ttl)]))
+        return bool(renewed)
+
+    async def release(self, lease: Lease, document: Document | None = None) -> None:
+        await self._call(self._scripts["release"](
+            keys=[self._lease_key(lease.key), self._document_key(lease.key)],
+            args=[lease.token, _encode(document)]))
+
+    async def get(self, key: str) -> Document | None:
+        return _decode(await self._call(self._connected().get(self._document_key(key))))
+
+    async def put(self, key: str, document: Document | None, *, fence: Lease | None = None) -> None:
+        if fence is not None:
+            written = await self._call(self._scripts["fenced_put"](
+                keys=[self._lease_key(fence.key), self._document_key(key)], args=[fence.token, _encode(document)]))
+            if not written:
+                raise LeaseLost(key)
+            return
+        client = self._connected()
+        if document is None:
+            await self._call(client.delete(self._document_key(key)))
+        else:
+            await self._call(client.set(self._document_key(key), _encode(document)))
+
+    async def ping(self) -> None:
+        await self._call(self._connected().ping())
+
+
+def _millis(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _encode(document: Document | None) -> str:
+    return "" if document is None else json.dumps(document, separators=(",", ":"))
+
+
+def _decode(value: str | None) -> Document | None:
+    return None if not value else json.loads(value)

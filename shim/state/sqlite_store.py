@@ -1,0 +1,149 @@
+"""The durable default: a SQLite file (WAL mode), shared by every worker of one `shim serve`.
+
+One connection per process, used from one dedicated thread so the event loop never blocks on the
+file. Each operation is one short `BEGIN IMMEDIATE` transaction; a committed write survives SIGKILL
+of the process (WAL, `synchronous=NORMAL`: only a power loss can drop the last commits). Leases
+expire by wall-clock time, which every process of the host shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from shim.state.store import Document, Lease, LeaseLost, StateStore, StoreUnavailable, new_owner_token
+
+T = TypeVar("T")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS documents (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL)",
+)
+
+
+class SqliteStore(StateStore):
+    name = "sqlite"
+
+    def __init__(self, path: Path, timeout: float = 2.0) -> None:
+        self.path = path
+        self._timeout = timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._connection: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shim-sqlite")
+        await self._run(self._connect)
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        try:
+            await self._run(self._disconnect)
+        except StoreUnavailable:
+            pass
+        self._executor.shutdown(wait=False)
+        self._executor = None
+
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        connection = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        for statement in _SCHEMA:
+            connection.execute(statement)
+        self._connection = connection
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def _run(self, operation: Callable[[], T]) -> T:
+        """Run one operation on the store's thread; any failure or a slow file is StoreUnavailable."""
+        if self._executor is None:
+            raise StoreUnavailable(f"{self.path}: the state store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._executor, operation), self._timeout * 2)
+        except (sqlite3.Error, OSError, TimeoutError) as err:
+            raise StoreUnavailable(f"{self.path}: {type(err).__name__}: {err}") from None
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        if self._connection is None:
+            self._connect()
+        connection = self._connection
+        assert connection is not None
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(connection)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return result
+
+    async def acquire(self, key: str, ttl: float) -> tuple[Lease, Document | None] | None:
+        def body(db: sqlite3.Connection) -> tuple[Lease, Document | None] | None:
+            now = time.time()
+            row = db.execute("SELECT expires_at FROM leases WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] > now:
+                return None
+            lease = Lease(key, new_owner_token())
+            db.execute("INSERT OR REPLACE INTO leases (key, token, expires_at) VALUES (?, ?, ?)",
+                       (key, lease.token, now + ttl))
+            return lease, _read(db, key)
+
+        return await self._run(lambda: self._transaction(body))
+
+    async def renew(self, lease: Lease, ttl: float) -> bool:
+        def body(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            updated = db.execute("UPDATE leases SET expires_at = ? WHERE key = ? AND token = ? AND expires_at > ?",
+                                 (now + ttl, lease.key, lease.token, now))
+            return updated.rowcount == 1
+
+        return await self._run(lambda: self._transaction(body))
+
+    async def release(self, lease: Lease, document: Document | None = None) -> None:
+        def body(db: sqlite3.Connection) -> None:
+            if document is not None:
+                _write(db, lease.key, document)
+            db.execute("DELETE FROM leases WHERE key = ? AND token = ?", (lease.key, lease.token))
+
+        await self._run(lambda: self._transaction(body))
+
+    async def get(self, key: str) -> Document | None:
+        return await self._run(lambda: self._transaction(lambda db: _read(db, key)))
+
+    async def put(self, key: str, document: Document | None, *, fence: Lease | None = None) -> None:
+        def body(db: sqlite3.Connection) -> None:
+            if fence is not None:
+                row = db.execute("SELECT 1 FROM leases WHERE key = ? AND token = ? AND expires_at > ?",
+                                 (fence.key, fence.token, time.time())).fetchone()
+                if row is None:
+                    raise LeaseLost(fence.key)
+            if document is None:
+                db.execute("DELETE FROM documents WHERE key = ?", (key,))
+            else:
+                _write(db, key, document)
+
+        await self._run(lambda: self._transaction(body))
+
+    async def ping(self) -> None:
+        await self._run(lambda: self._transaction(lambda db: db.execute("SELECT 1").fetchone()))
+
+
+def _read(db: sqlite3.Connection, key: str) -> Document | None:
+    row = db.execute("SELECT value FROM documents WHERE key = ?", (key,)).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def _write(db: sqlite3.Connection, key: str, document: Document) -> None:
+    db.execute("INSERT OR REPLACE INTO documents (key, value, updated_at) VALUES (?, ?, ?)",
+               (key, json.dumps(document, separators=(",", ":")), time.time()))

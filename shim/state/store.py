@@ -1,0 +1,135 @@
+"""The state store: small JSON documents by key, and leases, behind one interface.
+
+Everything that must outlive a request (or the process) goes through a `StateStore`: the duplicate-
+action guard's per-group records and leases, and later features' records. Three backends:
+- `MemoryStore`: this process only (tests, the demo);
+- `SqliteStore` (`shim.state.sqlite_store`): a file, shared by every worker of one `shim serve`,
+  surviving SIGKILL and restarts (the default);
+- `RedisStore` (`shim.state.redis_store`): shared by shims on several machines.
+
+A lease is held by one owner until it is released or expires (`ttl`, wall-clock on the backend), so a
+crashed holder cannot lock a key forever; its `token` is a fencing value: a write fenced by a lease is
+refused (`LeaseLost`) once another owner holds the key. Any backend failure is `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+Document = dict[str, Any]
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached or did not answer in time: fail closed."""
+
+
+class LeaseLost(Exception):
+    """A fenced write found the lease gone (expired and taken by another owner)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    key: str
+    token: str  # unique per acquisition: the fencing value
+
+
+def new_owner_token() -> str:
+    """Who holds a lease, readable in the store: host, pid and a random part."""
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(8)}"
+
+
+class StateStore(ABC):
+    """Documents by key, and one lease per key (fenced writes go to the lease's own key)."""
+
+    name: str = "store"
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect; may raise StoreUnavailable (the shim still starts: actions fail closed)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and threads."""
+
+    @abstractmethod
+    async def acquire(self, key: str, ttl: float) -> tuple[Lease, Document | None] | None:
+        """The lease on `key` and its current document, or None while another owner holds it."""
+
+    @abstractmethod
+    async def renew(self, lease: Lease, ttl: float) -> bool:
+        """Extend a held lease; False when it was lost."""
+
+    @abstractmethod
+    async def release(self, lease: Lease, document: Document | None = None) -> None:
+        """Give the lease up, first writing `document` to its key when one is given (written even if
+        the lease was lost meanwhile: it records facts, such as a job id SDRS handed out)."""
+
+    @abstractmethod
+    async def get(self, key: str) -> Document | None: ...
+
+    @abstractmethod
+    async def put(self, key: str, document: Document | None, *, fence: Lease | None = None) -> None:
+        """Write (None deletes). With `fence`, only while that lease is held: else LeaseLost."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot serve."""
+
+
+class MemoryStore(StateStore):
+    """One process's memory: for tests and the demo (never shared by workers or shims)."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._documents: dict[str, Document] = {}
+        self._leases: dict[str, tuple[str, float]] = {}  # key -> (token, expires_at)
+
+    def _held(self, lease: Lease) -> bool:
+        current = self._leases.get(lease.key)
+        return current is not None and current[0] == lease.token and current[1] > time.time()
+
+    async def acquire(self, key: str, ttl: float) -> tuple[Lease, Document | None] | None:
+        now = time.time()
+        current = self._leases.get(key)
+        if current is not None and current[1] > now:
+            return None
+        lease = Lease(key, new_owner_token())
+        self._leases[key] = (lease.token, now + ttl)
+        return lease, _copy(self._documents.get(key))
+
+    async def renew(self, lease: Lease, ttl: float) -> bool:
+        if not self._held(lease):
+            return False
+        self._leases[lease.key] = (lease.token, time.time() + ttl)
+        return True
+
+    async def release(self, lease: Lease, document: Document | None = None) -> None:
+        if document is not None:
+            self._documents[lease.key] = _copy(document) or {}
+        if self._leases.get(lease.key, ("",))[0] == lease.token:
+            del self._leases[lease.key]
+
+    async def get(self, key: str) -> Document | None:
+        return _copy(self._documents.get(key))
+
+    async def put(self, key: str, document: Document | None, *, fence: Lease | None = None) -> None:
+        if fence is not None and not self._held(fence):
+            raise LeaseLost(key)
+        if document is None:
+            self._documents.pop(key, None)
+        else:
+            self._documents[key] = _copy(document) or {}
+
+    async def ping(self) -> None:
+        return None
+
+
+def _copy(document: Document | None) -> Document | None:
+    """Documents are JSON: a deep copy keeps callers from changing what is stored."""
+    return None if document is None else json.loads(json.dumps(document))

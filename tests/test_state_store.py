@@ -1,0 +1,155 @@
+"""The state store's contract, held by every backend: memory, SQLite (a real file) and Redis (a real
+redis-server). Leases are exclusive, expire, fence writes; documents survive a reopen (a restart)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import RedisServer
+from shim.state.records import GroupRecord, group_key
+from shim.state.redis_store import RedisStore
+from shim.state.sqlite_store import SqliteStore
+from shim.state.store import LeaseLost, MemoryStore, StateStore, StoreUnavailable
+
+Factory = Callable[[], Awaitable[StateStore]]
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+    """Stores of one backend that share their data (two shims, or a shim and its restart)."""
+    opened: list[StateStore] = []
+    memory = MemoryStore()
+    redis = None
+    if request.param == "redis":
+        redis = RedisServer(tmp_path)
+        await redis.start()
+
+    async def factory() -> StateStore:
+        if request.param == "memory":
+            return memory  # one process: "another store" is the same memory
+        store: StateStore
+        if request.param == "sqlite":
+            store = SqliteStore(tmp_path / "state" / "shim.sqlite3")
+        else:
+            assert redis is not None
+            store = RedisStore(redis.url, "test:")
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        await store.close()
+    if redis is not None:
+        await redis.stop()
+
+
+async def test_a_lease_is_held_by_one_owner_at_a_time(make_store: Factory) -> None:
+    first, second = await make_store(), await make_store()
+    acquired = await first.acquire("group:a:b", ttl=30)
+    assert acquired is not None
+    assert await second.acquire("group:a:b", ttl=30) is None
+    assert await second.acquire("group:a:other", ttl=30) is not None  # other keys are free
+    await first.release(acquired[0])
+    assert await second.acquire("group:a:b", ttl=30) is not None
+
+
+async def test_concurrent_acquirers_get_exactly_one_lease(make_store: Factory) -> None:
+    stores = [await make_store() for _ in range(4)]
+    results = await asyncio.gather(*(store.acquire("group:x:y", ttl=30) for store in stores for _ in range(6)))
+    assert sum(result is not None for result in results) == 1
+
+
+async def test_a_crashed_holder_cannot_lock_a_key_forever(make_store: Factory) -> None:
+    crashed, other = await make_store(), await make_store()
+    assert await crashed.acquire("group:p:g", ttl=0.2) is not None  # never released
+    assert await other.acquire("group:p:g", ttl=30) is None
+    await asyncio.sleep(0.35)
+    assert await other.acquire("group:p:g", ttl=30) is not None
+
+
+async def test_a_fenced_write_is_refused_once_the_lease_is_lost(make_store: Factory) -> None:
+    slow, fast = await make_store(), await make_store()
+    acquired = await slow.acquire("group:p:g", ttl=0.2)
+    assert acquired is not None
+    lease, _ = acquired
+    await slow.put("group:p:g", {"step": 1}, fence=lease)  # held: written
+    await asyncio.sleep(0.35)
+    taken = await fast.acquire("group:p:g", ttl=30)
+    assert taken is not None and taken[1] == {"step": 1}
+    with pytest.raises(LeaseLost):
+        await slow.put("group:p:g", {"step": 2}, fence=lease)
+    assert not await slow.renew(lease, ttl=30)
+    await slow.release(lease)  # releasing a lost lease leaves the new holder's lease alone
+    assert await fast.get("group:p:g") == {"step": 1}
+    assert await slow.acquire("group:p:g", ttl=30) is None
+
+
+async def test_release_writes_the_final_document_and_acquire_reads_it(make_store: Factory) -> None:
+    store = await make_store()
+    acquired = await store.acquire("group:p:g", ttl=30)
+    assert acquired is not None and acquired[1] is None  # nothing written yet
+    await store.release(acquired[0], {"job_ids": ["j1"], "jobs_pending": True})
+    again = await store.acquire("group:p:g", ttl=30)
+    assert again is not None and again[1] == {"job_ids": ["j1"], "jobs_pending": True}
+    await store.put("meta:x", {"description": "kept"})
+    assert await store.get("meta:x") == {"description": "kept"}
+    await store.put("meta:x", None)
+    assert await store.get("meta:x") is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_what_was_written_survives_a_restart(backend: str, tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path)
+    if backend == "redis":
+        await redis.start()
+
+    def fresh() -> StateStore:
+        return SqliteStore(tmp_path / "shim.sqlite3") if backend == "sqlite" else RedisStore(redis.url, "t:")
+
+    before = fresh()
+    await before.open()
+    acquired = await before.acquire(group_key("P", "G"), ttl=30)
+    assert acquired is not None
+    await before.put(acquired[0].key, GroupRecord().about_to_send(1.0).to_document(), fence=acquired[0])
+    await before.close()  # the process is gone, its lease with it after the ttl
+
+    after = fresh()
+    await after.open()
+    try:
+        record = GroupRecord.from_document(await after.get(group_key("p", "g")))
+        assert record.sending_since == 1.0
+    finally:
+        await after.close()
+        await redis.stop()
+
+
+async def test_an_unreachable_store_says_so(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path)
+    await redis.start()
+    store = RedisStore(redis.url, "t:", timeout=0.5)
+    await store.open()
+    await redis.stop()
+    with pytest.raises(StoreUnavailable):
+        await store.acquire("group:p:g", ttl=30)
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    await store.close()
+    unwritable = SqliteStore(Path("/proc/no-such-dir/shim.sqlite3"))
+    with pytest.raises(StoreUnavailable):
+        await unwritable.open()
+    await unwritable.close()
+
+
+def test_group_keys_do_not_depend_on_the_spelling_of_either_id() -> None:
+    assert group_key("0970DD7A1300F5672FF2C003C60AE115", "40DF180B9FE2471A8C641B758DC84189") == group_key(
+        "0970dd7a-1300-f567-2ff2-c003c60ae115", "40df180b-9fe2-471a-8c64-1b758dc84189")
+
+
+def test_a_record_this_version_cannot_read_counts_as_an_action_on_its_way() -> None:
+    record = GroupRecord.from_document({"sending_since": "garbage"})
+    assert record.unsettled_for(now=10.0, settle_seconds=60) > 0
