@@ -96,6 +96,11 @@ class Actions(_Section):
     )
     poll_initial_seconds: float = Field(0.5, gt=0, description="first pause between job polls")
     poll_max_seconds: float = Field(5.0, gt=0, description="longest pause between job polls")
+    wait_for_previous_seconds: float = Field(
+        30.0, ge=0, le=3600,
+        description="an action arriving while the previous, different action's job still runs (a Sync "
+        "right after a Stop) waits this long for it to finish, then gets 409",
+    )
     settle_seconds: float = Field(
         60.0, ge=0,
         description="after an action POST whose outcome is unknown (SDRS timed out or dropped the "

@@ -15,5 +15,11 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # It stays empty for a request that is passed through.
 AUDIT = web.RequestKey("audit", dict[str, Any])
 
+# Which side served a legacy call: TRANSLATED (SDRS owns it; set by shim.web.owner.serve_from_sdrs),
+# else the legacy endpoint did (passthrough). The metrics' route label and the audit line follow it.
+ROUTE = web.RequestKey("route", str)
+TRANSLATED = "translated"
+PASSTHROUGH = "passthrough"
+
 # Every answer carries both (golangsdk reads X-Request-Id; OpenStack clients X-Openstack-Request-Id).
 REQUEST_ID_HEADERS = ("X-Request-Id", "X-Openstack-Request-Id")

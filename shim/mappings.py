@@ -10,14 +10,13 @@ When the directory has no `sdrs-errors.yaml` or `statuses.yaml`, the table shipp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shim.translate.legacy import canonical_id, canonical_project_id, id_key, is_legacy_id
-from shim.translate.tables import SdrsErrorTable, StatusTable
+from shim.translate.tables import GroupMapping, Mappings, SdrsErrorTable, StatusTable
 from shim.validation import ConfigError, describe_validation_error, read_yaml
 
 CONSISTENCY_GROUPS_FILE = "consistency-groups.yaml"
@@ -83,45 +82,6 @@ class _DuplicateEntry(ValueError):
         super().__init__(
             f"{value} is already mapped by consistency_groups[{first}] in project {project_id}"
         )
-
-
-@dataclass(frozen=True)
-class GroupMapping:
-    """One mapped group, ids in canonical form (`canonical_project_id`, `canonical_id`)."""
-
-    project_id: str
-    rcg_id: str
-    protection_group_id: str
-
-
-@dataclass(frozen=True)
-class Mappings:
-    """Everything loaded from the mappings directory, ready for lookups. Every lookup compares ids by
-    `id_key`, so any spelling of an id finds its entry."""
-
-    groups: dict[tuple[str, str], GroupMapping]  # (id_key(project), id_key(rcg)) -> entry
-    errors: SdrsErrorTable
-    statuses: StatusTable
-    source: Path
-    by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # id_key(project) -> id_key(pg) -> entry
-
-    def __post_init__(self) -> None:
-        by_project: dict[str, dict[str, GroupMapping]] = {}
-        for (project, _), entry in self.groups.items():
-            by_project.setdefault(project, {})[id_key(entry.protection_group_id)] = entry
-        object.__setattr__(self, "by_project", by_project)
-
-    def group(self, project_id: str, rcg_id: str) -> GroupMapping | None:
-        """A mapping belongs to its project: the same RCG id under another project is unmapped."""
-        return self.groups.get((id_key(project_id), id_key(rcg_id)))
-
-    def protection_group_for(self, project_id: str, rcg_id: str) -> str | None:
-        found = self.group(project_id, rcg_id)
-        return found.protection_group_id if found else None
-
-    def groups_of_project(self, project_id: str) -> dict[str, GroupMapping]:
-        """id_key(protection group id) -> entry, for every mapped group of the project."""
-        return self.by_project.get(id_key(project_id), {})
 
 
 def _validated(model: type[BaseModel], path: Path, data: Any) -> Any:

@@ -87,12 +87,30 @@ SDRS_STATUSES = ["available", "protected", "failed-over", "error-starting", "err
                  "error-reversing", "error-failing-over", "error-reprotecting", "reprotecting", "starting"]
 
 
+# Pause and sync have no legacy precondition ("None"): a pause of a paused group, a sync of a
+# replicating one succeed with nothing sent, as the legacy endpoint answered them.
+ALREADY_DONE = [(STOP, status) for status in ("available", "stopping", "failed-over")] + [
+    (SYNC, status) for status in ("protected", "starting", "reprotecting")]
 REFUSED = [
     (key, status)
     for key in (SYNC, STOP, FAILOVER, REVERSE, REPROTECT)
     for status in SDRS_STATUSES
     if (key, status) not in {(allowed_key, before) for allowed_key, before, _, _ in ALLOWED}
+    and (key, status) not in ALREADY_DONE
 ]
+
+
+@pytest.mark.parametrize(("key", "status"), ALREADY_DONE)
+async def test_a_pause_of_a_paused_group_or_a_sync_of_a_replicating_one_is_200_and_sends_nothing(
+    simulators, make_shim, key, status
+):
+    sim, sdrs_url = await simulators(status)
+    shim = await make_shim(sdrs=sdrs_url, mapping=MAPPING)
+
+    reply = await call("POST", shim + ACTION_URL, body=body(key), headers=GO_HEADERS)
+
+    assert (reply.status, reply.body) == (200, b"")
+    assert sim.action_calls == []
 
 
 @pytest.mark.parametrize(("key", "status"), REFUSED)

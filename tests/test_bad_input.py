@@ -52,11 +52,8 @@ async def test_malformed_body_is_400_saying_what_is_wrong(simulator, make_shim, 
     ("project", "rcg"),
     [
         (PROJECT, "not-a-uuid"),
-        (PROJECT, "..%2F..%2Fserver-groups"),
-        (PROJECT, "%2e%2e"),
         (PROJECT, RCG + "0"),
         (PROJECT, "bd35d31b-7ab9-47fc-84c6-3d326c6fa6c%3F"),
-        ("..%2Fv1", RCG),
         ("0970dd7a1300f5672ff2c003c60ae11g", RCG),
     ],
 )

@@ -142,14 +142,19 @@ async def test_metrics_count_routes_statuses_and_stages(simulator, legacy_upstre
     headers = {"X-Auth-Token": "token", "Content-Type": "application/json"}
 
     assert (await call("POST", action_url(shim), body=REPROTECT_BODY, headers=headers)).status == 200
-    assert (await call("POST", action_url(shim, rcg=UNMAPPED_RCG), body=REPROTECT_BODY, headers=headers)).status == 404
+    assert (await call("POST", action_url(shim, rcg=UNMAPPED_RCG), body=REPROTECT_BODY, headers=headers)).status == 200
+    assert (await call("POST", action_url(shim), body=b"not json", headers=headers)).status == 400
+    assert (await call("POST", action_url(shim), body=REPROTECT_BODY, headers={})).status == 401
     assert (await call("GET", f"{shim}/v2/{PROJECT}/volumes/detail?limit=5")).status == 200
     samples = await metric_samples(shim)
 
+    # One definition: a call about a group SDRS owns is translated, whether or not SDRS was asked
+    # (a bad body, a missing token); a call the legacy endpoint answers is passthrough.
     assert total(samples, "shim_requests_total", route="translated", legacy_status="200", upstream_status="200") == 1
-    # An action on an unmapped group is a translated call answered by the shim without SDRS.
-    assert total(samples, "shim_requests_total", route="translated", legacy_status="404", upstream_status="none") == 1
-    assert total(samples, "shim_requests_total", route="passthrough", legacy_status="200", upstream_status="200") == 1
+    assert total(samples, "shim_requests_total", route="translated", legacy_status="400", upstream_status="none") == 1
+    assert total(samples, "shim_requests_total", route="translated", legacy_status="401", upstream_status="none") == 1
+    # An action on an unmapped group is the legacy endpoint's: relayed.
+    assert total(samples, "shim_requests_total", route="passthrough", legacy_status="200", upstream_status="200") == 2
     for stage in ("read", "translate", "sdrs", "map_back", "passthrough"):
         assert total(samples, "shim_stage_duration_seconds_count", stage=stage) >= 1, stage
     assert total(samples, "shim_stage_duration_seconds_count", stage="sdrs") >= 2  # GET group, POST action

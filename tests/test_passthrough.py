@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from conftest import GO_HEADERS, PROJECT, RCG, ShimFactory, action_url, call, raw_exchange, start_server
+from conftest import GO_HEADERS, PROJECT, UNMAPPED_RCG, ShimFactory, action_url, call, raw_exchange, start_server
 from shim.runtime.legacy_stub import DEMO_GROUP, UNMIGRATED_GROUP, legacy_stub_app
 from shim.translate import actions as rcg_actions
 from shim.upstreams.headers import HOP_BY_HOP, forwarded_request_headers, is_hop_by_hop, without_hop_by_hop
@@ -358,29 +358,59 @@ async def test_request_ids_on_answers_upstream_ids_kept(make_shim, upstream) -> 
     assert REQUEST_ID.match(own.headers["X-Request-Id"])
 
 
-async def test_untranslated_rcg_action_goes_to_legacy_with_exact_body(
-    make_shim, upstream, simulator, monkeypatch
+@pytest.mark.parametrize("body", [
+    b'{"os-reprotect-replication-consistency-group":null}\n',  # as golangsdk sends it
+    b'{"os-failover-replication-consistency-group": {}}',
+    b'{"os-some-future-action": {"x": 1}}',  # any key: the legacy endpoint judges it
+    b'not json at all',
+])
+async def test_an_action_on_an_unmapped_group_goes_to_legacy_with_the_exact_body(
+    make_shim, upstream, simulator, body
 ) -> None:
-    # Every legacy action key may by now have a translation; take sync's away so that the handler's
-    # "not translated: forward the already-read body" path is what runs.
-    monkeypatch.delitem(rcg_actions.TRANSLATED_ACTIONS, "os-sync-replication-consistency-group", raising=False)
-
+    """An unmapped group is the legacy endpoint's entirely: its actions are relayed unchanged."""
     async def respond(request: web.Request) -> web.StreamResponse:
         return web.Response(status=200, body=b"", headers={"X-Answered-By": "legacy"})
 
     up = await upstream(respond)
-    _, sdrs_url = simulator
+    sim, sdrs_url = simulator
     shim = await make_shim(sdrs=sdrs_url, legacy=up.url)
-    body = b'{"os-sync-replication-consistency-group": null}\n'
-    reply = await call("POST", action_url(shim), body=body, headers=GO_HEADERS)
+    reply = await call("POST", action_url(shim, rcg=UNMAPPED_RCG), body=body, headers=GO_HEADERS)
     assert (reply.status, reply.body, reply.headers.get("X-Answered-By")) == (200, b"", "legacy")
     (seen,) = up.seen
     assert seen.method == "POST"
-    assert seen.target == f"/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}/action"
+    assert seen.target == f"/v2/{PROJECT}/os-vendor-replication-consistency-groups/{UNMAPPED_RCG}/action"
     assert seen.body == body
-    assert seen.values("Content-Length") == [str(len(body))]
     assert seen.values("X-Auth-Token") == [GO_HEADERS["X-Auth-Token"]]
     assert seen.values("User-Agent") == ["golangsdk/2.0.0"]
+    assert sim.requests == []  # nothing about an unmapped group reaches SDRS
+
+
+async def test_an_action_on_an_unmapped_group_without_a_legacy_endpoint_is_404(simulator, make_shim) -> None:
+    sim, sdrs_url = simulator
+    shim = await make_shim(sdrs=sdrs_url)
+    reply = await call("POST", action_url(shim, rcg=UNMAPPED_RCG), body=b'{"os-reprotect-replication-consistency'
+                       b'-group": null}', headers=GO_HEADERS)
+    assert reply.status == 404
+    assert reply.fault()[0] == "itemNotFound"
+    assert sim.requests == []
+
+
+async def test_a_mapped_groups_action_with_no_sdrs_translation_never_reaches_legacy(
+    make_shim, upstream, simulator, monkeypatch
+) -> None:
+    """Take sync's translation away: a mapped group's action is still SDRS's business, never relayed."""
+    monkeypatch.delitem(rcg_actions.TRANSLATED_ACTIONS, "os-sync-replication-consistency-group", raising=False)
+    async def respond(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=200)
+
+    up = await upstream(respond)
+    sim, sdrs_url = simulator
+    shim = await make_shim(sdrs=sdrs_url, legacy=up.url)
+    reply = await call("POST", action_url(shim), body=b'{"os-sync-replication-consistency-group": null}\n',
+                       headers=GO_HEADERS)
+    assert reply.status == 400
+    assert "served by SDRS" in reply.fault()[1]["message"]
+    assert up.seen == [] and sim.action_calls == []
 
 
 # ---------------------------------------------------------------------------------------------

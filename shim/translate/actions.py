@@ -50,6 +50,15 @@ class ActionTranslation:
     running_status: str  # the SDRS group status that shows the action has started
     sdrs_params: Callable[[ServerGroup], dict[str, Any]] = field(default=lambda group: {})
     per_pair: bool = False  # one SDRS call per replication pair (disk expansion)
+    # SDRS group statuses in which what the key asks already holds: answered 200, nothing sent. Only
+    # pause and sync: the legacy pages list no precondition for them ("None"), so a pause of a paused
+    # group or a sync of a replicating one succeeds, as the legacy endpoint answered them.
+    already_done: frozenset[str] = frozenset()
+
+    @property
+    def idempotent(self) -> bool:
+        """Asking again while the first one runs changes nothing: answered 200, nothing sent."""
+        return bool(self.already_done)
 
 
 TRANSLATED_ACTIONS: dict[str, ActionTranslation] = {
@@ -61,10 +70,11 @@ TRANSLATED_ACTIONS: dict[str, ActionTranslation] = {
         ActionTranslation(
             SYNC, "synchronize", "start-server-group", frozenset({"available", "error-starting"}),
             "status must be available and replication stopped (a failed-over group needs a reprotect)",
-            "starting"),
+            "starting", already_done=frozenset({"protected", "starting", "reprotecting"})),
         ActionTranslation(
             STOP, "pause", "stop-server-group", frozenset({"protected", "error-stopping"}),
-            "replication must be running (status available, replication_status active)", "stopping"),
+            "replication must be running (status available, replication_status active)", "stopping",
+            already_done=frozenset({"available", "stopping", "failed-over"})),
         ActionTranslation(
             FAILOVER, "fail over", "failover-server-group",
             frozenset({"protected", "error-failing-over", "error-reversing"}),

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shim.translate.legacy import LegacyError, is_legacy_id
+from shim.translate.legacy import LegacyError, id_key, is_legacy_id
 
 PAGING_PARAMETERS = frozenset({"marker", "limit", "offset", "sort_key", "sort_dir"})
 SORT_KEYS = frozenset({"created_at", "updated_at", "id", "name", "status", "priority_station"})
@@ -75,8 +75,14 @@ def _field_equals(field: str) -> FilterRule:
     return lambda item, value: str(item.legacy.get(field)) == value
 
 
+def _id_equals(field: str) -> FilterRule:
+    """An id filter: any spelling of the id matches (case and dashes do not matter)."""
+    return lambda item, value: id_key(str(item.legacy.get(field))) == id_key(value)
+
+
 def _volume_ids_equal(item: MappedItem, value: str) -> bool:
-    return {part.strip() for part in value.split(",") if part.strip()} == set(item.volume_ids)
+    return {id_key(part.strip()) for part in value.split(",") if part.strip()} == {
+        id_key(volume) for volume in item.volume_ids}
 
 
 def _changed_since(item: MappedItem, value: str) -> bool:
@@ -89,12 +95,12 @@ GROUP_FILTERS: dict[str, FilterRule] = {
     "name": _field_equals("name"),
     "status": _field_equals("status"),
     "priority_station": _field_equals("priority_station"),
-    "volume_id": lambda item, value: value in item.volume_ids,
+    "volume_id": lambda item, value: id_key(value) in {id_key(volume) for volume in item.volume_ids},
     "changes-since": _changed_since,
 }
 PAIR_FILTERS: dict[str, FilterRule] = {
     **GROUP_FILTERS,
-    "replication_consistency_group_id": _field_equals("replication_consistency_group_id"),
+    "replication_consistency_group_id": _id_equals("replication_consistency_group_id"),
     "volume_ids": _volume_ids_equal,
 }
 
@@ -114,13 +120,13 @@ def merge_page(
     legacy_items: list[dict[str, Any]], mapped_items: list[dict[str, Any]], query: ListQuery
 ) -> list[dict[str, Any]]:
     """Merged, de-duplicated (mapped wins), sorted and paged."""
-    mapped_ids = {item["id"] for item in mapped_items}
-    merged = [item for item in legacy_items if item.get("id") not in mapped_ids] + mapped_items
+    mapped_ids = {id_key(str(item["id"])) for item in mapped_items}
+    merged = [item for item in legacy_items if id_key(str(item.get("id"))) not in mapped_ids] + mapped_items
     merged.sort(key=lambda item: (_sort_value(item.get(query.sort_key)), str(item.get("id"))),
                 reverse=query.sort_dir == "desc")
     start = 0
     if query.marker is not None:
-        positions = [index for index, item in enumerate(merged) if str(item.get("id")).lower() == query.marker.lower()]
+        positions = [index for index, item in enumerate(merged) if id_key(str(item.get("id"))) == id_key(query.marker)]
         if not positions:
             raise LegacyError(400, f"invalid filter marker! (marker {query.marker} not found)", code="EVS.1024")
         start = positions[0] + 1

@@ -46,3 +46,10 @@ def disguises_a_translated_url(raw_path: str) -> bool:
     escapes of unreserved characters change nothing: routing decodes them too."""
     canonical = canonical_path(raw_path)
     return canonical != _decode_unreserved(raw_path) and _TRANSLATED_URL.match(canonical) is not None
+
+
+def names_a_translated_url(raw_path: str) -> bool:
+    """Whether the path, read as eagerly as any server would, is in the translated URL space. A path
+    the router matched as a translated URL that canonicalises to something else (`COLL/..%2F{id}`)
+    is not about a group at all: it is relayed like any other path."""
+    return _TRANSLATED_URL.match(canonical_path(raw_path)) is not None

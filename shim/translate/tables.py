@@ -1,13 +1,16 @@
-"""The data tables the translation reads (pure pydantic models, loaded from `mappings/` by shim.mappings):
-how SDRS errors read to a legacy client (`SdrsErrorTable`) and how SDRS statuses read (`StatusTable`)."""
+"""The data tables the translation reads (pure models, loaded from `mappings/` by shim.mappings): which
+groups SDRS serves (`Mappings`), how SDRS errors read to a legacy client (`SdrsErrorTable`) and how SDRS
+statuses read (`StatusTable`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shim.translate.legacy import LEGACY_ERROR_STATUSES, LegacyErrorStatus
+from shim.translate.legacy import LEGACY_ERROR_STATUSES, LegacyErrorStatus, id_key
 from shim.translate.sdrs_models import SDRS_GROUP_STATUSES, SDRS_PAIR_STATUSES
 
 SdrsCode = Annotated[str, Field(pattern=r"^SDRS\.\d{4}$")]
@@ -96,3 +99,42 @@ class StatusTable(_Strict):
             if unknown := sorted(set(rows) - documented):
                 raise ValueError(f"{name} has a row for undocumented SDRS status {', '.join(unknown)}")
         return self
+
+
+@dataclass(frozen=True)
+class GroupMapping:
+    """One mapped group, ids in canonical form (`canonical_project_id`, `canonical_id`)."""
+
+    project_id: str
+    rcg_id: str
+    protection_group_id: str
+
+
+@dataclass(frozen=True)
+class Mappings:
+    """Everything loaded from the mappings directory, ready for lookups. Every lookup compares ids by
+    `id_key`, so any spelling of an id finds its entry."""
+
+    groups: dict[tuple[str, str], GroupMapping]  # (id_key(project), id_key(rcg)) -> entry
+    errors: SdrsErrorTable
+    statuses: StatusTable
+    source: Path
+    by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # id_key(project) -> id_key(pg) -> entry
+
+    def __post_init__(self) -> None:
+        by_project: dict[str, dict[str, GroupMapping]] = {}
+        for (project, _), entry in self.groups.items():
+            by_project.setdefault(project, {})[id_key(entry.protection_group_id)] = entry
+        object.__setattr__(self, "by_project", by_project)
+
+    def group(self, project_id: str, rcg_id: str) -> GroupMapping | None:
+        """A mapping belongs to its project: the same RCG id under another project is unmapped."""
+        return self.groups.get((id_key(project_id), id_key(rcg_id)))
+
+    def protection_group_for(self, project_id: str, rcg_id: str) -> str | None:
+        found = self.group(project_id, rcg_id)
+        return found.protection_group_id if found else None
+
+    def groups_of_project(self, project_id: str) -> dict[str, GroupMapping]:
+        """id_key(protection group id) -> entry, for every mapped group of the project."""
+        return self.by_project.get(id_key(project_id), {})

@@ -1,4 +1,4 @@
-"""aiohttp handlers for the translated action URL: the thin I/O shell around shim/rcg_actions.py."""
+"""aiohttp handlers for the legacy action URL: the thin I/O shell around shim/translate/actions.py."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import random
 import time
+from collections.abc import Iterator
 
 from aiohttp import web
 
@@ -23,49 +24,47 @@ from shim.translate.actions import (
     plan_calls,
     refuse_while_job_pending,
 )
-from shim.translate.legacy import LegacyError, canonical_project_id, is_legacy_id
+from shim.translate.legacy import LegacyError
+from shim.translate.ownership import mapped_group
 from shim.translate.sdrs_answers import DEFAULT_RETRY_AFTER_SECONDS, legacy_error_for_transport, parse_answer
-from shim.translate.sdrs_models import Job, JobAccepted, SdrsAnswer, SdrsNotSent, SdrsTransportError
+from shim.translate.sdrs_models import Job, JobAccepted, SdrsAnswer, SdrsNotSent, SdrsTransportError, ServerGroup
+from shim.translate.tables import GroupMapping
 from shim.upstreams.sdrs_calls import SdrsCalls
 from shim.web.incoming import read_capped_body, sdrs_calls
+from shim.web.owner import serve_from_sdrs, to_legacy
 from shim.web.shim_state import STATE, ShimState
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
-    return await request.app[STATE].legacy.forward(request)
+    return await to_legacy(request)
 
 
 async def rcg_action(request: web.Request) -> web.StreamResponse:
-    """POST .../os-vendor-replication-consistency-groups/{rcg_id}/action."""
+    """POST .../os-vendor-replication-consistency-groups/{rcg_id}/action: SDRS's for a mapped group,
+    the legacy endpoint's (any key, body as sent) for every other group."""
     state = request.app[STATE]
+    rcg_id = request.match_info["rcg_id"]
+    entry = mapped_group(state.mappings, request.match_info["project_id"], rcg_id)
+    if entry is None:
+        return await to_legacy(request, item=f"Replication consistency group {rcg_id}")
+    serve_from_sdrs(request, entry, "")  # filled first: a refused translated call is audited too
     if request.method != "POST":
         raise LegacyError(405, f"Method {request.method} is not allowed on an action URL; use POST.",
                           headers=(("Allow", "POST"),))
-    project_id, rcg_id = request.match_info["project_id"], request.match_info["rcg_id"]
-    for name, value in (("project id", project_id), ("replication consistency group id", rcg_id)):
-        if not is_legacy_id(value):
-            raise LegacyError(400, f"Malformed request url: the {name} must be a UUID.")
-    raw = await read_capped_body(request, state.settings.limits.action_body_bytes)
-    action = parse_action_body(raw)
+    action = parse_action_body(await read_capped_body(request, state.settings.limits.action_body_bytes))
+    audit = request[AUDIT]
+    audit["action"] = action.key
     translation = TRANSLATED_ACTIONS.get(action.key)
-    if translation is None:
-        return await state.legacy.forward(request, body=raw)
-    group_id = state.mappings.protection_group_for(project_id, rcg_id)
-    project_id = canonical_project_id(project_id)
-    audit = request[AUDIT]  # filled first: a refused translated call is audited too
-    audit.update(project_id=project_id, rcg_id=rcg_id, protection_group_id=group_id, action=action.key)
+    if translation is None:  # a mapped group's actions never reach its stale legacy copy
+        raise LegacyError(400, f"The action {action.key!r} cannot be performed on replication consistency group "
+                               f"{entry.rcg_id}: it is served by SDRS, which has no equivalent.")
     calls = sdrs_calls(request, state)
-    if group_id is None:
-        raise LegacyError(404, f"Replication consistency group {rcg_id} could not be found.")
+    project_id, group_id, rcg_id = entry.project_id, entry.protection_group_id, entry.rcg_id
     async with state.actions.claim(project_id, group_id, rcg_id) as claim:
-        # The previous action's jobs and the group are read together (GETs: safe to overlap).
-        jobs, group = await asyncio.gather(
-            previous_jobs(calls, project_id, claim.pending_jobs(), rcg_id), calls.group(project_id, group_id),
-        )
-        for job in jobs:
-            if job is not None:
-                refuse_while_job_pending(job, translation, rcg_id)
-        claim.jobs_finished()
+        group = await after_previous_action(state, calls, claim, translation, entry)
+        if group is None or group.status in translation.already_done:
+            audit["outcome"] = "already done: nothing sent"  # stop/sync: the legacy API has no precondition
+            return web.Response(status=200, body=b"")
         check_precondition(translation, rcg_id, group)
         pairs = await calls.pairs(project_id, group_id) if translation.per_pair else []
         plan = plan_calls(translation, action, project_id, rcg_id, group, pairs)
@@ -76,6 +75,46 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
             await claim.save()  # the job ids outlive this process before the long wait
             await confirm(state, calls, translation, project_id, rcg_id, group_id, job_ids)
     return web.Response(status=200, body=b"")
+
+
+async def after_previous_action(
+    state: ShimState, calls: SdrsCalls, claim: GroupClaim, translation: ActionTranslation, entry: GroupMapping,
+) -> ServerGroup | None:
+    """The group once the previous action's jobs have finished; None when the same idempotent action
+    (stop, sync) is still running, so this one is done already.
+
+    The previous action's jobs and the group are read together (GETs: safe to overlap). Another
+    action (a Sync right after a Stop, as Terraform sends them) waits, up to
+    `actions.wait_for_previous_seconds`, for them to finish rather than failing; the same action again
+    is a duplicate: 409 while its job runs."""
+    settings = state.settings.actions
+    deadline = time.monotonic() + settings.wait_for_previous_seconds
+    pauses = backoff(settings.poll_initial_seconds, settings.poll_max_seconds)
+    while True:
+        jobs, group = await asyncio.gather(
+            previous_jobs(calls, entry.project_id, claim.pending_jobs(), entry.rcg_id),
+            calls.group(entry.project_id, entry.protection_group_id),
+        )
+        running = [job for job in jobs if job is not None and not job.finished]
+        if not running:
+            claim.jobs_finished()
+            return group
+        if claim.record.action == translation.legacy_key:
+            if translation.idempotent:
+                return None
+            refuse_while_job_pending(running[0], translation, entry.rcg_id)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            refuse_while_job_pending(running[0], translation, entry.rcg_id)
+        await asyncio.sleep(min(remaining, next(pauses)))
+
+
+def backoff(initial: float, maximum: float) -> Iterator[float]:
+    """Pauses between polls: doubling from `initial` up to `maximum`, with jitter."""
+    pause = initial
+    while True:
+        yield pause * random.uniform(0.5, 1.0)
+        pause = min(pause * 2, maximum)
 
 
 async def previous_jobs(calls: SdrsCalls, project_id: str, job_ids: tuple[str, ...], rcg_id: str) -> list[Job | None]:
@@ -129,7 +168,7 @@ async def confirm(
     """Poll the jobs (GETs, backoff with jitter) until each took effect, failed, or time ran out."""
     settings = state.settings.actions
     deadline = time.monotonic() + settings.confirm_timeout_seconds
-    pause = settings.poll_initial_seconds
+    pauses = backoff(settings.poll_initial_seconds, settings.poll_max_seconds)
     waiting = list(job_ids)
     while True:
         still_waiting = []
@@ -151,5 +190,4 @@ async def confirm(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise not_confirmed(translation, rcg_id, waiting, settings.confirm_timeout_seconds)
-        await asyncio.sleep(min(remaining, pause * random.uniform(0.5, 1.0)))
-        pause = min(pause * 2, settings.poll_max_seconds)
+        await asyncio.sleep(min(remaining, next(pauses)))

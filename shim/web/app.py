@@ -18,18 +18,18 @@ from aiohttp import hdrs, web
 
 from shim import __version__
 from shim.config import Settings
-from shim.context import AUDIT, REQUEST_ID, REQUEST_ID_HEADERS
+from shim.context import AUDIT, PASSTHROUGH, REQUEST_ID, REQUEST_ID_HEADERS, ROUTE, TRANSLATED
 from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
 from shim.state.backends import build_store
 from shim.state.store import StoreUnavailable
 from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError
-from shim.translate.paths import canonical_path, disguises_a_translated_url
+from shim.translate.paths import canonical_path, disguises_a_translated_url, names_a_translated_url
 from shim.upstreams.passthrough import LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
 from shim.web import action_handlers, read_handlers
 from shim.web.logs import MANAGEMENT_PATHS
-from shim.web.metrics import CURRENT_TIMING, PASSTHROUGH, TRANSLATED, RequestTiming, ShimMetrics, status_label
+from shim.web.metrics import CURRENT_TIMING, RequestTiming, ShimMetrics, status_label
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
 from shim.web.shim_state import STATE, ShimState
 
@@ -88,6 +88,10 @@ async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamRes
     state = request.app[STATE]
     try:
         refuse_disguised_translated_url(request)
+        if request.match_info.route.name in TRANSLATED_ROUTE_NAMES and not names_a_translated_url(
+            request.rel_url.raw_path
+        ):
+            handler = action_handlers.passthrough  # matched on the decoded path only: not about a group
         return await handler(request), False
     except LegacyError as err:
         return legacy_error_response(err, state.mappings.errors), True
@@ -114,7 +118,7 @@ def _request_done(
     """Count the request and, for a translated call, write its audit line."""
     audit = request[AUDIT]
     legacy_status = status_label(status) if status is not None else "cancelled"
-    if audit:
+    if request.get(ROUTE) == TRANSLATED:
         # A failed call is labelled with the SDRS failure behind it: with gathered reads, the last
         # answer to arrive may be a success.
         failed = status is None or status >= 400
@@ -171,6 +175,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 MANAGEMENT_ROUTE_NAMES = frozenset(path.strip("/") for path in MANAGEMENT_PATHS)
+TRANSLATED_ROUTE_NAMES = frozenset({"rcg-action", "rcg", "rcgs", "pair", "pairs"})
 
 
 async def _expect_continue_only(request: web.Request) -> None:
@@ -214,15 +219,15 @@ def build_app(settings: Settings, mappings: Mappings) -> web.Application:
         app.router.add_get("/" + name, management_handler, name=name)
     prefix = "/v2/{project_id}/"
     routes = [
-        (prefix + RCG_COLLECTION + "/{rcg_id}/action", action_handlers.rcg_action),
-        (prefix + RCG_COLLECTION + "/{rcg_id}", read_handlers.show_group),
-        (prefix + RCG_COLLECTION, read_handlers.list_groups),
-        (prefix + PAIR_COLLECTION + "/{replication_id}", read_handlers.show_pair),
-        (prefix + PAIR_COLLECTION, read_handlers.list_pairs),
-        ("/{tail:.*}", action_handlers.passthrough),
+        ("rcg-action", prefix + RCG_COLLECTION + "/{rcg_id}/action", action_handlers.rcg_action),
+        ("rcg", prefix + RCG_COLLECTION + "/{rcg_id}", read_handlers.group_item),
+        ("rcgs", prefix + RCG_COLLECTION, read_handlers.group_collection),
+        ("pair", prefix + PAIR_COLLECTION + "/{replication_id}", read_handlers.pair_item),
+        ("pairs", prefix + PAIR_COLLECTION, read_handlers.pair_collection),
+        ("passthrough", "/{tail:.*}", action_handlers.passthrough),
     ]
-    for path, handler in routes:
-        app.router.add_route("*", path, handler, expect_handler=_expect_continue_only)
+    for name, path, handler in routes:
+        app.router.add_route("*", path, handler, name=name, expect_handler=_expect_continue_only)
     return app
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shim.context import AUDIT, REQUEST_ID
+from shim.context import AUDIT, PASSTHROUGH, REQUEST_ID, ROUTE
 
 REDACTED = "[REDACTED]"
 SENSITIVE_KEYS = frozenset(
@@ -101,7 +101,7 @@ class JsonAccessLogger(AbstractAccessLogger):
             "path": path,
             "status": response.status,
             "duration_ms": round(seconds * 1000, 3),
-            "route": _route_kind(path, request.get(AUDIT)),
+            "route": _route_kind(path, request),
         })
 
     @property
@@ -109,13 +109,13 @@ class JsonAccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)  # INFO off means DEBUG is off too
 
 
-def _route_kind(path: str, audit: dict[str, Any] | None) -> str | None:
+def _route_kind(path: str, request: web.BaseRequest) -> str | None:
     """As in the metrics; None for a request aiohttp refused before the shim saw it."""
     if path in MANAGEMENT_PATHS:
         return "management"
-    if audit is None:
+    if request.get(AUDIT) is None:
         return None
-    return "translated" if audit else "passthrough"
+    return request.get(ROUTE, PASSTHROUGH)
 
 
 def configure_logging(level: str = "info", stream: Any = None) -> None:

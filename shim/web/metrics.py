@@ -25,12 +25,11 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from shim.config import Settings
+from shim.context import PASSTHROUGH
 from shim.mappings import Mappings
 from shim.translate.sdrs_answers import sdrs_error_code
 from shim.translate.sdrs_models import SdrsAnswer, SdrsTimeout, SdrsTransportError
 
-TRANSLATED = "translated"
-PASSTHROUGH = "passthrough"
 NO_UPSTREAM_ANSWER = "none"
 OTHER = "other"
 disable_created_metrics()  # no `*_created` series: they double the output and nothing here reads them

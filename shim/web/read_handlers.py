@@ -1,22 +1,23 @@
-"""aiohttp handlers for legacy reads of mapped groups and pairs (thin shell around rcg_reads/listing).
+"""aiohttp handlers for the legacy group and pair URLs other than actions: the thin shell around
+shim/translate/ownership.py (who owns the call), reads.py and listing.py.
 
-A read of a group or pair that lives in SDRS is answered from SDRS in the exact legacy shape; every
-other read (and every create, update and delete) goes through to the legacy endpoint unchanged.
-Lists merge both sources. A project with no mapped group never touches SDRS.
+A call about a group SDRS owns (a mapped group, or one of its pairs) is served from SDRS in the exact
+legacy shape, or refused when it would change the group's stale legacy copy; every call about an
+unmapped group goes to the legacy endpoint unchanged. Lists merge both sources, the legacy copies of
+mapped groups and pairs hidden. A project with no mapped group never touches SDRS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from shim.context import AUDIT
-from shim.mappings import GroupMapping
 from shim.translate.actions import TRANSLATED_ACTIONS, shown_while_pending
-from shim.translate.legacy import LegacyError, canonical_project_id, id_key, is_legacy_id
+from shim.translate.legacy import LegacyError, canonical_id, canonical_project_id, id_key
 from shim.translate.listing import (
     GROUP_FILTERS,
     PAIR_FILTERS,
@@ -27,65 +28,171 @@ from shim.translate.listing import (
     select_mapped,
     upstream_list_query,
 )
+from shim.translate.ownership import (
+    SdrsHoldings,
+    mapped_group,
+    named_pair_ids,
+    named_volume_ids,
+    project_mappings,
+    refuse_write_on_sdrs_group,
+    require_legacy_ids,
+)
 from shim.translate.reads import legacy_group, legacy_pair
 from shim.translate.sdrs_models import ReplicationPair, ServerGroup
+from shim.translate.tables import GroupMapping
 from shim.upstreams.sdrs_calls import SdrsCalls
-from shim.web.incoming import sdrs_calls
+from shim.web.incoming import read_capped_body, sdrs_calls
+from shim.web.owner import serve_from_sdrs, to_legacy
 from shim.web.shim_state import STATE, ShimState
 
+READS = (hdrs.METH_GET, hdrs.METH_HEAD)
+GROUP_METHODS = "GET, HEAD, PUT, DELETE"
+# Create and update bodies are read whole (to see which pairs or disks they name) up to this size.
+INSPECTED_BODY_BYTES = 1024 * 1024
 
-def _mapped_groups(state: ShimState, project_id: str) -> dict[str, GroupMapping]:
-    return state.mappings.groups_of_project(project_id) if is_legacy_id(project_id) else {}
+SDRS_RENAME = "PUT /v1/{project}/server-groups/{group} with {{\"server_group\": {{\"name\": ...}}}}"
+SDRS_DELETE_GROUP = "DELETE /v1/{project}/server-groups/{group} (after deleting its replication pairs)"
+SDRS_DELETE_PAIR = ("DELETE /v1/{project}/replications/{{replication_id}} with {{\"replication\": "
+                    "{{\"server_group_id\": \"{group}\", \"delete_target_volume\": false}}}}")
+SDRS_CREATE_PAIR = ("POST /v1/{project}/replications with {{\"replication\": {{\"server_group_id\": \"{group}\", "
+                    "\"volume_id\": ..., \"name\": ...}}}}")
 
 
-async def show_group(request: web.Request) -> web.StreamResponse:
-    """GET .../os-vendor-replication-consistency-groups/{rcg_id}; other methods pass through."""
+# -- groups -------------------------------------------------------------------------------------
+
+
+async def group_collection(request: web.Request) -> web.StreamResponse:
+    """.../os-vendor-replication-consistency-groups: the merged list; a create naming a mapped pair is
+    refused; everything else is the legacy endpoint's."""
+    if request.method in READS:
+        return await merged_list(request, "replication_consistency_groups", "list-groups", GROUP_FILTERS,
+                                 _group_items)
+    if request.method == hdrs.METH_POST:
+        return await _write_naming_pairs(request, "create a replication consistency group")
+    return await to_legacy(request)
+
+
+async def group_item(request: web.Request) -> web.StreamResponse:
+    """.../os-vendor-replication-consistency-groups/{rcg_id}."""
     state = request.app[STATE]
     project_id, rcg_id = request.match_info["project_id"], request.match_info["rcg_id"]
-    group_id = None
-    if request.method == "GET" and is_legacy_id(project_id) and is_legacy_id(rcg_id):
-        group_id = state.mappings.protection_group_for(project_id, rcg_id)
-    if group_id is None:
-        return await state.legacy.forward(request)
-    project_id = canonical_project_id(project_id)
-    request[AUDIT].update(project_id=project_id, rcg_id=rcg_id, protection_group_id=group_id, action="show-group")
+    entry = mapped_group(state.mappings, project_id, rcg_id)
+    if entry is None:
+        if request.method == hdrs.METH_PUT:
+            return await _write_naming_pairs(request, f"update replication consistency group {rcg_id}",
+                                              item=f"Replication consistency group {rcg_id}")
+        return await to_legacy(request, item=f"Replication consistency group {rcg_id}")
+    if request.method in READS:
+        serve_from_sdrs(request, entry, "show-group")
+        return await show_group(request, state, entry)
+    serve_from_sdrs(request, entry, f"{request.method.lower()}-group")
+    if request.method == hdrs.METH_PUT:
+        raise refuse_write_on_sdrs_group(entry, f"update replication consistency group {entry.rcg_id}",
+                                         SDRS_RENAME)
+    if request.method == hdrs.METH_DELETE:
+        raise refuse_write_on_sdrs_group(entry, f"delete replication consistency group {entry.rcg_id}",
+                                         SDRS_DELETE_GROUP)
+    raise LegacyError(405, f"Method {request.method} is not allowed on a replication consistency group.",
+                      headers=(("Allow", GROUP_METHODS),))
+
+
+async def show_group(request: web.Request, state: ShimState, entry: GroupMapping) -> web.StreamResponse:
     calls = sdrs_calls(request, state)
+    project_id, group_id = entry.project_id, entry.protection_group_id
     group, pairs = await asyncio.gather(calls.group(project_id, group_id), calls.pairs(project_id, group_id))
     group = await as_clients_see_it(state, calls, project_id, group)
-    body = legacy_group(rcg_id, group, pairs, state.mappings.statuses)
+    body = legacy_group(entry.rcg_id, group, pairs, state.mappings.statuses)
     return web.json_response({"replication_consistency_group": body})
 
 
-async def list_groups(request: web.Request) -> web.StreamResponse:
-    """GET .../os-vendor-replication-consistency-groups: legacy groups and mapped ones, merged."""
-    return await merged_list(request, "replication_consistency_groups", "list-groups", GROUP_FILTERS, _group_items)
+# -- pairs --------------------------------------------------------------------------------------
 
 
-async def show_pair(request: web.Request) -> web.StreamResponse:
-    """GET .../os-vendor-replications/{replication_id}: answered from SDRS for pairs of mapped groups."""
+async def pair_collection(request: web.Request) -> web.StreamResponse:
+    """.../os-vendor-replications: the merged list (a list filtered by a mapped group: SDRS alone);
+    a create naming a disk of a mapped group's pair is refused."""
+    if request.method in READS:
+        return await merged_list(request, "replications", "list-pairs", PAIR_FILTERS, _pair_items)
+    if request.method == hdrs.METH_POST:
+        return await _write_naming_volumes(request)
+    return await to_legacy(request)
+
+
+async def pair_item(request: web.Request) -> web.StreamResponse:
+    """.../os-vendor-replications/{replication_id}: SDRS's when the pair belongs to a mapped group."""
     state = request.app[STATE]
     project_id, pair_id = request.match_info["project_id"], request.match_info["replication_id"]
-    mapped = _mapped_groups(state, project_id) if request.method == "GET" else {}
-    if not mapped or not is_legacy_id(pair_id):
-        return await state.legacy.forward(request)
+    require_legacy_ids(project_id, pair_id, "replication pair id")
+    mapped = project_mappings(state.mappings, project_id)
+    item = f"Replication pair {pair_id}"
+    if not mapped or request.method not in (*READS, hdrs.METH_DELETE):
+        return await to_legacy(request, item=item)
     project_id = canonical_project_id(project_id)
-    request[AUDIT].update(project_id=project_id, replication_id=pair_id, action="show-pair")
     calls = sdrs_calls(request, state)
-    pair = await calls.pair(project_id, pair_id)
-    if pair is None or id_key(pair.server_group_id) not in mapped:
-        return await state.legacy.forward(request)  # not a pair of a migrated group
+    pair = await calls.pair(project_id, canonical_id(pair_id))
+    entry = mapped.get(id_key(pair.server_group_id)) if pair is not None else None
+    if pair is None or entry is None:
+        return await to_legacy(request, item=item)  # not a pair of a migrated group
+    if request.method == hdrs.METH_DELETE:
+        serve_from_sdrs(request, entry, "delete-pair", replication_id=pair.id)
+        raise refuse_write_on_sdrs_group(entry, f"delete replication pair {pair.id}", SDRS_DELETE_PAIR)
+    serve_from_sdrs(request, entry, "show-pair", replication_id=pair.id)
     group = await calls.group(project_id, pair.server_group_id)
-    body = legacy_pair(pair, mapped[id_key(pair.server_group_id)].rcg_id, group, state.mappings.statuses)
+    body = legacy_pair(pair, entry.rcg_id, group, state.mappings.statuses)
     return web.json_response({"replication": body})
 
 
-async def list_pairs(request: web.Request) -> web.StreamResponse:
-    """GET .../os-vendor-replications: legacy pairs and pairs of mapped groups, merged."""
-    return await merged_list(request, "replications", "list-pairs", PAIR_FILTERS, _pair_items)
+# -- legacy writes that could touch a mapped group -------------------------------------------------
+
+
+async def _write_naming_pairs(request: web.Request, what: str, item: str | None = None) -> web.StreamResponse:
+    """A group create or update of an unmapped group: refused when it names a pair of a mapped group."""
+    return await _inspected_write(request, what, item, lambda document, holdings: [
+        holdings.pair_ids[id_key(pair_id)] for pair_id in named_pair_ids(document)
+        if id_key(pair_id) in holdings.pair_ids
+    ], SDRS_CREATE_PAIR)
+
+
+async def _write_naming_volumes(request: web.Request) -> web.StreamResponse:
+    """A pair create: refused when it names a disk of a mapped group's pair."""
+    return await _inspected_write(request, "create a replication pair", None, lambda document, holdings: [
+        holdings.volume_ids[id_key(volume)] for volume in named_volume_ids(document)
+        if id_key(volume) in holdings.volume_ids
+    ], SDRS_CREATE_PAIR)
+
+
+async def _inspected_write(
+    request: web.Request, what: str, item: str | None,
+    sdrs_groups_named: Callable[[Any, SdrsHoldings], list[GroupMapping]], sdrs_call: str,
+) -> web.StreamResponse:
+    state = request.app[STATE]
+    mapped = project_mappings(state.mappings, request.match_info["project_id"])
+    if not mapped or not request.headers.get("X-Auth-Token"):
+        return await to_legacy(request, item=item)  # nothing to protect, or the legacy side refuses it
+    body = await read_capped_body(request, INSPECTED_BODY_BYTES)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return await to_legacy(request, body=body, item=item)  # the legacy endpoint says what is wrong
+    project_id = canonical_project_id(request.match_info["project_id"])
+    holdings = await sdrs_holdings(sdrs_calls(request, state), project_id, mapped)
+    named = sdrs_groups_named(document, holdings)
+    if named:
+        serve_from_sdrs(request, named[0], "refused-legacy-write")
+        raise refuse_write_on_sdrs_group(named[0], what, sdrs_call)
+    return await to_legacy(request, body=body, item=item)
+
+
+async def sdrs_holdings(calls: SdrsCalls, project_id: str, mapped: Mapping[str, GroupMapping]) -> SdrsHoldings:
+    pairs = await calls.pairs(project_id)
+    return SdrsHoldings.of(mapped, ((pair.id, pair.server_group_id, pair.volume_id_list) for pair in pairs))
+
+
+# -- lists --------------------------------------------------------------------------------------
 
 
 ItemBuilder = Callable[
-    [ShimState, SdrsCalls, str, dict[str, GroupMapping], list[ServerGroup], list[ReplicationPair]],
+    [ShimState, SdrsCalls, str, Mapping[str, GroupMapping], list[ServerGroup], list[ReplicationPair]],
     Awaitable[list[MappedItem]],
 ]
 
@@ -93,39 +200,52 @@ ItemBuilder = Callable[
 async def merged_list(
     request: web.Request, key: str, action: str, rules: Mapping[str, FilterRule], build_items: ItemBuilder
 ) -> web.StreamResponse:
-    """The legacy endpoint's list merged with the mapped items, filtered and paged (listing.py)."""
+    """The legacy endpoint's list (its copies of mapped groups and pairs hidden) merged with SDRS's
+    items for the mapped groups, filtered and paged (listing.py)."""
     state = request.app[STATE]
-    project_id = request.match_info["project_id"]
-    mapped = _mapped_groups(state, project_id) if request.method == "GET" else {}
+    mapped = project_mappings(state.mappings, request.match_info["project_id"])
     if not mapped:
-        return await state.legacy.forward(request)
-    project_id = canonical_project_id(project_id)
-    request[AUDIT].update(project_id=project_id, action=action)
+        return await to_legacy(request)
+    project_id = canonical_project_id(request.match_info["project_id"])
     query = parse_list_query(_first_values(request))
+    wanted = _wanted_group(query.filters, key, mapped)
+    if wanted is not None:
+        mapped = {id_key(wanted.protection_group_id): wanted}  # about one mapped group: SDRS alone
+    serve_from_sdrs(request, wanted, action, project_id=project_id)
     calls = sdrs_calls(request, state)
-    legacy_items, groups, pairs = await asyncio.gather(
-        legacy_list(state, request, key), calls.groups(project_id), calls.pairs(project_id),
-    )
+    groups, pairs = await asyncio.gather(calls.groups(project_id), calls.pairs(project_id))
+    legacy_items: list[dict[str, Any]] = []
+    if wanted is None:
+        holdings = SdrsHoldings.of(mapped, ((pair.id, pair.server_group_id, pair.volume_id_list) for pair in pairs))
+        hidden = holdings.is_legacy_copy_of_group if key == "replication_consistency_groups" \
+            else holdings.is_legacy_copy_of_pair
+        legacy_items = [item for item in await legacy_list(state, request, key) if not hidden(item)]
     items = await build_items(state, calls, project_id, mapped, groups, pairs)
     page = merge_page(legacy_items, select_mapped(items, query, rules), query)
     return web.json_response({key: page})
 
 
+def _wanted_group(filters: Mapping[str, str], key: str, mapped: Mapping[str, GroupMapping]) -> GroupMapping | None:
+    """The mapped group a pair list is filtered by, if any: such a list is about that group alone."""
+    rcg_id = filters.get("replication_consistency_group_id", "") if key == "replications" else ""
+    return next((entry for entry in mapped.values() if id_key(entry.rcg_id) == id_key(rcg_id)), None) \
+        if rcg_id else None
+
+
 async def _group_items(
-    state: ShimState, calls: SdrsCalls, project_id: str, mapped: dict[str, GroupMapping],
+    state: ShimState, calls: SdrsCalls, project_id: str, mapped: Mapping[str, GroupMapping],
     groups: list[ServerGroup], pairs: list[ReplicationPair],
 ) -> list[MappedItem]:
-    return [
-        MappedItem(legacy_group(mapped[id_key(group.id)].rcg_id,
-                                await as_clients_see_it(state, calls, project_id, group),
-                                members, state.mappings.statuses),
-                   frozenset(volume for pair in members for volume in pair.volume_id_list))
-        for group, members in _mapped_with_pairs(groups, pairs, mapped)
-    ]
+    items = []
+    for group, members in _mapped_with_pairs(groups, pairs, mapped):
+        shown = await as_clients_see_it(state, calls, project_id, group)
+        items.append(MappedItem(legacy_group(mapped[id_key(group.id)].rcg_id, shown, members, state.mappings.statuses),
+                                frozenset(volume for pair in members for volume in pair.volume_id_list)))
+    return items
 
 
 async def _pair_items(
-    state: ShimState, calls: SdrsCalls, project_id: str, mapped: dict[str, GroupMapping],
+    state: ShimState, calls: SdrsCalls, project_id: str, mapped: Mapping[str, GroupMapping],
     groups: list[ServerGroup], pairs: list[ReplicationPair],
 ) -> list[MappedItem]:
     return [
@@ -142,14 +262,16 @@ async def as_clients_see_it(state: ShimState, calls: SdrsCalls, project_id: str,
     if pending is None:
         return group
     legacy_key, job_ids = pending
-    translation = TRANSLATED_ACTIONS[legacy_key]
+    translation = TRANSLATED_ACTIONS.get(legacy_key)
+    if translation is None:
+        return group
     for job_id in job_ids:
         group = shown_while_pending(group, translation, await calls.job(project_id, job_id))
     return group
 
 
 def _mapped_with_pairs(
-    groups: list[ServerGroup], pairs: list[ReplicationPair], mapped: dict[str, GroupMapping]
+    groups: list[ServerGroup], pairs: list[ReplicationPair], mapped: Mapping[str, GroupMapping]
 ) -> list[tuple[ServerGroup, list[ReplicationPair]]]:
     """The mapped groups SDRS still has, each with its pairs (a mapped group SDRS lost is gone)."""
     return [

@@ -1,0 +1,128 @@
+"""Which side owns a legacy call (pure): every call about a group is served by exactly one side.
+
+During a phased migration some groups live in SDRS (mapped) and the rest behind the legacy endpoint.
+A mapped group's legacy copy is stale: nothing about it may reach the legacy endpoint, and nothing
+about an unmapped group reaches SDRS. For a mapped group (SDRS owns it):
+- reads of the group and its pairs come from SDRS, in the legacy shape; actions are translated;
+- `PUT`/`DELETE` of the group, `DELETE` of one of its pairs, and a create or update that names one
+  of its pairs or disks are refused (`REFUSED_STATUS`), until they are translated;
+- lists merge SDRS's items with the legacy endpoint's, the legacy copies of mapped groups and pairs
+  hidden; a pair list filtered by a mapped group comes from SDRS alone.
+For an unmapped group (the legacy endpoint owns it) every call is relayed unchanged, body as sent; so
+is every call of a project that maps no group. Ids are compared by `id_key` (case and dashes do not
+matter). The README's ownership table says the same for operators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shim.translate.legacy import LegacyError, id_key, is_legacy_id
+from shim.translate.tables import GroupMapping, Mappings
+
+# The one status every refusal of a legacy write on an SDRS-owned group carries: the request conflicts
+# with where the group lives now (Terraform and golangsdk surface it as an error and stop).
+REFUSED_STATUS = 409
+
+
+def require_legacy_ids(project_id: str, item_id: str | None = None, what: str = "id") -> None:
+    """Legacy ids in the RCG and pair URLs are UUIDs (dashes optional) or 32 hex digits; anything else
+    is a malformed URL, refused before it reaches either side (a legacy endpoint that trims or decodes
+    it might read a mapped group's id in it)."""
+    if not is_legacy_id(project_id):
+        raise LegacyError(400, "Malformed request url: the project id must be a UUID.")
+    if item_id is not None and not is_legacy_id(item_id):
+        raise LegacyError(400, f"Malformed request url: the {what} must be a UUID.")
+
+
+def mapped_group(mappings: Mappings, project_id: str, rcg_id: str) -> GroupMapping | None:
+    """The mapping that hands this group to SDRS, or None (the legacy endpoint owns it)."""
+    require_legacy_ids(project_id, rcg_id, "replication consistency group id")
+    return mappings.group(project_id, rcg_id)
+
+
+def project_mappings(mappings: Mappings, project_id: str) -> dict[str, GroupMapping]:
+    """id_key(protection group) -> entry for every group of the project that SDRS owns."""
+    require_legacy_ids(project_id)
+    return mappings.groups_of_project(project_id)
+
+
+@dataclass(frozen=True)
+class SdrsHoldings:
+    """What SDRS holds of a project's mapped groups, for telling legacy copies apart."""
+
+    rcg_ids: frozenset[str]  # id_key of every mapped RCG, whether SDRS still has it or not
+    pair_ids: Mapping[str, GroupMapping]  # id_key of each SDRS pair of a mapped group -> its group
+    volume_ids: Mapping[str, GroupMapping]  # id_key of each disk of those pairs -> its group
+
+    @classmethod
+    def of(cls, mapped: Mapping[str, GroupMapping], pairs: Iterable[tuple[str, str, list[str]]]) -> SdrsHoldings:
+        """`pairs`: (pair id, protection group id, volume ids) of the project's SDRS pairs."""
+        pair_ids: dict[str, GroupMapping] = {}
+        volume_ids: dict[str, GroupMapping] = {}
+        for pair_id, group_id, volumes in pairs:
+            entry = mapped.get(id_key(group_id))
+            if entry is None:
+                continue
+            pair_ids[id_key(pair_id)] = entry
+            for volume in volumes:
+                volume_ids[id_key(volume)] = entry
+        return cls(frozenset(id_key(entry.rcg_id) for entry in mapped.values()), pair_ids, volume_ids)
+
+    def is_legacy_copy_of_group(self, item: Mapping[str, Any]) -> bool:
+        return _key(item.get("id")) in self.rcg_ids
+
+    def is_legacy_copy_of_pair(self, item: Mapping[str, Any]) -> bool:
+        """A legacy pair that stands for a mapped group's pair: it is (or was) in a mapped group, has a
+        mapped pair's id, or replicates one of a mapped pair's disks."""
+        if _key(item.get("replication_consistency_group_id")) in self.rcg_ids:
+            return True
+        if _key(item.get("id")) in self.pair_ids:
+            return True
+        return any(id_key(volume) in self.volume_ids for volume in _volume_list(item.get("volume_ids")))
+
+
+def _key(value: Any) -> str:
+    return id_key(value) if isinstance(value, str) else ""
+
+
+def _volume_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list):
+        return [part for part in value if isinstance(part, str)]
+    return []
+
+
+# -- legacy writes that would touch an SDRS-owned group --------------------------------------------
+
+
+def named_pair_ids(document: Any) -> list[str]:
+    """The pair ids a group create or update names (`replication_ids`, `add_`/`remove_replication_ids`)."""
+    body = document.get("replication_consistency_group") if isinstance(document, dict) else None
+    if not isinstance(body, dict):
+        return []
+    named: list[str] = []
+    for field in ("replication_ids", "add_replication_ids", "remove_replication_ids"):
+        values = body.get(field)
+        if isinstance(values, list):
+            named += [value for value in values if isinstance(value, str)]
+    return named
+
+
+def named_volume_ids(document: Any) -> list[str]:
+    """The disks a pair create names (`replication.volume_ids`)."""
+    body = document.get("replication") if isinstance(document, dict) else None
+    return _volume_list(body.get("volume_ids")) if isinstance(body, dict) else []
+
+
+def refuse_write_on_sdrs_group(entry: GroupMapping, what: str, sdrs_call: str) -> LegacyError:
+    """The refusal of a legacy write that would act on the stale legacy copy of an SDRS group."""
+    return LegacyError(
+        REFUSED_STATUS,
+        f"Cannot {what}: replication consistency group {entry.rcg_id} has moved to SDRS (protection group "
+        f"{entry.protection_group_id}) and is served from there; its legacy copy is not changed. Use SDRS: "
+        f"{sdrs_call.format(project=entry.project_id, group=entry.protection_group_id)}.",
+    )
