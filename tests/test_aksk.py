@@ -29,11 +29,17 @@ from huaweicloudsdkcore.signer.signer import Signer
 from multidict import CIMultiDict
 from yarl import URL
 
-from conftest import PROJECT, RCG, Reply, call, start_server
+from conftest import PROJECT, RCG, Reply, call, start_server, write_mappings
 from shim.cli import main as shim_main
+from shim.config import load_settings
+from shim.mappings import load_mappings
+from shim.runtime.reload import reload_config
+from shim.runtime.server import start_site
 from shim.simulator import SdrsSimulator, SimulatorSettings
 from shim.translate.signing import KeyPair, SignatureRejected, SignedRequest, authorization, verify
+from shim.web.app import build_app
 from shim.web.logs import configure_logging
+from shim.web.shim_state import STATE
 
 AK, SK = "SHIMTESTACCESSKEY001", "shim-test-secret-0123456789abcdefghij"
 OTHER_AK, OTHER_SK = "SOMEONEELSESKEY00002", "someone-else-secret-0123456789abcdef"
@@ -500,3 +506,28 @@ def test_the_same_access_key_twice_is_refused(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert status == 2 and "aksk[1]: the same access key as an earlier entry" in err
     assert SK not in err
+
+
+async def test_a_reload_reads_rotated_key_files(tmp_path, sdrs, legacy_upstream):
+    upstream, legacy_url = legacy_upstream
+    write_mappings(tmp_path / "mappings", MAPPING)
+    config = tmp_path / "shim.yaml"
+    config.write_text(json.dumps({"upstreams": {"sdrs": sdrs[1], "legacy": legacy_url}, "mappings": "./mappings",
+                                  "aksk": [{"access_key_file": "secret/ak", "secret_key_file": "secret/sk"}]}))
+    key_files(tmp_path / "secret")
+    settings = load_settings(config)
+    app = build_app(settings, load_mappings(settings.mappings))
+    runner, port = await start_site(app, "127.0.0.1", 0)
+    shim = f"http://127.0.0.1:{port}"
+    try:
+        before = await send("GET", *sdk_signed("GET", shim + VOLUMES_PATH))
+        key_files(tmp_path / "secret", OTHER_AK, OTHER_SK)  # the Secret was rotated
+        reloaded = reload_config(app[STATE], config)
+        old_key = await send("GET", *sdk_signed("GET", shim + VOLUMES_PATH))
+        new_key = await send("GET", *sdk_signed("GET", shim + VOLUMES_PATH, ak=OTHER_AK, sk=OTHER_SK))
+    finally:
+        await runner.cleanup()
+
+    assert reloaded
+    assert (before.status, old_key.status, new_key.status) == (200, 401, 200)
+    assert len(upstream.requests) == 2
