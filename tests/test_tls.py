@@ -360,3 +360,46 @@ def test_validate_names_the_tls_file_that_cannot_be_loaded(tmp_path, capsys, ca,
     assert status == 2 and says in err and err.count("\n") == 1, err
     assert good_status == 0
     assert "https://127.0.0.1:8080" in capsys.readouterr().out
+
+
+# -- the Kubernetes example -------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_fixed_endpoint_kubernetes_example_serves_tls_under_the_legacy_name(tmp_path, capsys, ca):
+    config_map, pod = yaml.safe_load_all((ROOT / "examples/kubernetes/fixed-endpoint-pod.yaml").read_text())
+    spec = pod["spec"]
+    (shim,) = [c for c in spec["initContainers"] if c["name"] == "evs-sdrs-shim"]
+    (client,) = spec["containers"]
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    mounts = {mount["mountPath"]: volumes[mount["name"]] for mount in shim["volumeMounts"]}
+    root = tmp_path / "pod"  # the shim container's filesystem, as far as the example mounts it
+    text = config_map["data"]["shim.yaml"]
+    for path, volume in mounts.items():
+        if "secret" in volume:
+            text = text.replace(f" {path}/", f" {root}{path}/")
+    config_dir = root / "etc/shim"
+    write_mappings(config_dir / "mappings", [])
+    (config_dir / "shim.yaml").write_text(text)
+    legacy_name = yaml.safe_load(text)["upstreams"]["legacy"].removeprefix("https://")
+    write_pems(root / "etc/shim-tls", ca.issue_cert(legacy_name))  # the Secret evs-sdrs-shim-tls
+    (root / "var/run/secrets/shim/aksk").mkdir(parents=True)  # the Secret evs-sdrs-shim-aksk
+    (root / "var/run/secrets/shim/aksk/ak").write_text("EXAMPLEACCESSKEY0001")
+    (root / "var/run/secrets/shim/aksk/sk").write_text("example-secret-key\n")
+
+    status = shim_main(["validate", "--config", str(config_dir / "shim.yaml")])
+
+    assert status == 0, capsys.readouterr().err
+    assert "1 AK/SK key pair(s); listen https://127.0.0.1:443" in capsys.readouterr().out
+    assert {"ip": "127.0.0.1", "hostnames": [legacy_name]} in spec["hostAliases"]
+    assert {"name": "net.ipv4.ip_unprivileged_port_start", "value": "443"} in spec["securityContext"]["sysctls"]
+    for kind, volume in (("tls", "shim-tls"), ("aksk", "shim-aksk")):
+        assert any(v is volumes[volume] and "secret" in v for v in mounts.values()), kind
+    env = {item["name"]: item.get("value") for item in shim["env"]}
+    assert env["HTTPS_PROXY"] and "127.0.0.1" in env["NO_PROXY"].split(",")  # the shim's way to the real EVS
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        command = shim[probe]["exec"]["command"][-1]
+        assert f"https://{legacy_name}/" in command and "ProxyHandler({})" in command
+    client_env = {item["name"]: item.get("value") for item in client["env"]}
+    assert client_env["SSL_CERT_FILE"] == client_env["REQUESTS_CA_BUNDLE"] == "/etc/ssl/shim/ca-bundle.crt"
