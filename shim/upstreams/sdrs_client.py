@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -85,12 +85,14 @@ class SdrsClient:
         assert self._session is not None, "SdrsClient.start() was not awaited"
         url = URL(self.base_url + path, encoded=True)  # encoded=True: the path is built from validated ids
         data = None
-        outgoing = CIMultiDict(headers)
+        outgoing: Mapping[str, str] = headers
         if json_body is not None:
             data = json.dumps(json_body).encode()
-            outgoing["Content-Type"] = "application/json"
+            outgoing = {**headers, "Content-Type": "application/json"}
         if key is not None:
-            resign(outgoing, key, method, url, payload_hash_of_body(outgoing, data or b""))
+            signed = CIMultiDict(outgoing)
+            resign(signed, key, method, url, payload_hash_of_body(signed, data or b""))
+            outgoing = signed
         try:
             async with self._session.request(
                 method, url, data=data, headers=outgoing, allow_redirects=False,
