@@ -7,10 +7,15 @@ import asyncio
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shim import __version__
 from shim.validation import ConfigError
+
+if TYPE_CHECKING:
+    from shim.config import Settings
+    from shim.credentials import KeyRing
+    from shim.mappings import Mappings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,13 +91,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
-        from shim.config import load_settings
-        from shim.mappings import load_mappings
         from shim.runtime.server import serve
         from shim.web.logs import configure_logging
 
-        settings = load_settings(args.config)
-        mappings = load_mappings(settings.mappings)
+        settings, mappings, keys = _load_checked(args.config)
         configure_logging(settings.log_level)
         workers = args.workers or settings.workers
         if workers > 1 and settings.state.backend == "memory":
@@ -102,17 +104,15 @@ def _run(args: argparse.Namespace) -> int:
             from shim.runtime.server import run_workers
 
             return run_workers(args.config, settings, workers)
-        run_event_loop(serve(settings, mappings, args.config, reuse_port=args.worker))
+        run_event_loop(serve(settings, mappings, args.config, reuse_port=args.worker, keys=keys))
         return 0
     if args.command == "validate":
-        from shim.config import load_settings
-        from shim.mappings import load_mappings
-
-        settings = load_settings(args.config)
-        mappings = load_mappings(settings.mappings)
+        settings, mappings, keys = _load_checked(args.config)
+        scheme = "https" if settings.listen.tls is not None else "http"
         print(f"{args.config}: ok ({len(mappings.groups)} mapped consistency groups, "
-              f"{len(mappings.errors.codes)} SDRS error codes; listen {settings.listen.host}:"
-              f"{settings.listen.port}, {settings.workers} worker(s), drain {settings.lifecycle.drain_seconds:g}s "
+              f"{len(mappings.errors.codes)} SDRS error codes, {len(keys)} AK/SK key pair(s); listen "
+              f"{scheme}://{settings.listen.host}:{settings.listen.port}, {settings.workers} worker(s), "
+              f"drain {settings.lifecycle.drain_seconds:g}s "
               f"after {settings.lifecycle.readiness_grace_seconds:g}s readiness grace, at most "
               f"{settings.limits.max_concurrent_translated} translated calls at once; state "
               f"{_describe_state(settings)})")
@@ -139,6 +139,24 @@ def _run(args: argparse.Namespace) -> int:
             raise ListenError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
         return 0
     raise AssertionError(args.command)
+
+
+def _load_checked(config: Path) -> tuple[Settings, Mappings, KeyRing]:
+    """Config, mapping tables and key pairs, with every file they name checked (TLS files loadable,
+    key files readable): what `serve` needs and `validate` reports on; ConfigError otherwise."""
+    from shim import tls
+    from shim.config import load_settings
+    from shim.credentials import load_key_ring
+    from shim.mappings import load_mappings
+
+    settings = load_settings(config)
+    mappings = load_mappings(settings.mappings)
+    keys = load_key_ring(settings.aksk, str(config))
+    if settings.listen.tls is not None:
+        tls.server_context(settings.listen.tls, str(config))
+    if settings.upstreams.ca_file is not None:
+        tls.client_context(settings.upstreams.ca_file, str(config))
+    return settings, mappings, keys
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

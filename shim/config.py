@@ -2,7 +2,8 @@
 
 Every key can be overridden by an environment variable named `SHIM_` + the key path joined by `__`,
 e.g. `SHIM_UPSTREAMS__SDRS=http://127.0.0.1:9000` or `SHIM_LISTEN__PORT=9090`. Environment values
-win over the file. A relative `mappings` path is resolved against the config file's directory.
+win over the file. Relative paths (`mappings`, TLS files, `upstreams.ca_file`, `aksk` key files) are
+resolved against the config file's directory.
 """
 
 from __future__ import annotations
@@ -22,9 +23,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ListenTls(_Section):
+    """Serve https: PEM files, relative to the config file; re-read on SIGHUP."""
+
+    certificate: Path = Field(description="PEM certificate chain, the server's certificate first")
+    private_key: Path = Field(description="PEM private key of that certificate (not encrypted)")
+
+
 class Listen(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    tls: ListenTls | None = Field(None, description="serve https with this certificate; plain http without")
 
 
 def _origin_url(value: str) -> str:
@@ -40,6 +49,13 @@ def _origin_url(value: str) -> str:
 class Upstreams(_Section):
     sdrs: str = Field(description="SDRS endpoint, scheme://host[:port]; the shim adds /v1/{project_id}/...")
     legacy: str | None = Field(None, description="Old EVS endpoint; untranslated traffic goes here")
+    ca_file: Path | None = Field(
+        None, description="PEM bundle of the CAs https upstreams are verified against (default: the system's)"
+    )
+    trust_env: bool = Field(
+        False, description="reach the upstreams through the proxy that HTTPS_PROXY/HTTP_PROXY name, except "
+        "the hosts in NO_PROXY"
+    )
 
     @field_validator("sdrs")
     @classmethod
@@ -83,6 +99,10 @@ class Limits(_Section):
     max_line_size: int = Field(8190, ge=256, le=1048576, description="longest request line, bytes")
     max_field_size: int = Field(8190, ge=256, le=1048576, description="longest header line, bytes")
     max_headers: int = Field(128, ge=8, le=10000, description="most header lines in one request")
+    signed_body_bytes: int = Field(
+        1048576, gt=0, description="largest body of an AK/SK-signed request whose body hash is signed (it is "
+        "read whole and checked before anything is forwarded); UNSIGNED-PAYLOAD bodies stream without limit"
+    )
 
 
 class Actions(_Section):
@@ -148,6 +168,24 @@ class State(_Section):
         return self
 
 
+class AkskKeyPair(_Section):
+    """Where one AK/SK pair is read from: a file (e.g. a mounted Kubernetes Secret) or an environment
+    variable, for each half. The values themselves never appear in the config file or a log."""
+
+    access_key_file: Path | None = None
+    access_key_env: str | None = Field(None, min_length=1)
+    secret_key_file: Path | None = None
+    secret_key_env: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> AkskKeyPair:
+        for half in ("access_key", "secret_key"):
+            given = [getattr(self, f"{half}_{kind}") is not None for kind in ("file", "env")]
+            if sum(given) != 1:
+                raise ValueError(f"give exactly one of {half}_file and {half}_env")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole configuration; see README "Configuration" for every key."""
 
@@ -164,6 +202,9 @@ class Settings(BaseSettings):
     actions: Actions = Actions()
     lifecycle: Lifecycle = Lifecycle()
     state: State = State()
+    aksk: list[AkskKeyPair] = Field(
+        [], description="key pairs AK/SK-signed requests are verified and re-signed with (one per project)"
+    )
     workers: int = Field(1, ge=1, le=64, description="processes sharing the listen port (SO_REUSEPORT)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -192,12 +233,29 @@ def settings_from_mapping(data: dict[str, Any], *, source: str, base_dir: Path) 
         settings = Settings(**data)
     except ValidationError as err:
         raise ConfigError(describe_validation_error(source, err)) from None
-    if not settings.mappings.is_absolute():
-        settings = settings.model_copy(update={"mappings": (base_dir / settings.mappings).resolve()})
-    if not settings.state.path.is_absolute():
-        state = settings.state.model_copy(update={"path": (base_dir / settings.state.path).resolve()})
-        settings = settings.model_copy(update={"state": state})
-    return settings
+    return _anchored(settings, base_dir)
+
+
+def _anchored(settings: Settings, base_dir: Path) -> Settings:
+    """Every relative path in `settings` resolved against `base_dir` (the config file's directory)."""
+
+    def anchored(section: Any, *keys: str) -> Any:
+        update = {}
+        for key in keys:
+            path = getattr(section, key)
+            if path is not None and not path.is_absolute():
+                update[key] = (base_dir / path).resolve()
+        return section.model_copy(update=update)
+
+    listen = settings.listen
+    if listen.tls is not None:
+        listen = listen.model_copy(update={"tls": anchored(listen.tls, "certificate", "private_key")})
+    return anchored(settings, "mappings").model_copy(update={
+        "listen": listen,
+        "upstreams": anchored(settings.upstreams, "ca_file"),
+        "aksk": [anchored(pair, "access_key_file", "secret_key_file") for pair in settings.aksk],
+        "state": anchored(settings.state, "path"),
+    })  # fmt: skip
 
 
 def load_settings(path: Path) -> Settings:

@@ -13,7 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shim import tls
 from shim.config import Settings, load_settings
+from shim.credentials import load_key_ring
 from shim.mappings import load_mappings
 from shim.validation import ConfigError
 from shim.web.shim_state import ShimState
@@ -30,14 +32,23 @@ RELOADABLE = (
     "actions.confirm_timeout_seconds",
     "actions.poll_initial_seconds",
     "actions.poll_max_seconds",
+    "limits.signed_body_bytes",
+    "aksk",  # the key files are read again too: a rotated Secret takes effect on SIGHUP
 )
+# While https is served, its certificate and key are read again (into the running listener); turning
+# https on or off needs a restart.
+RELOADABLE_WHILE_TLS = ("listen.tls",)
 
 
 def reload_config(state: ShimState, config_path: Path) -> bool:
     """Reload `config_path` and its mappings into `state`; False (and one error line) if unusable."""
+    source = str(config_path)
     try:
         new = load_settings(config_path)
         mappings = load_mappings(new.mappings)
+        keys = load_key_ring(new.aksk, source)
+        if state.server_tls is not None and new.listen.tls is not None:
+            tls.reload_certificate(state.server_tls, new.listen.tls, source)  # all checked before it changes
     except ConfigError as err:
         return _failed(state, str(err))
     except Exception as err:  # an unreadable file and the like: still one line, still the old state
@@ -46,7 +57,7 @@ def reload_config(state: ShimState, config_path: Path) -> bool:
     if kept:
         log.warning("reload: these settings change only on restart; the running values are kept: %s",
                     ", ".join(kept), extra={"kept_keys": kept})
-    state.settings, state.mappings = effective, mappings  # no await in between: one step for requests
+    state.settings, state.mappings, state.keys = effective, mappings, keys  # no await in between: one step
     state.config_digest = state.metrics.config_loaded(effective, mappings)
     state.metrics.config_reloads.labels("success").inc()
     logging.getLogger().setLevel(effective.log_level.upper())
@@ -65,15 +76,16 @@ def _failed(state: ShimState, problem: str) -> bool:
 def merge_reloadable(running: Settings, new: Settings) -> tuple[Settings, list[str]]:
     """`running` with the reloadable keys taken from `new`, and the other keys that differ."""
     changed = [path for path in _changed_leaves(running.model_dump(mode="json"), new.model_dump(mode="json"))]
-    kept = [path for path in changed if not _is_reloadable(path)]
+    reloadable = RELOADABLE + (RELOADABLE_WHILE_TLS if running.listen.tls and new.listen.tls else ())
+    kept = [path for path in changed if not _is_reloadable(path, reloadable)]
     merged = running
-    for path in RELOADABLE:
+    for path in reloadable:
         merged = _replace(merged, path.split("."), _get(new, path.split(".")))
     return merged, kept
 
 
-def _is_reloadable(path: str) -> bool:
-    return any(path == key or path.startswith(key + ".") for key in RELOADABLE)
+def _is_reloadable(path: str, reloadable: tuple[str, ...]) -> bool:
+    return any(path == key or path.startswith(key + ".") for key in reloadable)
 
 
 def _changed_leaves(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -21,7 +22,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from shim import tls
 from shim.config import Settings
+from shim.credentials import KeyRing
 from shim.mappings import Mappings
 from shim.runtime.reload import reload_config
 from shim.web.app import build_app
@@ -52,12 +55,14 @@ def make_runner(app: web.Application, settings: Settings | None = None) -> web.A
 
 
 async def start_site(
-    app: web.Application, host: str, port: int, *, settings: Settings | None = None, reuse_port: bool = False
+    app: web.Application, host: str, port: int, *, settings: Settings | None = None, reuse_port: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """Start `app` on host:port (0 = any free port); returns the runner and the bound port."""
+    """Start `app` on host:port (0 = any free port), https with `ssl_context`; returns the runner
+    and the bound port."""
     runner = make_runner(app, settings)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as err:
@@ -79,17 +84,21 @@ async def wait_for_stop_signal() -> None:
 
 
 async def serve(
-    settings: Settings, mappings: Mappings, config_path: Path | None = None, *, reuse_port: bool = False
+    settings: Settings, mappings: Mappings, config_path: Path | None = None, *, reuse_port: bool = False,
+    keys: KeyRing | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain; SIGHUP reloads from `config_path`."""
-    app = build_app(settings, mappings)
+    app = build_app(settings, mappings, keys)
     state = app[STATE]
+    if settings.listen.tls is not None:
+        state.server_tls = tls.server_context(settings.listen.tls, str(config_path or "config"))
     stop = asyncio.Event()
     with _signal_handlers(stop, state, config_path):  # before listening: no signal finds the default action
         runner, port = await start_site(app, settings.listen.host, settings.listen.port,
-                                        settings=settings, reuse_port=reuse_port)
+                                        settings=settings, reuse_port=reuse_port, ssl_context=state.server_tls)
         log.info("listening", extra={
             "address": f"{settings.listen.host}:{port}", "port": port, "pid": os.getpid(),
+            "scheme": "https" if state.server_tls is not None else "http", "aksk_key_pairs": len(state.keys),
             "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             "sdrs": settings.upstreams.sdrs, "legacy": settings.upstreams.legacy,
             "mapped_groups": len(mappings.groups), "config_digest": state.config_digest})

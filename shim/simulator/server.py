@@ -26,8 +26,8 @@ from shim.simulator import api
 from shim.simulator.errors import UNKNOWN_JOB_HTTP_STATUS, SdrsError
 from shim.simulator.faults import Fault, FaultQueue
 from shim.simulator.settings import SimulatorSettings
-from shim.simulator.signing import SignedRequest, is_signature_header, verify
 from shim.simulator.state import Clock, ProtectionGroup, ReplicationPair, SdrsState, is_resource_id
+from shim.translate.signing import KeyPair, SignatureRejected, SignedRequest, is_signed, payload_hash_of_body, verify
 
 log = logging.getLogger(__name__)
 
@@ -190,16 +190,15 @@ class SdrsSimulator:
         token = request.headers.get("X-Auth-Token", "")
         if token and (self.settings.tokens is None or token in self.settings.tokens):
             return None
-        authorization = request.headers.get("Authorization")
-        if is_signature_header(authorization):
-            signed = SignedRequest(
-                request.method,
-                request.rel_url.raw_path,
-                request.rel_url.raw_query_string,
-                request.headers,
-                body,
-            )
-            return verify(signed, self.settings.credentials, time.time())
+        if is_signed(request.headers.get("Authorization")):
+            keys = {access: KeyPair(access, secret) for access, secret in self.settings.credentials.items()}
+            try:
+                signed = SignedRequest(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
+                                       request.headers, payload_hash_of_body(request.headers, body))
+                verify(signed, keys, time.time())
+            except SignatureRejected as err:
+                return str(err)
+            return None
         return "decrypt token fail" if token else "x-auth-token not found"
 
     # -- handlers ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,7 +26,9 @@ from yarl import URL
 from shim.config import Timeouts
 from shim.context import REQUEST_ID, REQUEST_ID_HEADERS
 from shim.translate.legacy import LegacyError
+from shim.translate.signing import EMPTY_PAYLOAD_HASH
 from shim.upstreams.headers import forwarded_request_headers, without_hop_by_hop
+from shim.upstreams.resign import VERIFIED, resign
 
 log = logging.getLogger("shim.passthrough")
 
@@ -41,10 +44,13 @@ class LegacyPassthrough:
     """One pooled client session toward the legacy EVS endpoint, for the app's lifetime."""
 
     def __init__(
-        self, base_url: str | None, timeouts: Timeouts, pool_connections: int, preserve_host: bool = False
+        self, base_url: str | None, timeouts: Timeouts, pool_connections: int, preserve_host: bool = False,
+        *, tls: ssl.SSLContext | None = None, trust_env: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.preserve_host = preserve_host
+        self._tls = tls  # None: aiohttp's default verification
+        self._trust_env = trust_env
         self._timeout = aiohttp.ClientTimeout(
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
         )
@@ -55,12 +61,12 @@ class LegacyPassthrough:
         if self.base_url is None or self._session is not None:
             return  # nothing to connect to: forward() answers 501
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._pool_connections),
+            connector=aiohttp.TCPConnector(limit=self._pool_connections, ssl=self._tls or True),
             timeout=self._timeout,
             cookie_jar=aiohttp.DummyCookieJar(),  # never keep one client's cookies for another
             auto_decompress=False,  # gzip stays gzip: the body is relayed byte for byte
             skip_auto_headers=_SKIP_AUTO_HEADERS,
-            trust_env=False,  # no HTTP(S)_PROXY from the environment between the shim and EVS
+            trust_env=self._trust_env,  # upstreams.trust_env: HTTPS_PROXY / NO_PROXY, else never a proxy
         )
 
     async def close(self) -> None:
@@ -128,6 +134,9 @@ class LegacyPassthrough:
                 "This call is not translated by the EVS-to-SDRS shim and no legacy EVS endpoint is "
                 "configured to pass it to.",
             )
+        verified = request.get(VERIFIED)
+        if body is None and verified is not None:
+            body = verified.body  # read to check its signed hash: it goes on as checked
         data: bytes | AsyncIterator[bytes] | None
         if body is not None:
             data = body
@@ -138,13 +147,15 @@ class LegacyPassthrough:
         else:
             data = None  # no body: a GET must not gain `Transfer-Encoding: chunked`
         # Note: aiohttp adds `Content-Length: 0` to a body-less DELETE/POST/PUT/PATCH; harmless.
+        url = self.target_url(request)
+        headers = self.upstream_headers(request, body)
+        if verified is not None:
+            # Signed again for the Host this request goes out with; the body hash is what the client
+            # signed (a hash checked above, UNSIGNED-PAYLOAD for a streamed body, or the empty body's).
+            resign(headers, verified.key, request.method, url, verified.payload_hash, verified.signed_headers)
         try:
             upstream = await self._session.request(
-                request.method,
-                self.target_url(request),
-                headers=self.upstream_headers(request, body),
-                data=data,
-                allow_redirects=False,
+                request.method, url, headers=headers, data=data, allow_redirects=False,
             )
         except TimeoutError as err:  # also aiohttp's ConnectionTimeoutError/SocketTimeoutError
             _warn(request, "timed out before answering", err)
@@ -178,6 +189,9 @@ class LegacyPassthrough:
             headers.popall(name, None)
         headers[hdrs.ACCEPT] = "application/json"
         url = URL(self.base_url + request.rel_url.raw_path, encoded=True).with_query(query)
+        verified = request.get(VERIFIED)
+        if verified is not None:
+            resign(headers, verified.key, hdrs.METH_GET, url, EMPTY_PAYLOAD_HASH, verified.signed_headers)
         try:
             async with self._session.get(url, headers=headers, allow_redirects=False) as upstream:
                 body = await upstream.read()

@@ -27,6 +27,7 @@ from shim.translate.sdrs_models import (
     ServerGroupAnswer,
     ServerGroupsAnswer,
 )
+from shim.translate.signing import KeyPair
 from shim.translate.tables import SdrsErrorTable
 from shim.upstreams.sdrs_client import SdrsClient
 
@@ -36,10 +37,12 @@ PAGE_SIZE = 1000  # SDRS's largest page
 
 class SdrsCalls:
     def __init__(
-        self, client: SdrsClient, headers: dict[str, str], errors: SdrsErrorTable, audit: dict[str, Any]
+        self, client: SdrsClient, headers: dict[str, str], errors: SdrsErrorTable, audit: dict[str, Any],
+        key: KeyPair | None = None,
     ) -> None:
         self._client = client
         self._headers = headers
+        self._key = key  # the caller's verified AK/SK pair: every SDRS request is signed with it
         self.errors = errors
         self._audit = audit  # the request's audit record: the last SDRS status and error code
 
@@ -48,7 +51,7 @@ class SdrsCalls:
         Not retried here: aiohttp itself repeats a GET once when a kept-alive connection drops before
         the answer (RFC 9112 9.3.1), and never a POST."""
         try:
-            answer = await self._client.request(method, path, self._headers, body)
+            answer = await self._client.request(method, path, self._headers, body, key=self._key)
         except SdrsTransportError as err:
             self._audit.update(sdrs_status="timeout" if isinstance(err, SdrsTimeout) else "unreachable",
                                sdrs_code=None, sdrs_error=str(err)[:300])

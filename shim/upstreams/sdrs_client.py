@@ -8,8 +8,9 @@ nothing here retries.
 from __future__ import annotations
 
 import json
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -19,6 +20,8 @@ from yarl import URL
 from shim import __version__
 from shim.config import Timeouts
 from shim.translate.sdrs_models import SdrsAnswer, SdrsNotSent, SdrsTimeout, SdrsTransportError, SdrsUnreachable
+from shim.translate.signing import KeyPair, payload_hash_of_body
+from shim.upstreams.resign import resign
 
 USER_AGENT = f"evs-sdrs-shim/{__version__}"
 MAX_ANSWER_BYTES = 4 * 1024 * 1024  # SDRS answers are small JSON documents
@@ -31,10 +34,13 @@ SdrsObserver = Callable[[float, "SdrsAnswer | None", "SdrsTransportError | None"
 
 class SdrsClient:
     def __init__(
-        self, base_url: str, timeouts: Timeouts, pool_connections: int, observer: SdrsObserver | None = None
+        self, base_url: str, timeouts: Timeouts, pool_connections: int, observer: SdrsObserver | None = None,
+        *, tls: ssl.SSLContext | None = None, trust_env: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._observer = observer
+        self._tls = tls  # None: aiohttp's default verification
+        self._trust_env = trust_env
         self._timeout = aiohttp.ClientTimeout(
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
         )
@@ -43,11 +49,12 @@ class SdrsClient:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._pool_connections),
+            connector=aiohttp.TCPConnector(limit=self._pool_connections, ssl=self._tls or True),
             timeout=self._timeout,
             cookie_jar=aiohttp.DummyCookieJar(),  # never share one client's cookies with another
             auto_decompress=True,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            trust_env=self._trust_env,  # upstreams.trust_env: HTTPS_PROXY / NO_PROXY
         )
 
     async def close(self) -> None:
@@ -56,12 +63,14 @@ class SdrsClient:
             self._session = None
 
     async def request(
-        self, method: str, path: str, headers: dict[str, str], json_body: Any | None = None
+        self, method: str, path: str, headers: dict[str, str], json_body: Any | None = None,
+        key: KeyPair | None = None,
     ) -> SdrsAnswer:
-        """One HTTP exchange with SDRS; `path` is built by the caller from validated ids only."""
+        """One HTTP exchange with SDRS; `path` is built by the caller from validated ids only. With
+        `key`, the request is AK/SK-signed for SDRS's host."""
         started = time.monotonic()
         try:
-            answer = await self._exchange(method, path, headers, json_body)
+            answer = await self._exchange(method, path, headers, json_body, key)
         except SdrsTransportError as err:
             if self._observer is not None:
                 self._observer(started, None, err)
@@ -71,17 +80,22 @@ class SdrsClient:
         return answer
 
     async def _exchange(
-        self, method: str, path: str, headers: dict[str, str], json_body: Any | None
+        self, method: str, path: str, headers: dict[str, str], json_body: Any | None, key: KeyPair | None
     ) -> SdrsAnswer:
         assert self._session is not None, "SdrsClient.start() was not awaited"
+        url = URL(self.base_url + path, encoded=True)  # encoded=True: the path is built from validated ids
         data = None
+        outgoing: Mapping[str, str] = headers
         if json_body is not None:
             data = json.dumps(json_body).encode()
-            headers = {**headers, "Content-Type": "application/json"}
+            outgoing = {**headers, "Content-Type": "application/json"}
+        if key is not None:
+            signed = CIMultiDict(outgoing)
+            resign(signed, key, method, url, payload_hash_of_body(signed, data or b""))
+            outgoing = signed
         try:
-            async with self._session.request(  # encoded=True: the path is built from validated ids
-                method, URL(self.base_url + path, encoded=True), data=data, headers=headers,
-                allow_redirects=False,
+            async with self._session.request(
+                method, url, data=data, headers=outgoing, allow_redirects=False,
             ) as response:
                 body = await _read_capped(response)
                 return SdrsAnswer(response.status, body, CIMultiDict(response.headers))

@@ -16,9 +16,10 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from shim import __version__
+from shim import __version__, tls
 from shim.config import Settings
 from shim.context import AUDIT, PASSTHROUGH, REQUEST_ID, REQUEST_ID_HEADERS, ROUTE, TRANSLATED
+from shim.credentials import KeyRing, load_key_ring
 from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
 from shim.state.backends import build_store
@@ -28,6 +29,7 @@ from shim.translate.paths import canonical_path, disguises_a_translated_url, nam
 from shim.upstreams.passthrough import LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
 from shim.web import action_handlers, read_handlers
+from shim.web.incoming import verify_signature
 from shim.web.logs import MANAGEMENT_PATHS
 from shim.web.metrics import CURRENT_TIMING, RequestTiming, ShimMetrics, status_label
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
@@ -47,7 +49,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request[REQUEST_ID] = incoming_request_id(request.headers) or new_request_id()
     request[AUDIT] = {}
     if request.match_info.route.name in MANAGEMENT_ROUTE_NAMES:
-        response, _ = await _answer(request, handler)
+        response, _ = await _answer(request, handler, legacy=False)
         return response
     return await _observed(request, handler)
 
@@ -82,12 +84,15 @@ def refuse_disguised_translated_url(request: web.Request) -> None:
         raise LegacyError(400, f"Malformed request url: use the canonical form {canonical_path(raw_path)[:300]!r}.")
 
 
-async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamResponse, bool]:
+async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -> tuple[web.StreamResponse, bool]:
     """The handler's response, or the legacy error for what it raised; True when the shim made
-    the answer itself from an error (no upstream answer was relayed)."""
+    the answer itself from an error (no upstream answer was relayed). A legacy call's AK/SK
+    signature is checked before its handler can forward anything."""
     state = request.app[STATE]
     try:
         refuse_disguised_translated_url(request)
+        if legacy and state.keys:  # no key pairs configured: nothing to verify, no await on the hot path
+            await verify_signature(request, state)
         if request.match_info.route.name in TRANSLATED_ROUTE_NAMES and not names_a_translated_url(
             request.rel_url.raw_path
         ):
@@ -185,9 +190,12 @@ async def _expect_continue_only(request: web.Request) -> None:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
-def build_app(settings: Settings, mappings: Mappings) -> web.Application:
-    """The shim as an aiohttp Application; upstream sessions open on startup and close on cleanup."""
+def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = None) -> web.Application:
+    """The shim as an aiohttp Application; upstream sessions open on startup and close on cleanup.
+    `keys` are the `aksk` key pairs, read from their files or variables when not given."""
     limits = settings.limits
+    upstreams = settings.upstreams
+    upstream_tls = tls.client_context(upstreams.ca_file, "config") if upstreams.ca_file is not None else None
     app = web.Application(
         middlewares=[request_context],
         client_max_size=limits.action_body_bytes,
@@ -204,13 +212,16 @@ def build_app(settings: Settings, mappings: Mappings) -> web.Application:
     app[STATE] = state = ShimState(
         settings=settings,
         mappings=mappings,
-        sdrs=SdrsClient(settings.upstreams.sdrs, settings.timeouts.sdrs, limits.pool_connections,
-                        observer=shim_metrics.sdrs_observer(lambda: app[STATE].mappings.errors.codes)),
-        legacy=LegacyPassthrough(settings.upstreams.legacy, settings.timeouts.legacy, limits.pool_connections,
-                                 preserve_host=settings.passthrough.preserve_host),
+        sdrs=SdrsClient(upstreams.sdrs, settings.timeouts.sdrs, limits.pool_connections,
+                        observer=shim_metrics.sdrs_observer(lambda: app[STATE].mappings.errors.codes),
+                        tls=upstream_tls, trust_env=upstreams.trust_env),
+        legacy=LegacyPassthrough(upstreams.legacy, settings.timeouts.legacy, limits.pool_connections,
+                                 preserve_host=settings.passthrough.preserve_host,
+                                 tls=upstream_tls, trust_env=upstreams.trust_env),
         actions=ActionGuard(build_store(settings.state), settings.actions.settle_seconds,
                             settings.state.lease_seconds),
         metrics=shim_metrics,
+        keys=keys if keys is not None else load_key_ring(settings.aksk, "config"),
     )
     state.config_digest = shim_metrics.config_loaded(settings, mappings)
     app.on_response_prepare.append(_stamp_request_id)

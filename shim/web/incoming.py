@@ -1,44 +1,101 @@
-"""What a translated handler takes from the incoming request: the caller's token, the capped body,
-and SDRS calls made on the caller's behalf."""
+"""What a handler takes from the incoming request: its verified AK/SK signature or the caller's token,
+the capped body, and SDRS calls made on the caller's behalf."""
 
 from __future__ import annotations
+
+import logging
+import time
 
 from aiohttp import web
 
 from shim.context import AUDIT, REQUEST_ID
 from shim.translate.legacy import LegacyError
+from shim.translate.signing import (
+    SignatureRejected,
+    SignedRequest,
+    identify,
+    is_signed,
+    payload_hash_of_body,
+    payload_hash_without_body,
+    verify,
+)
+from shim.upstreams.resign import VERIFIED, VerifiedSignature
 from shim.upstreams.sdrs_calls import SdrsCalls
 from shim.web.shim_state import ShimState
 
+log = logging.getLogger("shim.auth")
+
 SIGNED_REQUEST_MESSAGE = (
-    "This endpoint is served through SDRS by a migration proxy, which cannot forward an AK/SK-signed "
-    "request (the signature covers the host and path it changes). Authenticate with a token: send "
-    "X-Auth-Token with a project-scoped IAM token."
+    "This endpoint is served through SDRS by a migration proxy that has no AK/SK key pair configured, "
+    "so it cannot verify and re-sign an AK/SK-signed request. Authenticate with a token (X-Auth-Token "
+    "with a project-scoped IAM token), or ask the operator to configure the key pair (aksk)."
 )
+# Carried from the client to SDRS on a re-signed call (temporary credentials, project scope).
+CARRIED_TO_SDRS = ("X-Security-Token", "X-Project-Id", "X-Domain-Id")
+
+
+async def verify_signature(request: web.Request, state: ShimState) -> None:
+    """Check an AK/SK-signed request as the API gateway would, before anything is forwarded: a legacy
+    401 when it does not verify. Without configured key pairs, signed requests keep the token rules
+    (401 on translated routes, passed through untouched otherwise)."""
+    if not state.keys or not is_signed(request.headers.get("Authorization")):
+        return
+    try:
+        identify(request.headers, state.keys, time.time())  # before reading a body for a stranger
+        body = None
+        payload_hash = payload_hash_without_body(request.headers, request.body_exists)
+        if payload_hash is None:  # the body's hash is signed: read it whole and check it first
+            limit = state.settings.limits.signed_body_bytes
+            body = await read_capped_body(request, limit, f"Malformed request body: an AK/SK-signed body whose "
+                                                         f"hash is signed may be at most {limit} bytes.")
+            payload_hash = payload_hash_of_body(request.headers, body)
+        signed = SignedRequest(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
+                               request.headers, payload_hash)
+        key, auth = verify(signed, state.keys, time.time())
+    except SignatureRejected as err:
+        log.warning("rejected an AK/SK-signed request: %s", err, extra={
+            "request_id": request[REQUEST_ID], "method": request.method, "path": request.rel_url.raw_path})
+        raise LegacyError(401, f"Incorrect IAM authentication information: {err}.") from None
+    request[VERIFIED] = VerifiedSignature(key, auth.signed_headers, payload_hash, body)
 
 
 def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
-    """SDRS calls on behalf of this request: its token and request id (401 without a token)."""
-    token = auth_token(request)
+    """SDRS calls on behalf of this request: re-signed with its verified key pair, else with its token
+    (401 without either); with its request id."""
+    verified = request.get(VERIFIED)
+    token = None if verified is not None else auth_token(request)
     state.translated.admit(request)  # limits.max_concurrent_translated: a legacy 503 before any SDRS call
     request_id = request[REQUEST_ID]
-    headers = {"X-Auth-Token": token, "X-Request-Id": request_id, "X-Openstack-Request-Id": request_id}
-    return SdrsCalls(state.sdrs, headers, state.mappings.errors, request[AUDIT])
+    headers = {"X-Request-Id": request_id, "X-Openstack-Request-Id": request_id}
+    if token is not None:
+        headers["X-Auth-Token"] = token
+    else:
+        headers.update({name: request.headers[name] for name in CARRIED_TO_SDRS if name in request.headers})
+        # The SDKs scope a signed call by X-Project-Id; the path's project is the client's own.
+        headers.setdefault("X-Project-Id", request.match_info["project_id"].lower())
+    return SdrsCalls(state.sdrs, headers, state.mappings.errors, request[AUDIT],
+                     key=verified.key if verified is not None else None)
 
 
 def auth_token(request: web.Request) -> str:
-    """The caller's IAM token; a signed request cannot be re-signed for another host and path."""
+    """The caller's IAM token; a signed request needs configured key pairs to be re-signed."""
     token = request.headers.get("X-Auth-Token", "").strip()
     if token:
         return token
-    if request.headers.get("Authorization", "").startswith("SDK-HMAC-"):
+    if is_signed(request.headers.get("Authorization")):
         raise LegacyError(401, SIGNED_REQUEST_MESSAGE)
     raise LegacyError(401, "Authentication required: send X-Auth-Token.")
 
 
-async def read_capped_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, or a legacy 400 when it is larger than `limit` bytes."""
-    too_large = LegacyError(400, f"Malformed request body: larger than {limit} bytes.")
+async def read_capped_body(request: web.Request, limit: int, too_large_message: str | None = None) -> bytes:
+    """The whole body, or a legacy 400 when it is larger than `limit` bytes (read once: a body the
+    signature check has read already is taken from there)."""
+    too_large = LegacyError(400, too_large_message or f"Malformed request body: larger than {limit} bytes.")
+    verified = request.get(VERIFIED)
+    if verified is not None and verified.body is not None:
+        if len(verified.body) > limit:
+            raise too_large
+        return verified.body
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     body = await request.content.read(limit + 1)

@@ -3,6 +3,7 @@ on the application under `STATE`. Its own module so that handlers never import t
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -10,6 +11,7 @@ from aiohttp import web
 
 from shim.config import Settings
 from shim.context import AUDIT
+from shim.credentials import NO_KEYS, KeyRing
 from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
 from shim.translate.legacy import LegacyError
@@ -68,8 +70,8 @@ class TranslatedSlots:
 
 @dataclass
 class ShimState:
-    """What handlers need. On reload `settings` and `mappings` are each swapped whole, so every
-    lookup sees one complete version."""
+    """What handlers need. On reload `settings`, `mappings` and `keys` are each swapped whole, so
+    every lookup sees one complete version."""
 
     settings: Settings
     mappings: Mappings
@@ -77,6 +79,8 @@ class ShimState:
     legacy: LegacyPassthrough
     actions: ActionGuard
     metrics: ShimMetrics = field(default_factory=ShimMetrics)
+    keys: KeyRing = field(default_factory=lambda: NO_KEYS)  # `aksk`: access key -> key pair
+    server_tls: ssl.SSLContext | None = None  # the listener's when it serves https; SIGHUP reloads its certificate
     health: Health = field(default_factory=Health)
     translated: TranslatedSlots = field(init=False)
     config_digest: str = ""
