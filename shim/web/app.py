@@ -21,12 +21,12 @@ from shim.config import Settings
 from shim.context import AUDIT, REQUEST_ID, REQUEST_ID_HEADERS
 from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
-from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError
+from shim.translate.legacy import LegacyError
 from shim.translate.paths import canonical_path, disguises_a_translated_url
+from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_ROUTES
 from shim.upstreams.passthrough import LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
 from shim.web import action_handlers, read_handlers
-from shim.web.logs import MANAGEMENT_PATHS
 from shim.web.metrics import CURRENT_TIMING, PASSTHROUGH, TRANSLATED, RequestTiming, ShimMetrics, status_label
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
 from shim.web.shim_state import STATE, ShimState, shared_state_dir
@@ -205,17 +205,19 @@ def build_app(settings: Settings, mappings: Mappings) -> web.Application:
     state.config_digest = shim_metrics.config_loaded(settings, mappings)
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
-    for name, management_handler in (("healthz", healthz), ("readyz", readyz), ("metrics", metrics)):
-        app.router.add_get("/" + name, management_handler, name=name)
-    prefix = "/v2/{project_id}/"
-    routes = [
-        (prefix + RCG_COLLECTION + "/{rcg_id}/action", action_handlers.rcg_action),
-        (prefix + RCG_COLLECTION + "/{rcg_id}", read_handlers.show_group),
-        (prefix + RCG_COLLECTION, read_handlers.list_groups),
-        (prefix + PAIR_COLLECTION + "/{replication_id}", read_handlers.show_pair),
-        (prefix + PAIR_COLLECTION, read_handlers.list_pairs),
-        ("/{tail:.*}", action_handlers.passthrough),
-    ]
+    # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too.
+    management_handlers = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
+    for path in MANAGEMENT_PATHS:
+        app.router.add_get(path, management_handlers[path], name=path.strip("/"))
+    translated_handlers = {
+        "rcg_action": action_handlers.rcg_action,
+        "show_group": read_handlers.show_group,
+        "list_groups": read_handlers.list_groups,
+        "show_pair": read_handlers.show_pair,
+        "list_pairs": read_handlers.list_pairs,
+    }
+    routes = [(path, translated_handlers[name]) for name, path in TRANSLATED_ROUTES.items()]
+    routes.append(("/{tail:.*}", action_handlers.passthrough))
     for path, handler in routes:
         app.router.add_route("*", path, handler, expect_handler=_expect_continue_only)
     return app
