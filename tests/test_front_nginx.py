@@ -340,6 +340,7 @@ async def test_a_passthrough_request_reaches_the_legacy_endpoint_as_the_shim_wou
     target = "/v2/p/volumes/vol_1/action?name=a%20b&marker=%2F"
     headers = CIMultiDict([("X-Auth-Token", TOKEN), ("X_Under_Score", "1"), ("X-Dotted.Name", "2"),
                            ("X-Multi", "first"), ("X-Multi", "second"), ("Proxy-Authorization", "Basic eDp5"),
+                           ("Proxy-Connection", "keep-alive"), ("Trailer", "X-T"), ("Keep-Alive", "5"), ("TE", "trailers"),
                            ("Host", "evs.client.example:8443"), ("Content-Type", "application/json")])
 
     answer = await fetch("POST", world.front.url + target, body=b'{"os-extend": {"new_size": 2}}', headers=headers)
@@ -352,7 +353,8 @@ async def test_a_passthrough_request_reaches_the_legacy_endpoint_as_the_shim_wou
     assert (seen.header("X_Under_Score"), seen.header("X-Dotted.Name")) == (["1"], ["2"])
     assert seen.header("X-Multi") == ["first", "second"]
     assert seen.header("X-Auth-Token") == [TOKEN]
-    assert seen.header("Proxy-Authorization") == []
+    for hop_by_hop in ("Proxy-Authorization", "Proxy-Connection", "Trailer", "Keep-Alive", "TE"):
+        assert seen.header(hop_by_hop) == [], hop_by_hop
     assert seen.header("X-Request-Id") == seen.header("X-Openstack-Request-Id") == [answer.headers["X-Request-Id"]]
     assert NEW_REQUEST_ID.match(answer.headers["X-Request-Id"])
 

@@ -396,8 +396,9 @@ http {
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header X-Request-Id $evs_front_upstream_x_request_id;
             proxy_set_header X-Openstack-Request-Id $evs_front_upstream_os_request_id;
-            proxy_set_header Proxy-Authorization "";  # hop-by-hop, as the shim drops them
-            proxy_set_header Proxy-Connection "";
+            proxy_set_header Proxy-Authorization "";  # hop-by-hop, as the shim drops them (nginx
+            proxy_set_header Proxy-Connection "";     # drops Connection, Keep-Alive, TE, Upgrade)
+            proxy_set_header Trailer "";
 
             # Streamed both ways: nothing is buffered, compressed or decompressed.
             proxy_buffering off;
