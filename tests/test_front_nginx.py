@@ -340,7 +340,8 @@ async def test_a_passthrough_request_reaches_the_legacy_endpoint_as_the_shim_wou
     target = "/v2/p/volumes/vol_1/action?name=a%20b&marker=%2F"
     headers = CIMultiDict([("X-Auth-Token", TOKEN), ("X_Under_Score", "1"), ("X-Dotted.Name", "2"),
                            ("X-Multi", "first"), ("X-Multi", "second"), ("Proxy-Authorization", "Basic eDp5"),
-                           ("Proxy-Connection", "keep-alive"), ("Trailer", "X-T"), ("Keep-Alive", "5"), ("TE", "trailers"),
+                           ("Proxy-Connection", "keep-alive"), ("Trailer", "X-T"), ("Keep-Alive", "5"),
+                           ("TE", "trailers"),
                            ("Host", "evs.client.example:8443"), ("Content-Type", "application/json")])
 
     answer = await fetch("POST", world.front.url + target, body=b'{"os-extend": {"new_size": 2}}', headers=headers)

@@ -367,7 +367,7 @@ http {
         '"method":"$request_method","path":"$evs_front_log_path","status":$status,"duration_s":$request_time,'
         '"upstream":"$evs_front_route","upstream_status":"$upstream_status",'
         '"upstream_time_s":"$upstream_response_time","bytes_sent":$bytes_sent}';
-    access_log {{access_log}} evs_front;
+    access_log {{access_log}} evs_front buffer=64k flush=1s;  # one write per 64 KiB or second
 
     upstream evs_shim {
         server {{shim}};
