@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shim import __version__
+from shim.front import DEFAULT_CA_FILE
 from shim.validation import ConfigError
 
 if TYPE_CHECKING:
@@ -42,6 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load the config and every mapping table as `serve` would; exit 2 with one line "
         "naming the file, entry or key, and the problem.")
     validate.add_argument("--config", type=Path, required=True, metavar="PATH", help="YAML config file")
+
+    front = commands.add_parser(
+        "front-config", help="print an nginx.conf that puts nginx in front of the shim",
+        description="Print a complete nginx.conf for the layout where nginx sends the translated URLs "
+        "(and every spelling that could name one after normalisation) to the shim and everything else "
+        "straight to upstreams.legacy, at nginx's speed. Generated from the shim's config and route "
+        "table; regenerate it when either changes. Run it with `nginx -e stderr -p DIR -c FILE` "
+        "(see README, Behind nginx).")
+    front.add_argument("--config", type=Path, required=True, metavar="PATH",
+                       help="the shim's YAML config file (its listen address is where nginx reaches it)")
+    front.add_argument("--listen", required=True, metavar="HOST:PORT",
+                       help="where nginx listens for the legacy clients, e.g. 127.0.0.1:8080 or [::1]:8080")
+    front.add_argument("--kind", choices=["nginx"], default="nginx", help="front proxy (default nginx)")
+    front.add_argument("--access-log", default="/dev/stdout", metavar="PATH",
+                       help="where nginx writes its JSON access lines (default /dev/stdout; a relative "
+                       "path is under nginx's -p prefix)")
+    front.add_argument("--ca-file", default=DEFAULT_CA_FILE, metavar="PATH",
+                       help=f"CA bundle nginx checks an https legacy endpoint against (default {DEFAULT_CA_FILE})")
 
     demo = commands.add_parser(
         "demo", help="run simulator, legacy stand-in and shim on loopback",
@@ -116,6 +135,20 @@ def _run(args: argparse.Namespace) -> int:
               f"after {settings.lifecycle.readiness_grace_seconds:g}s readiness grace, at most "
               f"{settings.limits.max_concurrent_translated} translated calls at once; state "
               f"{_describe_state(settings)})")
+        return 0
+    if args.command == "front-config":
+        from shim.config import load_settings
+        from shim.front.nginx import parse_address, render_nginx_conf
+        from shim.mappings import load_mappings
+
+        try:
+            listen = parse_address(args.listen)
+        except ValueError as err:
+            raise ConfigError(f"--listen: {err}") from None
+        settings = load_settings(args.config)
+        mappings = load_mappings(settings.mappings)
+        print(render_nginx_conf(settings, mappings.errors, listen, source=str(args.config),
+                                access_log=args.access_log, ca_file=args.ca_file), end="")
         return 0
     if args.command == "demo":
         from shim.runtime import demo

@@ -24,13 +24,13 @@ from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
 from shim.state.backends import build_store
 from shim.state.store import StoreUnavailable
-from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError
+from shim.translate.legacy import LegacyError
 from shim.translate.paths import canonical_path, disguises_a_translated_url, names_a_translated_url
+from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_ROUTES
 from shim.upstreams.passthrough import LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
 from shim.web import action_handlers, read_handlers
 from shim.web.incoming import verify_signature
-from shim.web.logs import MANAGEMENT_PATHS
 from shim.web.metrics import CURRENT_TIMING, RequestTiming, ShimMetrics, status_label
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
 from shim.web.shim_state import STATE, ShimState
@@ -180,7 +180,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 MANAGEMENT_ROUTE_NAMES = frozenset(path.strip("/") for path in MANAGEMENT_PATHS)
-TRANSLATED_ROUTE_NAMES = frozenset({"rcg-action", "rcg", "rcgs", "pair", "pairs"})
+TRANSLATED_ROUTE_NAMES = frozenset(TRANSLATED_ROUTES)
 
 
 async def _expect_continue_only(request: web.Request) -> None:
@@ -226,19 +226,21 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
     state.config_digest = shim_metrics.config_loaded(settings, mappings)
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
-    for name, management_handler in (("healthz", healthz), ("readyz", readyz), ("metrics", metrics)):
-        app.router.add_get("/" + name, management_handler, name=name)
-    prefix = "/v2/{project_id}/"
-    routes = [
-        ("rcg-action", prefix + RCG_COLLECTION + "/{rcg_id}/action", action_handlers.rcg_action),
-        ("rcg", prefix + RCG_COLLECTION + "/{rcg_id}", read_handlers.group_item),
-        ("rcgs", prefix + RCG_COLLECTION, read_handlers.group_collection),
-        ("pair", prefix + PAIR_COLLECTION + "/{replication_id}", read_handlers.pair_item),
-        ("pairs", prefix + PAIR_COLLECTION, read_handlers.pair_collection),
-        ("passthrough", "/{tail:.*}", action_handlers.passthrough),
-    ]
-    for name, path, handler in routes:
-        app.router.add_route("*", path, handler, name=name, expect_handler=_expect_continue_only)
+    # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too.
+    management_handlers = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
+    for path in MANAGEMENT_PATHS:
+        app.router.add_get(path, management_handlers[path], name=path.strip("/"))
+    translated_handlers = {
+        "rcg-action": action_handlers.rcg_action,
+        "rcg": read_handlers.group_item,
+        "rcgs": read_handlers.group_collection,
+        "pair": read_handlers.pair_item,
+        "pairs": read_handlers.pair_collection,
+    }
+    for name, path in TRANSLATED_ROUTES.items():
+        app.router.add_route("*", path, translated_handlers[name], name=name, expect_handler=_expect_continue_only)
+    app.router.add_route("*", "/{tail:.*}", action_handlers.passthrough, name="passthrough",
+                         expect_handler=_expect_continue_only)
     return app
 
 

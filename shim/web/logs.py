@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from shim.context import AUDIT, PASSTHROUGH, REQUEST_ID, ROUTE
+from shim.translate import url_space
 
 REDACTED = "[REDACTED]"
 SENSITIVE_KEYS = frozenset(
@@ -84,7 +85,7 @@ class JsonFormatter(logging.Formatter):
 
 
 # Probes and scrapes: their access lines are DEBUG, so they do not drown the traffic.
-MANAGEMENT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+MANAGEMENT_PATHS = frozenset(url_space.MANAGEMENT_PATHS)
 
 
 class JsonAccessLogger(AbstractAccessLogger):
