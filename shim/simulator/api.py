@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shim.simulator.errors import SdrsError
-from shim.simulator.state import ACTIONS, STATIONS, Job, ProtectionGroup, ReplicationPair
+from shim.simulator.models import Job, ProtectionGroup, ReplicationPair
+from shim.simulator.rules import ACTIONS, STATIONS
 
 MAX_LIMIT = 1000  # docs: "0-1000", default 1000; SDRS.0221 says "> 0", so 1..1000 is accepted
 
@@ -136,7 +137,7 @@ def render_group(group: ProtectionGroup, epoch: float) -> dict[str, Any]:
 
 
 def render_pair(pair: ReplicationPair, priority_station: str, epoch: float) -> dict[str, Any]:
-    return {
+    rendered = {
         "id": pair.id,
         "name": pair.name,
         "description": pair.description,
@@ -144,7 +145,7 @@ def render_pair(pair: ReplicationPair, priority_station: str, epoch: float) -> d
         "status": pair.status,
         "progress": pair.progress,
         "replication_status": pair.replication_status,
-        "attachment": [],
+        "attachment": _attachment(pair),
         "server_group_id": pair.server_group_id,
         "volume_ids": ",".join(pair.volume_ids),
         "priority_station": priority_station,
@@ -158,6 +159,16 @@ def render_pair(pair: ReplicationPair, priority_station: str, epoch: float) -> d
             "volume_type": pair.volume_type,
         },
     }
+    if pair.status == "error":  # documented: only with status `error`
+        rendered["failure_detail"] = pair.failure_detail or "SDRS.1606"
+    return rendered
+
+
+def _attachment(pair: ReplicationPair) -> list[dict[str, str]]:
+    if pair.attachment is None:
+        return []
+    protected_instance, device = pair.attachment
+    return [{"protected_instance": protected_instance, "device": device}]
 
 
 def render_job(job: Job, now: float, epoch: float) -> dict[str, Any]:

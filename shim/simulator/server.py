@@ -27,7 +27,7 @@ from shim.simulator.errors import UNKNOWN_JOB_HTTP_STATUS, SdrsError
 from shim.simulator.faults import Fault, FaultQueue
 from shim.simulator.settings import SimulatorSettings
 from shim.simulator.signing import SignedRequest, is_signature_header, verify
-from shim.simulator.state import Clock, ProtectionGroup, ReplicationPair, SdrsState, is_resource_id
+from shim.simulator.state import UNSET, Clock, ProtectionGroup, ReplicationPair, SdrsState, is_resource_id
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,30 @@ class SdrsSimulator:
     ) -> None:
         """The next job on that group (or one of its pairs) ends FAIL; error_code defaults per job type."""
         self.state.fail_next_job(project_id, group_id, error_code, fail_reason)
+
+    def pair_ids(self, project_id: str, group_id: str) -> list[str]:
+        """The ids of the group's replication pairs as of now, in creation order."""
+        return [pair.id for pair in self.group(project_id, group_id).pairs]
+
+    def set_pair_state(
+        self,
+        project_id: str,
+        pair_id: str,
+        *,
+        status: str = UNSET,
+        replication_status: str | None = UNSET,
+        progress: int = UNSET,
+        fault_level: str = UNSET,
+    ) -> ReplicationPair:
+        """Give one pair its own state (e.g. `error` while the others are fine, `fault`, a null
+        replication_status). `fault_level` stays until changed; the other values show until a job
+        on the pair or its group starts or ends, then the pair follows its jobs again."""
+        return self.state.set_pair_state(
+            project_id, pair_id, status=status, replication_status=replication_status,
+            progress=progress, fault_level=fault_level,
+        )  # fmt: skip
+
+
 
     def inject(self, fault: Fault) -> None:
         self.faults.add(fault)
@@ -235,6 +259,8 @@ class SdrsSimulator:
         job = self.state.submit_group_action(project_id, group_id, action, priority_station)
         return _json(200, {"job_id": job.job_id})
 
+
+
     async def _show_job(self, request: web.Request) -> web.Response:
         job = self.state.job(request.match_info["project_id"], request.match_info["job_id"])
         if job is None:
@@ -269,6 +295,8 @@ class SdrsSimulator:
         new_size = api.parse_extend(await request.read())
         job = self.state.submit_extend(project_id, replication_id, new_size)
         return _json(200, {"job_id": job.job_id})
+
+
 
     def _render_pair(self, pair: ReplicationPair) -> dict[str, Any]:
         group = self.state.groups[(pair.project_id, pair.server_group_id)]
