@@ -19,6 +19,7 @@ from shim.simulator.errors import SdrsError
 from shim.simulator.models import Job, JobFailure, PairPin, ProtectionGroup, ReplicationPair
 from shim.simulator.rules import (
     CREATE_PAIR,
+    DELETABLE_PAIR_STATUSES,
     DELETE_GROUP,
     DELETE_PAIR,
     EXTEND,
@@ -27,6 +28,8 @@ from shim.simulator.rules import (
     FAULT_LEVELS,
     GATES,
     GROUP_STATUSES,
+    PAIR_CREATE_GROUP_STATUSES,
+    PAIR_DELETE_GROUP_STATUSES,
     PAIR_STATUSES,
     REPLICATION_STATUSES,
     REPROTECT,
@@ -158,7 +161,15 @@ class SdrsState:
         self._refresh(group)
         return pair
 
+    def attach_pair(self, project_id: str, pair_id: str, protected_instance_id: str, device: str) -> None:
+        """Attach a pair to a (not simulated) protected instance: it shows in `attachment`."""
+        self._known_pair(project_id, pair_id).attachment = (protected_instance_id, device)
 
+    def add_volume(self, volume_id: str) -> None:
+        """An EVS disk that exists, e.g. the production disk of a pair to be created."""
+        if not is_resource_id(volume_id):
+            raise ValueError(f"volume id must be a UUID: {volume_id!r}")
+        self.volumes.add(volume_id)
 
     def _known_group(self, project_id: str, group_id: str) -> ProtectionGroup:
         group = self.groups.get((project_id, group_id))
@@ -227,7 +238,21 @@ class SdrsState:
             raise SdrsError("SDRS.0201")  # already the production site: nothing to switch to
         return self._start_job(group, transition, priority_station=priority_station)
 
+    def rename_group(self, project_id: str, group_id: str, name: str) -> ProtectionGroup:
+        """Synchronous; the page lists no constraint, so any status may be renamed."""
+        group = self.group(project_id, group_id)
+        group.name = name
+        group.changed_at = self.now()
+        self._refresh(group)
+        return group
 
+    def submit_group_delete(self, project_id: str, group_id: str) -> Job:
+        """Only an empty group may go (no pairs; protected instances and drills are not simulated).
+        The page documents no status constraint, so none is applied."""
+        group = self.group(project_id, group_id)
+        if group.pairs:
+            raise SdrsError("SDRS.1010")
+        return self._start_job(group, DELETE_GROUP)
 
     def submit_extend(self, project_id: str, replication_id: str, new_size: int) -> Job:
         pair = self.pair(project_id, replication_id)
@@ -238,7 +263,45 @@ class SdrsState:
         group = self.groups[(project_id, pair.server_group_id)]
         return self._start_job(group, EXTEND, replication_id=pair.id, new_size=new_size)
 
+    def submit_pair_delete(
+        self, project_id: str, replication_id: str, server_group_id: str | None, delete_target_volume: bool
+    ) -> Job:
+        """The gates of "Deleting a Replication Pair": group status, pair status, not attached."""
+        pair = self.pair(project_id, replication_id)
+        if server_group_id is not None and server_group_id != pair.server_group_id:
+            self.group(project_id, server_group_id)  # SDRS.1013 when there is no such group
+            raise SdrsError("SDRS.1611")
+        group = self.groups[(project_id, pair.server_group_id)]
+        if group.status not in PAIR_DELETE_GROUP_STATUSES:
+            raise SdrsError("SDRS.1002")
+        if pair.status not in DELETABLE_PAIR_STATUSES:
+            raise SdrsError("SDRS.0214")
+        if pair.attachment is not None:
+            raise SdrsError("SDRS.1605")
+        return self._start_job(
+            group, DELETE_PAIR, replication_id=pair.id, delete_target_volume=delete_target_volume
+        )
 
+    def submit_pair_create(
+        self, project_id: str, group_id: str, volume_id: str, name: str, description: str | None
+    ) -> Job:
+        """The pair exists (`creating`) from now on; its DR disk is created when the job succeeds."""
+        group = self.group(project_id, group_id)
+        if group.status not in PAIR_CREATE_GROUP_STATUSES:
+            # The appendix's message for exactly this constraint ("not available or protected").
+            raise SdrsError("SDRS.1024")
+        if volume_id not in self.volumes:
+            raise SdrsError("SDRS.1803")
+        if any(volume_id in pair.volume_ids for pair in self.pairs.values()):
+            raise SdrsError("SDRS.1811")
+        now = self.now()
+        pair = ReplicationPair(
+            id=str(uuid.uuid4()), project_id=project_id, server_group_id=group.id, name=name,
+            description=description, volume_ids=(volume_id, str(uuid.uuid4())), created_at=now,
+            changed_at=now,
+        )  # fmt: skip
+        self._add_pair(group, pair)
+        return self._start_job(group, CREATE_PAIR, replication_id=pair.id)
 
     def _add_pair(self, group: ProtectionGroup, pair: ReplicationPair) -> None:
         group.pairs.append(pair)
