@@ -22,12 +22,23 @@ from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
 from huaweicloudsdksdrs.v1 import (
+    CreateReplicationRequest,
+    CreateReplicationRequestBody,
+    CreateReplicationRequestParams,
+    DeleteProtectionGroupRequest,
+    DeleteReplicationRequest,
+    DeleteReplicationRequestBody,
+    DeleteReplicationRequestParams,
     ListReplicationsRequest,
     SdrsClient,
     ShowJobStatusRequest,
     ShowProtectionGroupRequest,
+    ShowReplicationRequest,
     StartProtectionGroupRequest,
     StartProtectionGroupRequestBody,
+    UpdateProtectionGroupNameRequest,
+    UpdateProtectionGroupNameRequestBody,
+    UpdateProtectionGroupNameRequestParams,
 )
 
 from shim.simulator import SdrsSimulator, SimulatorSettings, seed_demo_group
@@ -216,3 +227,110 @@ async def test_tampered_or_stale_signed_requests_are_401(endpoint: tuple[SdrsSim
         status, document = await post(good, body)  # untouched: accepted (the group refuses a stop)
         assert (status, document["error"]["code"]) == (400, "SDRS.1002")
     assert sim.state.jobs == {}
+
+
+async def finished_job(client: SdrsClient, job_id: str) -> Any:
+    for _ in range(200):
+        job = await in_thread(lambda: client.show_job_status(ShowJobStatusRequest(job_id=job_id)))
+        if job.status in ("SUCCESS", "FAIL"):
+            return job
+        await asyncio.sleep(0.02)
+    pytest.fail(f"job {job_id} never ended")
+
+
+def rename_request(name: str) -> UpdateProtectionGroupNameRequest:
+    params = UpdateProtectionGroupNameRequestParams(name=name)
+    return UpdateProtectionGroupNameRequest(
+        server_group_id=DEMO_GROUP_ID, body=UpdateProtectionGroupNameRequestBody(server_group=params)
+    )
+
+
+async def test_rename_through_the_sdk(endpoint: tuple[SdrsSimulator, str]) -> None:
+    sim, url = endpoint
+    client = sdk_client(url)
+    response = await in_thread(lambda: client.update_protection_group_name(rename_request("pg-renamed_2")))
+    group = response.server_group
+    assert (group.id, group.name, group.status, group.replication_num) == (
+        DEMO_GROUP_ID, "pg-renamed_2", "failed-over", 2,
+    )  # fmt: skip
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", group.updated_at)
+    assert sim.write_calls[-1][2] == {"server_group": {"name": "pg-renamed_2"}}
+
+    with pytest.raises(ClientRequestException) as caught:  # a documented error, as the SDK reads it
+        await in_thread(lambda: client.update_protection_group_name(rename_request("not allowed!")))
+    assert (caught.value.status_code, caught.value.error_code, caught.value.error_msg) == (
+        400, "SDRS.0202", "Invalid name",
+    )  # fmt: skip
+
+
+async def test_delete_pairs_then_the_group_through_the_sdk(endpoint: tuple[SdrsSimulator, str]) -> None:
+    sim, url = endpoint
+    client = sdk_client(url)
+    first, second = sim.pair_ids(DEMO_PROJECT_ID, DEMO_GROUP_ID)
+    dr_disks = [sim.state.pairs[(DEMO_PROJECT_ID, pair_id)].dr_volume_id for pair_id in (first, second)]
+
+    def delete_pair(pair_id: str) -> Any:
+        params = DeleteReplicationRequestParams(server_group_id=DEMO_GROUP_ID, delete_target_volume=False)
+        body = DeleteReplicationRequestBody(replication=params)
+        return client.delete_replication(DeleteReplicationRequest(replication_id=pair_id, body=body))
+
+    deleted = await in_thread(lambda: delete_pair(first))
+    job = await finished_job(client, deleted.job_id)
+    assert (job.status, job.job_type) == ("SUCCESS", "deleteReplicationPairNoCG")
+    assert (job.entities.server_group_id, job.entities.replication_pair_id) == (DEMO_GROUP_ID, first)
+    with pytest.raises(ClientRequestException) as caught:
+        await in_thread(lambda: client.show_replication(ShowReplicationRequest(replication_id=first)))
+    assert (caught.value.status_code, caught.value.error_code) == (400, "SDRS.1608")
+
+    with pytest.raises(ClientRequestException) as caught:
+        await in_thread(
+            lambda: client.delete_protection_group(DeleteProtectionGroupRequest(server_group_id=DEMO_GROUP_ID))
+        )
+    assert (caught.value.status_code, caught.value.error_code, caught.value.error_msg) == (
+        400, "SDRS.1010", "Protection group deletion not allowed due to a replication pair",
+    )  # fmt: skip
+
+    await finished_job(client, (await in_thread(lambda: delete_pair(second))).job_id)
+    deleted = await in_thread(
+        lambda: client.delete_protection_group(DeleteProtectionGroupRequest(server_group_id=DEMO_GROUP_ID))
+    )
+    job = await finished_job(client, deleted.job_id)
+    assert (job.status, job.job_type, job.entities.server_group_id) == (
+        "SUCCESS", "deleteProtectionGroupNoCG", DEMO_GROUP_ID,
+    )  # fmt: skip
+    with pytest.raises(ClientRequestException) as caught:
+        await in_thread(
+            lambda: client.show_protection_group(ShowProtectionGroupRequest(server_group_id=DEMO_GROUP_ID))
+        )
+    assert caught.value.error_code == "SDRS.1013"
+    assert set(dr_disks) <= sim.volumes
+    assert [(method, body) for method, _, body in sim.write_calls] == [
+        ("DELETE", {"replication": {"server_group_id": DEMO_GROUP_ID, "delete_target_volume": False}}),
+        ("DELETE", None),
+        ("DELETE", {"replication": {"server_group_id": DEMO_GROUP_ID, "delete_target_volume": False}}),
+        ("DELETE", None),
+    ]
+
+
+async def test_create_a_pair_through_the_sdk(endpoint: tuple[SdrsSimulator, str]) -> None:
+    sim, url = endpoint
+    client = sdk_client(url)
+    group_id, volume_id = "5a0c7b1e-3d2f-4e6a-8b9c-0d1e2f3a4b5c", "b6f71149-7b9c-4f36-8ff0-1c4809a6f2c2"
+    sim.add_protection_group(DEMO_PROJECT_ID, group_id, status="protected", pair_count=0)
+    sim.add_volume(volume_id)
+    params = CreateReplicationRequestParams(
+        server_group_id=group_id, volume_id=volume_id, name="rep-db", description="data disk"
+    )
+    request = CreateReplicationRequest(body=CreateReplicationRequestBody(replication=params))
+    created = await in_thread(lambda: client.create_replication(request))
+    job = await finished_job(client, created.job_id)
+    assert (job.status, job.job_type) == ("SUCCESS", "createReplicationPairNoCG")
+    pair = (
+        await in_thread(
+            lambda: client.show_replication(ShowReplicationRequest(replication_id=job.entities.replication_pair_id))
+        )
+    ).replication
+    assert (pair.name, pair.description, pair.server_group_id, pair.status) == (
+        "rep-db", "data disk", group_id, "protected",
+    )  # fmt: skip
+    assert pair.volume_ids.split(",")[0] == volume_id

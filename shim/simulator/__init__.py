@@ -2,7 +2,8 @@
 
 sim = SdrsSimulator(SimulatorSettings(job_init_seconds=0.2, job_run_seconds=1.0))
 sim.add_protection_group(project_id, group_id, status="failed-over", pair_count=2)
-app = sim.app()  # aiohttp.web.Application
+sim.set_pair_state(project_id, sim.pair_ids(project_id, group_id)[0], status="error")
+app = sim.app()  # aiohttp.web.Application; sim.write_calls records what reached it
 """
 
 from shim.simulator.faults import Fault

@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shim.simulator.errors import SdrsError
-from shim.simulator.state import ACTIONS, STATIONS, Job, ProtectionGroup, ReplicationPair
+from shim.simulator.models import Job, ProtectionGroup, ReplicationPair
+from shim.simulator.rules import ACTIONS, STATIONS, is_valid_description, is_valid_name
+from shim.simulator.state import is_resource_id
 
 MAX_LIMIT = 1000  # docs: "0-1000", default 1000; SDRS.0221 says "> 0", so 1..1000 is accepted
 
@@ -40,7 +42,7 @@ def job_time(epoch: float, t: float) -> str:
 def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         document = json.loads(body)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: absurdly deep nesting
         raise SdrsError("SDRS.0201") from err
     if not isinstance(document, dict):
         raise SdrsError("SDRS.0201")
@@ -75,6 +77,69 @@ def parse_extend(body: bytes) -> int:
     if isinstance(new_size, bool) or not isinstance(new_size, (int, float)):
         raise SdrsError("SDRS.0201")
     return int(new_size)
+
+
+def parse_group_rename(body: bytes) -> str:
+    """`{"server_group": {"name": ...}}` -> the new name; the name is the only field this API changes."""
+    params = _single_object(parse_json_object(body), "server_group")
+    if set(params) != {"name"}:
+        raise SdrsError("SDRS.0201")
+    if not is_valid_name(params["name"]):
+        raise SdrsError("SDRS.0202")
+    return str(params["name"])
+
+
+def parse_pair_delete(body: bytes) -> tuple[str | None, bool]:
+    """`{"replication": {"server_group_id"?, "delete_target_volume"?}}` -> (group id, delete DR disk).
+
+    The `replication` object is mandatory, both of its fields optional (null = absent)."""
+    params = _single_object(parse_json_object(body), "replication")
+    if set(params) - {"server_group_id", "delete_target_volume"}:
+        raise SdrsError("SDRS.0201")
+    group_id = _optional_group_id(params.get("server_group_id"))
+    delete_target_volume = params.get("delete_target_volume")
+    if delete_target_volume is None:
+        return group_id, False  # the documented default: the DR site disk is kept
+    if not isinstance(delete_target_volume, bool):
+        raise SdrsError("SDRS.0201")
+    return group_id, delete_target_volume
+
+
+def parse_pair_create(body: bytes) -> tuple[str, str, str, str | None]:
+    """`{"replication": {"server_group_id", "volume_id", "name", "description"?}}` -> those four.
+
+    `cluster_id` (Huawei Cloud's edition of the API; not on the OTC page) is accepted and ignored."""
+    params = _single_object(parse_json_object(body), "replication")
+    known = {"server_group_id", "volume_id", "name", "description", "cluster_id"}
+    if set(params) - known or not {"server_group_id", "volume_id", "name"} <= set(params):
+        raise SdrsError("SDRS.0201")
+    group_id = _optional_group_id(params["server_group_id"])
+    if group_id is None:
+        raise SdrsError("SDRS.0207")
+    volume_id = params["volume_id"]
+    if not isinstance(volume_id, str) or not is_resource_id(volume_id):
+        raise SdrsError("SDRS.0211")
+    if not is_valid_name(params["name"]):
+        raise SdrsError("SDRS.0202")
+    description = params.get("description")
+    if description is not None and not is_valid_description(description):
+        raise SdrsError("SDRS.0212")
+    return group_id, volume_id, str(params["name"]), description
+
+
+def _single_object(document: dict[str, Any], key: str) -> dict[str, Any]:
+    params = document.get(key)
+    if list(document) != [key] or not isinstance(params, dict):
+        raise SdrsError("SDRS.0201")
+    return params
+
+
+def _optional_group_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not is_resource_id(value):
+        raise SdrsError("SDRS.0207")
+    return value
 
 
 def parse_paging(query: Mapping[str, str]) -> tuple[int, int]:
@@ -136,7 +201,7 @@ def render_group(group: ProtectionGroup, epoch: float) -> dict[str, Any]:
 
 
 def render_pair(pair: ReplicationPair, priority_station: str, epoch: float) -> dict[str, Any]:
-    return {
+    rendered = {
         "id": pair.id,
         "name": pair.name,
         "description": pair.description,
@@ -144,7 +209,7 @@ def render_pair(pair: ReplicationPair, priority_station: str, epoch: float) -> d
         "status": pair.status,
         "progress": pair.progress,
         "replication_status": pair.replication_status,
-        "attachment": [],
+        "attachment": _attachment(pair),
         "server_group_id": pair.server_group_id,
         "volume_ids": ",".join(pair.volume_ids),
         "priority_station": priority_station,
@@ -158,6 +223,16 @@ def render_pair(pair: ReplicationPair, priority_station: str, epoch: float) -> d
             "volume_type": pair.volume_type,
         },
     }
+    if pair.status == "error":  # documented: only with status `error`
+        rendered["failure_detail"] = pair.failure_detail or "SDRS.1606"
+    return rendered
+
+
+def _attachment(pair: ReplicationPair) -> list[dict[str, str]]:
+    if pair.attachment is None:
+        return []
+    protected_instance, device = pair.attachment
+    return [{"protected_instance": protected_instance, "device": device}]
 
 
 def render_job(job: Job, now: float, epoch: float) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from shim.simulator import api
 from shim.simulator.errors import UNKNOWN_JOB_HTTP_STATUS, SdrsError
 from shim.simulator.faults import Fault, FaultQueue
 from shim.simulator.settings import SimulatorSettings
-from shim.simulator.state import Clock, ProtectionGroup, ReplicationPair, SdrsState, is_resource_id
+from shim.simulator.state import UNSET, Clock, ProtectionGroup, ReplicationPair, SdrsState, is_resource_id
 from shim.translate.signing import KeyPair, SignatureRejected, SignedRequest, is_signed, payload_hash_of_body, verify
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ DEMO_PROJECT_ID = "0970dd7a1300f5672ff2c003c60ae115"
 DEMO_GROUP_ID = "40df180b-9fe2-471a-8c64-1b758dc84189"
 
 _ACTION_PATH = re.compile(r"/v1/([^/]+)/server-groups/([^/]+)/action")
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _UNAUTHENTICATED_PATHS = frozenset({"/", "/v1", "/v1/"})  # version discovery
 _REQUEST_ID = web.RequestKey("request_id", str)
 _CLOSING = web.AppKey("closing", asyncio.Event)  # set on shutdown: releases hanging handlers
@@ -62,6 +63,9 @@ class SdrsSimulator:
         self.faults = FaultQueue()
         self.requests: list[tuple[str, str, CIMultiDict[str]]] = []
         self.action_calls: list[tuple[str, str, str]] = []
+        # Every write that reached the simulator, authorised or not: (method, path, JSON body or
+        # None when the body is not a JSON object, e.g. absent).
+        self.write_calls: list[tuple[str, str, dict[str, Any] | None]] = []
 
     # -- seeding and test controls ----------------------------------------------------------------
 
@@ -101,6 +105,44 @@ class SdrsSimulator:
         """The next job on that group (or one of its pairs) ends FAIL; error_code defaults per job type."""
         self.state.fail_next_job(project_id, group_id, error_code, fail_reason)
 
+    def pair_ids(self, project_id: str, group_id: str) -> list[str]:
+        """The ids of the group's replication pairs as of now, in creation order."""
+        return [pair.id for pair in self.group(project_id, group_id).pairs]
+
+    def set_pair_state(
+        self,
+        project_id: str,
+        pair_id: str,
+        *,
+        status: str = UNSET,
+        replication_status: str | None = UNSET,
+        progress: int = UNSET,
+        fault_level: str = UNSET,
+    ) -> ReplicationPair:
+        """Give one pair its own state (e.g. `error` while the others are fine, `fault`, a null
+        replication_status). `fault_level` stays until changed; the other values show until a job
+        on the pair or its group starts or ends, then the pair follows its jobs again."""
+        return self.state.set_pair_state(
+            project_id, pair_id, status=status, replication_status=replication_status,
+            progress=progress, fault_level=fault_level,
+        )  # fmt: skip
+
+    def attach_pair(
+        self, project_id: str, pair_id: str, protected_instance_id: str, device: str = "/dev/vdb"
+    ) -> None:
+        """Show the pair attached to a protected instance (such a pair cannot be deleted)."""
+        self.state.attach_pair(project_id, pair_id, protected_instance_id, device)
+
+    def add_volume(self, volume_id: str) -> None:
+        """An EVS disk that exists, to create a replication pair from."""
+        self.state.add_volume(volume_id)
+
+    @property
+    def volumes(self) -> set[str]:
+        """The EVS disks that exist: every pair's production and DR disk and those added; a pair
+        deleted with `delete_target_volume: true` takes its DR disk with it."""
+        return self.state.volumes
+
     def inject(self, fault: Fault) -> None:
         self.faults.add(fault)
 
@@ -119,10 +161,14 @@ class SdrsSimulator:
         prefix = "/v1/{project_id}"
         app.router.add_get(prefix + "/server-groups", self._list_groups)
         app.router.add_get(prefix + "/server-groups/{group_id}", self._show_group)
+        app.router.add_put(prefix + "/server-groups/{group_id}", self._rename_group)
+        app.router.add_delete(prefix + "/server-groups/{group_id}", self._delete_group)
         app.router.add_post(prefix + "/server-groups/{group_id}/action", self._group_action)
         app.router.add_get(prefix + "/jobs/{job_id}", self._show_job)
         app.router.add_get(prefix + "/replications", self._list_pairs)
+        app.router.add_post(prefix + "/replications", self._create_pair)
         app.router.add_get(prefix + "/replications/{replication_id}", self._show_pair)
+        app.router.add_delete(prefix + "/replications/{replication_id}", self._delete_pair)
         app.router.add_post(prefix + "/replications/{replication_id}/action", self._pair_action)
         return app
 
@@ -135,6 +181,8 @@ class SdrsSimulator:
         action = _ACTION_PATH.fullmatch(request.path)
         if request.method == "POST" and action is not None:
             self.action_calls.append((action[1], action[2], _action_key(body)))
+        if request.method in _WRITE_METHODS:
+            self.write_calls.append((request.method, request.path, _json_object(body)))
         return await handler(request)
 
     @web.middleware
@@ -234,6 +282,18 @@ class SdrsSimulator:
         job = self.state.submit_group_action(project_id, group_id, action, priority_station)
         return _json(200, {"job_id": job.job_id})
 
+    async def _rename_group(self, request: web.Request) -> web.Response:
+        project_id, group_id = request.match_info["project_id"], request.match_info["group_id"]
+        if not is_resource_id(group_id):
+            raise SdrsError("SDRS.0207")
+        name = api.parse_group_rename(await request.read())
+        group = self.state.rename_group(project_id, group_id, name)
+        return _json(200, {"server_group": api.render_group(group, self.wall_epoch)})
+
+    async def _delete_group(self, request: web.Request) -> web.Response:
+        job = self.state.submit_group_delete(request.match_info["project_id"], request.match_info["group_id"])
+        return _json(200, {"job_id": job.job_id})
+
     async def _show_job(self, request: web.Request) -> web.Response:
         job = self.state.job(request.match_info["project_id"], request.match_info["job_id"])
         if job is None:
@@ -269,6 +329,21 @@ class SdrsSimulator:
         job = self.state.submit_extend(project_id, replication_id, new_size)
         return _json(200, {"job_id": job.job_id})
 
+    async def _create_pair(self, request: web.Request) -> web.Response:
+        group_id, volume_id, name, description = api.parse_pair_create(await request.read())
+        job = self.state.submit_pair_create(
+            request.match_info["project_id"], group_id, volume_id, name, description
+        )
+        return _json(200, {"job_id": job.job_id})
+
+    async def _delete_pair(self, request: web.Request) -> web.Response:
+        project_id, replication_id = request.match_info["project_id"], request.match_info["replication_id"]
+        if not is_resource_id(replication_id):
+            raise SdrsError("SDRS.0213")
+        group_id, delete_target_volume = api.parse_pair_delete(await request.read())
+        job = self.state.submit_pair_delete(project_id, replication_id, group_id, delete_target_volume)
+        return _json(200, {"job_id": job.job_id})
+
     def _render_pair(self, pair: ReplicationPair) -> dict[str, Any]:
         group = self.state.groups[(pair.project_id, pair.server_group_id)]
         return api.render_pair(pair, group.priority_station, self.wall_epoch)
@@ -298,13 +373,18 @@ def _filter(request: web.Request, key: str) -> str | None:
 
 def _action_key(body: bytes) -> str:
     """The action of a recorded POST: its single top-level key, or "" when there is none."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return ""
-    if isinstance(document, dict) and len(document) == 1:
+    document = _json_object(body)
+    if document is not None and len(document) == 1:
         return str(next(iter(document)))
     return ""
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        return None
+    return document if isinstance(document, dict) else None
 
 
 # -- fault execution ------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 No I/O and no background tasks: every status is derived from the injected clock when state is read.
 A job is INIT for `job_init_seconds` (the group keeps its status, so SDRS accepts a second action),
-then RUNNING for `job_run_seconds` (the group shows the transitional status), then SUCCESS or FAIL;
-its outcome is applied to the group the first time anything is read after it ended.
+then RUNNING for `job_run_seconds` (the group or pair shows the transitional status), then SUCCESS
+or FAIL; its outcome is applied the first time anything is read after it ended (derive.py computes
+what clients see from there).
 """
 
 from __future__ import annotations
@@ -11,63 +12,45 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any
 
+from shim.simulator import derive
 from shim.simulator.errors import SdrsError
+from shim.simulator.models import Job, JobFailure, PairPin, ProtectionGroup, ReplicationPair
+from shim.simulator.rules import (
+    CREATE_PAIR,
+    DELETABLE_PAIR_STATUSES,
+    DELETE_GROUP,
+    DELETE_PAIR,
+    EXTEND,
+    EXTENDABLE_PAIR_STATUSES,
+    FAILOVER,
+    FAULT_LEVELS,
+    GATES,
+    GROUP_STATUSES,
+    PAIR_CREATE_GROUP_STATUSES,
+    PAIR_DELETE_GROUP_STATUSES,
+    PAIR_STATUSES,
+    REPLICATION_STATUSES,
+    REPROTECT,
+    REVERSE,
+    START,
+    STATIONS,
+    STOP,
+    Transition,
+)
 from shim.simulator.settings import SimulatorSettings
 
-Clock = Callable[[], float]
-JobStatus = Literal["INIT", "RUNNING", "SUCCESS", "FAIL"]
+# The records are re-exported: server.py and the benchmark import them from here.
+__all__ = [
+    "UNSET", "Clock", "Job", "JobFailure", "ProtectionGroup", "ReplicationPair", "SdrsState",
+    "is_resource_id", "stable_id",
+]  # fmt: skip
 
-GROUP_STATUSES = frozenset({
-    "creating", "available", "protected", "deleting", "error-deleting", "error",
-    "starting", "error-starting", "reprotecting", "error-reprotecting", "stopping", "error-stopping",
-    "reversing", "error-reversing", "failing-over", "failed-over", "error-failing-over",
-})  # fmt: skip
-STATIONS = ("source", "target")
-EXTENDABLE_PAIR_STATUSES = frozenset({"available", "protected", "error-extending"})
+Clock = Callable[[], float]
 _ID = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 _ID_NAMESPACE = uuid.UUID("6f1c1a52-51a4-4a57-9a3c-5d2b7c0e9e11")  # stable ids for seeded pairs/volumes
-
-
-@dataclass(frozen=True)
-class Transition:
-    """What one job does: its type, the status it shows while RUNNING, and its outcomes."""
-
-    job_type: str
-    transitional: str
-    success: str
-    failure: str
-    failure_code: str  # the job's error_code when it fails without an injected one
-
-
-START = Transition("startProtectionGroupNoCG", "starting", "protected", "error-starting", "SDRS.1027")
-REPROTECT = Transition(
-    "reprotectProtectionGroupNoCG", "reprotecting", "protected", "error-reprotecting", "SDRS.1032"
-)
-STOP = Transition("stopProtectionGroupNoCG", "stopping", "available", "error-stopping", "SDRS.1028")
-FAILOVER = Transition(
-    "failoverProtectionGroupNoCG", "failing-over", "failed-over", "error-failing-over", "SDRS.1030"
-)
-REVERSE = Transition("reverseProtectionGroupNoCG", "reversing", "protected", "error-reversing", "SDRS.1029")
-# A pair job: the pair shows `extending`, then mirrors its group again (or stays error-extending).
-EXTEND = Transition("expandReplicationPairNew", "extending", "", "error-extending", "SDRS.1820")
-
-# The gating matrix of the docs: action -> {group status it is allowed from -> what it does}.
-# start-server-group is an enable or a re-protect depending on the current status.
-GATES: dict[str, dict[str, Transition]] = {
-    "start-server-group": {
-        "available": START, "error-starting": START,
-        "failed-over": REPROTECT, "error-reprotecting": REPROTECT,
-    },
-    "stop-server-group": {"protected": STOP, "error-stopping": STOP},
-    "failover-server-group": {
-        "protected": FAILOVER, "error-failing-over": FAILOVER, "error-reversing": FAILOVER,
-    },
-    "reverse-server-group": {"protected": REVERSE, "error-reversing": REVERSE},
-}  # fmt: skip
-ACTIONS = tuple(GATES)
+UNSET: Any = object()  # "leave this field alone" in set_pair_state (None is a value there)
 
 
 def is_resource_id(value: str) -> bool:
@@ -79,135 +62,8 @@ def stable_id(*parts: str) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, "/".join(parts)))
 
 
-@dataclass(frozen=True)
-class JobFailure:
-    error_code: str | None
-    fail_reason: str | None
-
-
-@dataclass
-class Job:
-    job_id: str
-    project_id: str
-    server_group_id: str
-    transition: Transition
-    submitted_at: float
-    init_seconds: float
-    run_seconds: float
-    failure: JobFailure | None = None
-    replication_id: str | None = None  # extend jobs
-    new_size: int | None = None  # extend jobs
-    priority_station: str | None = None  # reverse jobs: production site after success
-    applied: bool = False
-
-    @property
-    def job_type(self) -> str:
-        return self.transition.job_type
-
-    @property
-    def running_at(self) -> float:
-        return self.submitted_at + self.init_seconds
-
-    @property
-    def ends_at(self) -> float:
-        return self.running_at + self.run_seconds
-
-    @property
-    def is_group_job(self) -> bool:
-        return self.replication_id is None
-
-    def status(self, now: float) -> JobStatus:
-        if now < self.running_at:
-            return "INIT"
-        if now < self.ends_at:
-            return "RUNNING"
-        return "FAIL" if self.failure is not None else "SUCCESS"
-
-    def error_code(self) -> str | None:
-        if self.failure is None:
-            return None
-        return self.failure.error_code or self.transition.failure_code
-
-    def fail_reason(self) -> str | None:
-        if self.failure is None:
-            return None
-        return self.failure.fail_reason or f"{self.job_type}-fail: simulated failure"
-
-
-@dataclass
-class ReplicationPair:
-    id: str
-    project_id: str
-    server_group_id: str
-    name: str
-    volume_ids: tuple[str, str]  # production disk, DR disk
-    created_at: float
-    volume_size: int = 10
-    volume_type: str = "SATA"
-    description: str | None = None
-    fault_level: str = "0"  # "5" (link broken) forbids a failover
-    bootable: bool = False
-    multiattach: bool = False
-    extend_failed: bool = False  # shows error-extending until an extend succeeds
-    # Derived from the group and jobs on every refresh:
-    status: str = "available"
-    replication_status: str = "inactive"
-    progress: int = 0
-    updated_at: float = 0.0
-
-
-@dataclass
-class ProtectionGroup:
-    project_id: str
-    id: str
-    name: str
-    source_availability_zone: str
-    target_availability_zone: str
-    priority_station: str
-    created_at: float
-    settled_status: str  # status without a RUNNING job; `status` is what clients see
-    ever_started: bool  # an available group that was protected before has stopped (not never-synced) pairs
-    description: str | None = None
-    domain_id: str = "fb4bb8e3-a574-4437-a156-78c916aeea4d"
-    domain_name: str = "ActiveactiveDomain"
-    source_vpc_id: str = ""
-    target_vpc_id: str = ""
-    pairs: list[ReplicationPair] = field(default_factory=list)
-    jobs: list[Job] = field(default_factory=list)
-    pending_failure: JobFailure | None = None  # consumed by the next job on this group
-    # Derived on every refresh:
-    status: str = ""
-    updated_at: float = 0.0
-
-    @property
-    def production_availability_zone(self) -> str:
-        if self.priority_station == "source":
-            return self.source_availability_zone
-        return self.target_availability_zone
-
-    @property
-    def progress(self) -> int:
-        return min((pair.progress for pair in self.pairs), default=0)
-
-
-def _replication_status(group_status: str, ever_started: bool) -> str:
-    if group_status in ("starting", "reprotecting"):
-        return "copying"
-    if group_status in ("protected", "reversing", "stopping", "failing-over"):
-        return "active"
-    if group_status == "failed-over" or (group_status == "available" and ever_started):
-        return "active-stopped"
-    return "inactive"  # never protected, or an error state
-
-
-def _copy_progress(job: Job, now: float) -> int:
-    if job.run_seconds <= 0:
-        return 99
-    return max(0, min(99, int(100 * (now - job.running_at) / job.run_seconds)))
-
-
 class SdrsState:
-    """All groups, pairs and jobs of all projects; ids are matched exactly as stored."""
+    """All groups, pairs, jobs and volumes of all projects; ids are matched exactly as stored."""
 
     def __init__(self, settings: SimulatorSettings, now: Clock, new_job_id: Callable[[], str]) -> None:
         self.settings = settings
@@ -216,8 +72,9 @@ class SdrsState:
         self.groups: dict[tuple[str, str], ProtectionGroup] = {}
         self.pairs: dict[tuple[str, str], ReplicationPair] = {}
         self.jobs: dict[str, Job] = {}
+        self.volumes: set[str] = set()  # EVS disks that exist (pairs' disks and added ones)
 
-    # -- seeding ------------------------------------------------------------------------------
+    # -- seeding and test controls ----------------------------------------------------------------
 
     def add_group(
         self,
@@ -247,33 +104,84 @@ class SdrsState:
             source_availability_zone=source_availability_zone,
             target_availability_zone=target_availability_zone,
             priority_station=priority_station, created_at=created, settled_status=status,
-            ever_started=status != "available",
+            ever_started=status != "available", changed_at=created,
             source_vpc_id=stable_id(project_id, "vpc"), target_vpc_id=stable_id(project_id, "vpc"),
         )  # fmt: skip
-        for index in range(pair_count):
-            group.pairs.append(self._new_pair(group, index, volume_size))
         self.groups[(project_id, group_id)] = group
-        for pair in group.pairs:
-            self.pairs[(project_id, pair.id)] = pair
+        for index in range(pair_count):
+            key = (project_id, group_id, str(index))
+            self._add_pair(group, ReplicationPair(
+                id=stable_id(*key, "pair"), project_id=project_id, server_group_id=group_id,
+                name=f"{name}-replication-{index + 1}",
+                volume_ids=(stable_id(*key, "production-volume"), stable_id(*key, "dr-volume")),
+                created_at=created, changed_at=created, volume_size=volume_size,
+            ))  # fmt: skip
+            self.volumes.update(group.pairs[-1].volume_ids)
         self._refresh(group)
         return group
-
-    def _new_pair(self, group: ProtectionGroup, index: int, volume_size: int) -> ReplicationPair:
-        key = (group.project_id, group.id, str(index))
-        return ReplicationPair(
-            id=stable_id(*key, "pair"), project_id=group.project_id, server_group_id=group.id,
-            name=f"{group.name}-replication-{index + 1}",
-            volume_ids=(stable_id(*key, "production-volume"), stable_id(*key, "dr-volume")),
-            created_at=group.created_at, volume_size=volume_size,
-        )  # fmt: skip
 
     def fail_next_job(
         self, project_id: str, group_id: str, error_code: str | None, fail_reason: str | None
     ) -> None:
+        group = self._known_group(project_id, group_id)
+        group.pending_failure = JobFailure(error_code, fail_reason)
+
+    def set_pair_state(
+        self,
+        project_id: str,
+        pair_id: str,
+        *,
+        status: str = UNSET,
+        replication_status: str | None = UNSET,
+        progress: int = UNSET,
+        fault_level: str = UNSET,
+    ) -> ReplicationPair:
+        """Give a pair its own state. `fault_level` stays until changed; the other values show
+        until a job on the pair or its group starts or ends, then the pair follows its jobs again."""
+        pair = self._known_pair(project_id, pair_id)
+        group = self.groups[(project_id, pair.server_group_id)]
+        self._refresh(group)  # an expired pin must not be merged into the new one
+        if status is not UNSET and status not in PAIR_STATUSES:
+            raise ValueError(f"unknown replication pair status {status!r}")
+        if replication_status is not UNSET and replication_status not in (*REPLICATION_STATUSES, None):
+            raise ValueError(f"unknown replication_status {replication_status!r}")
+        if progress is not UNSET and (isinstance(progress, bool) or progress not in range(101)):
+            raise ValueError("progress must be an int from 0 to 100")
+        if fault_level is not UNSET:
+            if fault_level not in FAULT_LEVELS:
+                raise ValueError(f"fault_level must be one of {sorted(FAULT_LEVELS)}")
+            pair.fault_level = fault_level
+        pinned = {"status": status, "replication_status": replication_status, "progress": progress}
+        values = {key: value for key, value in pinned.items() if value is not UNSET}
+        now = self.now()
+        pair.changed_at = now
+        if values:
+            previous = pair.pin.values if pair.pin is not None else {}
+            pair.pin = PairPin(now, {**previous, **values})
+        self._refresh(group)
+        return pair
+
+    def attach_pair(self, project_id: str, pair_id: str, protected_instance_id: str, device: str) -> None:
+        """Attach a pair to a (not simulated) protected instance: it shows in `attachment`."""
+        self._known_pair(project_id, pair_id).attachment = (protected_instance_id, device)
+
+    def add_volume(self, volume_id: str) -> None:
+        """An EVS disk that exists, e.g. the production disk of a pair to be created."""
+        if not is_resource_id(volume_id):
+            raise ValueError(f"volume id must be a UUID: {volume_id!r}")
+        self.volumes.add(volume_id)
+
+    def _known_group(self, project_id: str, group_id: str) -> ProtectionGroup:
         group = self.groups.get((project_id, group_id))
         if group is None:
             raise KeyError(f"no protection group {group_id} in project {project_id}")
-        group.pending_failure = JobFailure(error_code, fail_reason)
+        return group
+
+    def _known_pair(self, project_id: str, pair_id: str) -> ReplicationPair:
+        pair = self.pairs.get((project_id, pair_id))
+        if pair is None:
+            raise KeyError(f"no replication pair {pair_id} in project {project_id}")
+        return pair
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -281,16 +189,13 @@ class SdrsState:
         if not is_resource_id(group_id):
             raise SdrsError("SDRS.0207")
         group = self.groups.get((project_id, group_id))
-        if group is None:
+        if group is None or not self._refreshed(group):
             raise SdrsError("SDRS.1013")
-        self._refresh(group)
         return group
 
     def list_groups(self, project_id: str) -> list[ProtectionGroup]:
         groups = [group for (project, _), group in self.groups.items() if project == project_id]
-        for group in groups:
-            self._refresh(group)
-        return groups
+        return [group for group in groups if self._refreshed(group)]
 
     def pair(self, project_id: str, replication_id: str) -> ReplicationPair:
         if not is_resource_id(replication_id):
@@ -299,6 +204,8 @@ class SdrsState:
         if pair is None:
             raise SdrsError("SDRS.1608")
         self._refresh(self.groups[(project_id, pair.server_group_id)])
+        if (project_id, replication_id) not in self.pairs:
+            raise SdrsError("SDRS.1608")  # its delete job ended just now
         return pair
 
     def list_pairs(self, project_id: str) -> list[ReplicationPair]:
@@ -308,7 +215,9 @@ class SdrsState:
         job = self.jobs.get(job_id)
         if job is None or job.project_id != project_id:
             return None
-        self._refresh(self.groups[(project_id, job.server_group_id)])
+        group = self.groups.get((project_id, job.server_group_id))
+        if group is not None:  # None: the group was deleted; its jobs stay readable
+            self._refresh(group)
         return job
 
     # -- commands -----------------------------------------------------------------------------
@@ -329,6 +238,22 @@ class SdrsState:
             raise SdrsError("SDRS.0201")  # already the production site: nothing to switch to
         return self._start_job(group, transition, priority_station=priority_station)
 
+    def rename_group(self, project_id: str, group_id: str, name: str) -> ProtectionGroup:
+        """Synchronous; the page lists no constraint, so any status may be renamed."""
+        group = self.group(project_id, group_id)
+        group.name = name
+        group.changed_at = self.now()
+        self._refresh(group)
+        return group
+
+    def submit_group_delete(self, project_id: str, group_id: str) -> Job:
+        """Only an empty group may go (no pairs; protected instances and drills are not simulated).
+        The page documents no status constraint, so none is applied."""
+        group = self.group(project_id, group_id)
+        if group.pairs:
+            raise SdrsError("SDRS.1010")
+        return self._start_job(group, DELETE_GROUP)
+
     def submit_extend(self, project_id: str, replication_id: str, new_size: int) -> Job:
         pair = self.pair(project_id, replication_id)
         if pair.status not in EXTENDABLE_PAIR_STATUSES:
@@ -338,6 +263,50 @@ class SdrsState:
         group = self.groups[(project_id, pair.server_group_id)]
         return self._start_job(group, EXTEND, replication_id=pair.id, new_size=new_size)
 
+    def submit_pair_delete(
+        self, project_id: str, replication_id: str, server_group_id: str | None, delete_target_volume: bool
+    ) -> Job:
+        """The gates of "Deleting a Replication Pair": group status, pair status, not attached."""
+        pair = self.pair(project_id, replication_id)
+        if server_group_id is not None and server_group_id != pair.server_group_id:
+            self.group(project_id, server_group_id)  # SDRS.1013 when there is no such group
+            raise SdrsError("SDRS.1611")
+        group = self.groups[(project_id, pair.server_group_id)]
+        if group.status not in PAIR_DELETE_GROUP_STATUSES:
+            raise SdrsError("SDRS.1002")
+        if pair.status not in DELETABLE_PAIR_STATUSES:
+            raise SdrsError("SDRS.0214")
+        if pair.attachment is not None:
+            raise SdrsError("SDRS.1605")
+        return self._start_job(
+            group, DELETE_PAIR, replication_id=pair.id, delete_target_volume=delete_target_volume
+        )
+
+    def submit_pair_create(
+        self, project_id: str, group_id: str, volume_id: str, name: str, description: str | None
+    ) -> Job:
+        """The pair exists (`creating`) from now on; its DR disk is created when the job succeeds."""
+        group = self.group(project_id, group_id)
+        if group.status not in PAIR_CREATE_GROUP_STATUSES:
+            # The appendix's message for exactly this constraint ("not available or protected").
+            raise SdrsError("SDRS.1024")
+        if volume_id not in self.volumes:
+            raise SdrsError("SDRS.1803")
+        if any(volume_id in pair.volume_ids for pair in self.pairs.values()):
+            raise SdrsError("SDRS.1811")
+        now = self.now()
+        pair = ReplicationPair(
+            id=str(uuid.uuid4()), project_id=project_id, server_group_id=group.id, name=name,
+            description=description, volume_ids=(volume_id, str(uuid.uuid4())), created_at=now,
+            changed_at=now,
+        )  # fmt: skip
+        self._add_pair(group, pair)
+        return self._start_job(group, CREATE_PAIR, replication_id=pair.id)
+
+    def _add_pair(self, group: ProtectionGroup, pair: ReplicationPair) -> None:
+        group.pairs.append(pair)
+        self.pairs[(group.project_id, pair.id)] = pair
+
     def _start_job(
         self,
         group: ProtectionGroup,
@@ -346,13 +315,14 @@ class SdrsState:
         priority_station: str | None = None,
         replication_id: str | None = None,
         new_size: int | None = None,
+        delete_target_volume: bool = False,
     ) -> Job:
         job = Job(
             job_id=self._new_job_id(), project_id=group.project_id, server_group_id=group.id,
             transition=transition, submitted_at=self.now(),
             init_seconds=self.settings.job_init_seconds, run_seconds=self.settings.job_run_seconds,
             failure=group.pending_failure, priority_station=priority_station,
-            replication_id=replication_id, new_size=new_size,
+            replication_id=replication_id, new_size=new_size, delete_target_volume=delete_target_volume,
         )  # fmt: skip
         group.pending_failure = None
         group.jobs.append(job)
@@ -360,63 +330,62 @@ class SdrsState:
         self._refresh(group)
         return job
 
-    # -- derivation ---------------------------------------------------------------------------
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def _refreshed(self, group: ProtectionGroup) -> bool:
+        """Refresh `group`; False when its delete job has just ended (it is gone)."""
+        self._refresh(group)
+        return self.groups.get((group.project_id, group.id)) is group
 
     def _refresh(self, group: ProtectionGroup) -> None:
-        """Apply ended jobs in end order, then derive the visible status of the group and its pairs."""
+        """Apply ended jobs in end order, then derive what clients see (unless the group is gone)."""
         now = self.now()
         for job in sorted(
             (j for j in group.jobs if not j.applied and j.ends_at <= now), key=lambda j: j.ends_at
         ):
-            _apply(group, job)
-        running = [job for job in group.jobs if job.status(now) == "RUNNING"]
-        group_running = [job for job in running if job.is_group_job]
-        group.status = group_running[-1].transition.transitional if group_running else group.settled_status
-        group.updated_at = _last_change(group.created_at, [j for j in group.jobs if j.is_group_job], now)
-        for pair in group.pairs:
-            _derive_pair(group, pair, group_running, running, now)
+            self._apply(group, job)
+            if self.groups.get((group.project_id, group.id)) is not group:
+                return
+        derive.refresh_group(group, now, self.settings.sync_seconds)
 
+    def _apply(self, group: ProtectionGroup, job: Job) -> None:
+        job.applied = True
+        if not job.is_group_job:
+            self._apply_to_pair(group, job)
+            return
+        if job.transition is DELETE_GROUP and job.failure is None and group.pairs:
+            # A pair was created while the delete was INIT: SDRS's own check fails the job.
+            job.failure = JobFailure("SDRS.1010", "deleteProtectionGroupNoCG-fail: group has replication pairs")
+        if job.failure is not None:
+            group.settled_status = job.transition.failure
+            return
+        if job.transition is DELETE_GROUP:
+            del self.groups[(group.project_id, group.id)]
+            return
+        group.settled_status = job.transition.success
+        if job.transition in (START, REPROTECT):
+            group.ever_started = True
+        elif job.transition is FAILOVER:
+            group.priority_station = "target" if group.priority_station == "source" else "source"
+        elif job.transition is REVERSE and job.priority_station is not None:
+            group.priority_station = job.priority_station
 
-def _apply(group: ProtectionGroup, job: Job) -> None:
-    job.applied = True
-    if not job.is_group_job:
-        pair = next(pair for pair in group.pairs if pair.id == job.replication_id)
-        pair.extend_failed = job.failure is not None
-        if job.failure is None and job.new_size is not None:
+    def _apply_to_pair(self, group: ProtectionGroup, job: Job) -> None:
+        pair = next((pair for pair in group.pairs if pair.id == job.replication_id), None)
+        if pair is None:
+            return  # deleted by an earlier job (a second delete accepted while the first was INIT)
+        if job.failure is not None:
+            pair.failed_status = job.transition.failure
+            if job.transition is CREATE_PAIR:
+                pair.failure_detail = job.error_code()
+            return
+        pair.failed_status = None
+        if job.transition is EXTEND and job.new_size is not None:
             pair.volume_size = job.new_size
-        return
-    if job.failure is not None:
-        group.settled_status = job.transition.failure
-        return
-    group.settled_status = job.transition.success
-    if job.transition in (START, REPROTECT):
-        group.ever_started = True
-    elif job.transition is FAILOVER:
-        group.priority_station = "target" if group.priority_station == "source" else "source"
-    elif job.transition is REVERSE and job.priority_station is not None:
-        group.priority_station = job.priority_station
-
-
-def _last_change(created: float, jobs: list[Job], now: float) -> float:
-    """A job changes what clients see when it starts RUNNING and when it ends."""
-    times = [t for job in jobs for t in (job.running_at, job.ends_at) if t <= now]
-    return max([created, *times])
-
-
-def _derive_pair(
-    group: ProtectionGroup, pair: ReplicationPair, group_running: list[Job], running: list[Job], now: float
-) -> None:
-    pair.replication_status = _replication_status(group.status, group.ever_started)
-    copying = [job for job in group_running if job.transition in (START, REPROTECT)]
-    if pair.replication_status == "copying" and copying:
-        pair.progress = _copy_progress(copying[-1], now)
-    else:
-        pair.progress = 100 if pair.replication_status in ("active", "active-stopped") else 0
-    own_jobs = [job for job in group.jobs if job.replication_id == pair.id]
-    if any(job in running for job in own_jobs):
-        pair.status = EXTEND.transitional
-    elif pair.extend_failed:
-        pair.status = EXTEND.failure
-    else:
-        pair.status = group.status  # pair statuses mirror the group's (same vocabulary)
-    pair.updated_at = _last_change(group.updated_at, own_jobs, now)
+        elif job.transition is CREATE_PAIR:
+            self.volumes.add(pair.dr_volume_id)
+        elif job.transition is DELETE_PAIR:
+            group.pairs.remove(pair)
+            del self.pairs[(group.project_id, pair.id)]
+            if job.delete_target_volume:
+                self.volumes.discard(pair.dr_volume_id)
