@@ -49,3 +49,24 @@ def assert_go_decodes_pair(pair: dict[str, Any], *, complete: bool = True) -> No
         assert isinstance(metadata["volume_size"], int)
         assert isinstance(metadata["volume_type"], str)
         assert isinstance(metadata["multiattach"], bool)
+
+
+# The create/update answers decode into smaller structs: ReplicationConsistencyGroupCreateorUpdate
+# (create and update of a group) and ReplicationCreate (create of a pair).
+RCG_ACCEPTED_FIELDS = ("id", "name", "description", "status", "priority_station", "created_at", "updated_at")
+PAIR_CREATED_FIELDS = (
+    "id", "name", "description", "status", "replication_consistency_group_id", "volume_ids",
+    "priority_station", "created_at", "updated_at",
+)
+
+
+def assert_go_decodes_accepted_group(group: dict[str, Any]) -> None:
+    for field in RCG_ACCEPTED_FIELDS:
+        assert field in group, f"missing {field}"
+        assert group[field] is None or isinstance(group[field], str), f"{field} is {group[field]!r}"
+
+
+def assert_go_decodes_created_pair(pair: dict[str, Any]) -> None:
+    for field in PAIR_CREATED_FIELDS:
+        assert field in pair, f"missing {field}"
+        assert pair[field] is None or isinstance(pair[field], str), f"{field} is {pair[field]!r}"

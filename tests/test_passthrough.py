@@ -552,20 +552,21 @@ async def test_legacy_stub_answers_in_the_legacy_shape() -> None:
     runner, url = await start_server(legacy_stub_app())
     try:
         base = f"{url}/v2/{PROJECT}/os-vendor-replication-consistency-groups"
-        listed = await call("GET", base)
+        token = {"X-Auth-Token": "t"}  # the stand-in, like EVS, wants one
+        listed = await call("GET", base, headers=token)
         assert listed.status == 200 and listed.headers["Content-Type"].startswith("application/json")
         group, unmigrated = listed.json()["replication_consistency_groups"]
         assert group == DEMO_GROUP and isinstance(group["replication_ids"], list)
         assert unmigrated == UNMIGRATED_GROUP and unmigrated["id"] != group["id"]
         assert group["fault_level"] == "0" and group["updated_at"] is None
-        one = await call("GET", f"{base}/{group['id']}")
+        one = await call("GET", f"{base}/{group['id']}", headers=token)
         assert one.json() == {"replication_consistency_group": DEMO_GROUP}
-        missing = await call("GET", f"{base}/6a1f0d39-5b8f-4a86-9f52-2b0a9d5f0c11")
+        missing = await call("GET", f"{base}/6a1f0d39-5b8f-4a86-9f52-2b0a9d5f0c11", headers=token)
         assert missing.status == 404 and missing.fault() == (
             "itemNotFound", {"message": missing.json()["itemNotFound"]["message"], "code": "EVS.5404"}
         )
         acted = await call("POST", f"{base}/{group['id']}/action",
-                           body=b'{"os-stop-replication-consistency-group":null}\n')
+                           body=b'{"os-stop-replication-consistency-group":null}\n', headers=token)
         assert (acted.status, acted.body) == (200, b"")
     finally:
         await runner.cleanup()
