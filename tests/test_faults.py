@@ -188,9 +188,15 @@ CONFIRMED_CASES = [
     pytest.param(Case(status=500, says=("SDRS.0405", "the replication link is down"), actions=1,
                       sim=JOB_FAILS_AT_ONCE, fail_job=("SDRS.0405", "the replication link is down"),
                       config={"actions": CONFIRMED}, retry=(200, 2, "")), id="job-fails-with-an-engine-code"),
-    pytest.param(Case(status=400, says=("SDRS.1032", "simulated failure"), actions=1, sim=JOB_FAILS_AT_ONCE,
+    # A failed job is SDRS's failure (500), even with a code documented as 400 ...
+    pytest.param(Case(status=500, says=("SDRS.1032", "simulated failure"), actions=1, sim=JOB_FAILS_AT_ONCE,
                       fail_job=(None, None), config={"actions": CONFIRMED}, retry=(200, 2, "")),
                  id="job-fails-with-the-reprotect-code"),
+    # ... unless its code says the request itself was wrong.
+    pytest.param(Case(status=400, says=("SDRS.1342", "not stopped"), actions=1, sim=JOB_FAILS_AT_ONCE,
+                      fail_job=("SDRS.1342", "DR site server is not stopped"), config={"actions": CONFIRMED},
+                      retry=(200, 2, "")),
+                 id="job-fails-because-a-server-was-not-stopped"),
     pytest.param(Case(status=500, says=("SDRS.9876", "no such code"), actions=1, sim=JOB_FAILS_AT_ONCE,
                       fail_job=("SDRS.9876", "no such code"), config={"actions": CONFIRMED}, retry=(200, 2, "")),
                  id="job-fails-with-an-undocumented-code"),

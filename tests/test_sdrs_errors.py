@@ -70,12 +70,27 @@ def test_error_table_covers_every_appendix_code_with_a_legacy_status():
     assert set(table.legacy_faults) == LEGACY_ERROR_STATUSES
 
 
-def test_not_found_codes_read_as_404():
+def test_only_sdrs_own_not_found_codes_read_as_404():
+    """404 tells Terraform the resource is gone: only SDRS's own "not found" of the group or pair may
+    say that. A gateway 404 without an SDRS code (a wrong endpoint) or an invalid id the shim took
+    from its mapping is a configuration fault: 502."""
     table = load_mappings(default_mappings_dir()).errors
-    for code in ("SDRS.1013", "SDRS.0207"):
+    for code in ("SDRS.1013", "SDRS.1608"):
         assert table.legacy_status(400, code) == 404
-    assert table.legacy_status(404, None) == 404
+        assert table.legacy_status(404, code) == 404
+    for code in ("SDRS.0207", "SDRS.0213"):
+        assert table.legacy_status(400, code) == 502
+    assert table.legacy_status(404, None) == 502
+    assert table.legacy_status(404, "APIGW.0101") == 502
     assert table.legacy_status(429, None) == 503
+
+
+def test_a_failed_job_is_a_server_failure_unless_its_code_blames_the_request():
+    table = load_mappings(default_mappings_dir()).errors
+    for code in ("SDRS.1027", "SDRS.1032", "SDRS.0405", "SDRS.9876", None):
+        assert table.legacy_status_of_failed_job(code) == 500, code
+    for code in ("SDRS.1002", "SDRS.0201", "SDRS.1342"):
+        assert table.legacy_status_of_failed_job(code) == 400, code
 
 
 def test_shipped_error_table_is_the_repository_file():
@@ -93,9 +108,11 @@ GATEWAY_401 = json.dumps({"error_code": "APIGW.0301", "error_msg": "Incorrect IA
 # (which SDRS call fails, SDRS status, SDRS body, legacy status, text the legacy message must contain)
 ROWS = [
     ("GET", 404, envelope("SDRS.1013", "Protection group not found", "itemNotFound"), 404, "SDRS.1013"),
-    ("GET", 404, b"", 404, "HTTP 404"),
+    ("GET", 404, b"", 502, "check upstreams.sdrs"),
+    ("GET", 404, json.dumps({"error_code": "APIGW.0101", "error_msg": "The API does not exist"}).encode(), 502,
+     "APIGW.0101"),
     ("GET", 400, envelope("SDRS.1013", "Protection group not found"), 404, "SDRS.1013"),
-    ("GET", 400, envelope("SDRS.0207", "Invalid protection group ID", "badrequest"), 404, "SDRS.0207"),
+    ("GET", 400, envelope("SDRS.0207", "Invalid protection group ID", "badrequest"), 502, "SDRS.0207"),
     ("GET", 401, GATEWAY_401, 401, "APIGW.0301"),
     ("GET", 400, envelope("SDRS.0002", "Invalid tenant token"), 401, "SDRS.0002"),
     ("GET", 403, envelope("SDRS.0005", "No permission for the operation"), 403, "SDRS.0005"),

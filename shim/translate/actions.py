@@ -280,7 +280,7 @@ def job_outcome(
     """
     if job.status == "FAIL":
         code = job.error_code or None
-        status = table.legacy_status(500, code) if code in table.codes else 500
+        status = table.legacy_status_of_failed_job(code)
         raise LegacyError(
             status,
             f"SDRS could not {translation.verb} replication consistency group {rcg_id}: job {job.job_id} "

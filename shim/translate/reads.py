@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from shim.translate.legacy import LegacyError
@@ -22,16 +22,20 @@ _REPLICATION_SEVERITY = ("error", "inactive", "copying", "active-stopped", "acti
 
 
 def legacy_time(value: str | None) -> str | None:
-    """SDRS timestamps (three formats) -> the legacy `2017-09-28T05:08:32.839953`; unparsable -> as is."""
+    """SDRS timestamps (three formats, with or without a zone) -> the legacy UTC form
+    `2017-09-28T05:08:32.839953`; unparsable -> as is. A time with an offset is converted to UTC
+    before the offset is dropped (`12:00+02:00` is `10:00`)."""
     if not value:
         return None
     text = value.strip().replace(" ", "T", 1)
-    if text.endswith("Z"):
-        text = text[:-1]
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return value
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC)
     return parsed.replace(tzinfo=None).isoformat(timespec="microseconds")
 
 

@@ -64,6 +64,11 @@ def legacy_error_for_answer(answer: SdrsAnswer, table: SdrsErrorTable, doing: st
     detail = message or (documented.message if documented else None) or "no error message"
     text = f"SDRS refused to {doing}: HTTP {answer.status}"
     text += f", {code}: {detail}" if code else f": {detail}"
+    if status == 502 and answer.status < 500:
+        # SDRS refused a call the shim built from its configuration (a 404 without SDRS's own
+        # not-found code, an invalid id from the mapping): say where to look, not "gone".
+        text += (". The shim's configuration does not match this SDRS: check upstreams.sdrs and the "
+                 "protection group ids in the mappings")
     retry_after = None
     if status == 503:
         retry_after = _retry_after(answer.headers.get("Retry-After"))

@@ -37,6 +37,7 @@ class SdrsErrorTable(_Strict):
     by_sdrs_status: dict[Annotated[int, Field(ge=400, le=599)], LegacyErrorStatus]
     by_sdrs_class: dict[Literal["4xx", "5xx"], LegacyErrorStatus]
     codes: dict[SdrsCode, SdrsCodeRow]
+    job_request_faults: frozenset[SdrsCode] = frozenset()
 
     @model_validator(mode="after")
     def _complete(self) -> SdrsErrorTable:
@@ -45,7 +46,14 @@ class SdrsErrorTable(_Strict):
             raise ValueError(f"legacy_faults has no entry for status {missing}")
         if set(self.by_sdrs_class) != {"4xx", "5xx"}:
             raise ValueError("by_sdrs_class needs both 4xx and 5xx")
+        if unknown := sorted(self.job_request_faults - set(self.codes)):
+            raise ValueError(f"job_request_faults names codes the table does not have: {', '.join(unknown)}")
         return self
+
+    def legacy_status_of_failed_job(self, code: str | None) -> int:
+        """A failed job is the server's failure (500) unless its code says the request was wrong."""
+        row = self.codes.get(code or "")
+        return row.legacy if row is not None and code in self.job_request_faults else 500
 
     def legacy_status(self, sdrs_status: int, sdrs_code: str | None) -> int:
         """The legacy status for an SDRS error answer (code first, then status, then class)."""

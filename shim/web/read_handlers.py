@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from shim.translate.actions import TRANSLATED_ACTIONS, shown_while_pending
-from shim.translate.legacy import LegacyError, canonical_id, canonical_project_id, id_key
+from shim.translate.legacy import LegacyError, canonical_project_id, id_key
 from shim.translate.listing import (
     GROUP_FILTERS,
     PAIR_FILTERS,
@@ -129,7 +129,8 @@ async def pair_item(request: web.Request) -> web.StreamResponse:
         return await to_legacy(request, item=item)
     project_id = canonical_project_id(project_id)
     calls = sdrs_calls(request, state)
-    pair = await calls.pair(project_id, canonical_id(pair_id))
+    # The project's pair list, not a read of this id: an unmapped group's pair id never reaches SDRS.
+    pair = next((pair for pair in await calls.pairs(project_id) if id_key(pair.id) == id_key(pair_id)), None)
     entry = mapped.get(id_key(pair.server_group_id)) if pair is not None else None
     if pair is None or entry is None:
         return await to_legacy(request, item=item)  # not a pair of a migrated group
