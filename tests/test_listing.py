@@ -124,7 +124,7 @@ async def test_volume_id_filter_finds_the_group_holding_that_disk(sources, make_
     volume = sim.group(PROJECT, GROUP_ID).pairs[1].volume_ids[1]
     ids = await list_ids(shim, GROUPS, "replication_consistency_groups", f"?volume_id={volume}")
     assert ids == [RCG]
-    assert legacy.queries[-1] == {"volume_id": volume}
+    assert legacy.queries == []  # a list by a mapped group's disk is about that group: SDRS alone answers it
 
 
 @pytest.mark.parametrize(("query", "code"), [

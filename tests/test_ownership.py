@@ -188,22 +188,24 @@ def golang_body(document: dict[str, Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
-async def test_a_mapped_groups_update_delete_and_pair_delete_are_refused_and_name_the_sdrs_call(world):
+async def test_a_mapped_groups_update_delete_and_pair_delete_go_to_sdrs_never_to_its_stale_copy(world):
     put = await call("PUT", f"{world.shim}{GROUPS}/{shouting(RCG)}", headers=GO_HEADERS,
                      body=golang_body({"replication_consistency_group": {"name": "renamed"}}))
-    delete = await call("DELETE", f"{world.shim}{GROUPS}/{RCG}", headers=READ_HEADERS)
     delete_pair = await call("DELETE", f"{world.shim}{PAIRS}/{world.sdrs_pair_ids[0]}", headers=READ_HEADERS)
+    delete = await call("DELETE", f"{world.shim}{GROUPS}/{RCG}", headers=READ_HEADERS)
 
-    for reply, sdrs_call in ((put, f"PUT /v1/{PROJECT}/server-groups/{GROUP}"),
-                             (delete, f"DELETE /v1/{PROJECT}/server-groups/{GROUP}"),
-                             (delete_pair, f"DELETE /v1/{PROJECT}/replications/")):
-        assert reply.status == 409, reply.body
-        name, inner = reply.fault()
-        assert name == "conflictingRequest"
-        assert "served from there" in inner["message"] and sdrs_call in inner["message"]
+    assert put.status == 202 and put.json()["replication_consistency_group"]["name"] == "renamed"
+    assert world.sim.group(PROJECT, GROUP).name == "renamed"
+    assert delete_pair.status == 202
+    # One pair remains: SDRS refuses the group delete, and the refusal is the client's answer.
+    assert delete.status == 400 and "SDRS.1010" in delete.fault()[1]["message"]
+    assert [(method, path) for method, path, _ in world.sim.write_calls] == [
+        ("PUT", f"/v1/{PROJECT}/server-groups/{GROUP}"),
+        ("DELETE", f"/v1/{PROJECT}/replications/{world.sdrs_pair_ids[0]}"),
+        ("DELETE", f"/v1/{PROJECT}/server-groups/{GROUP}"),
+    ]
     world.assert_legacy_untouched_by(RCG, *world.sdrs_pair_ids, *world.stale_pair_ids)
     assert world.legacy.requests == []
-    assert world.sim.write_calls == []
 
 
 async def test_creates_and_updates_naming_a_mapped_groups_pair_or_disk_are_refused(world):

@@ -29,6 +29,7 @@ from shim.translate.legacy import LegacyError
 log = logging.getLogger("shim.state")
 
 STORE_RETRY_AFTER_SECONDS = 5
+LEASE_POLL_SECONDS = 0.05
 
 
 def store_unavailable(doing: str) -> LegacyError:
@@ -90,14 +91,23 @@ class ActionGuard:
         self._lease_seconds = lease_seconds
 
     @contextlib.asynccontextmanager
-    async def claim(self, project_id: str, group_id: str, rcg_id: str) -> AsyncIterator[GroupClaim]:
-        """Hold the group for one action, or raise the legacy error that says why not (409, 503)."""
+    async def claim(
+        self, project_id: str, group_id: str, rcg_id: str, wait_seconds: float = 0.0,
+    ) -> AsyncIterator[GroupClaim]:
+        """Hold the group for one action, or raise the legacy error that says why not (409, 503).
+        With `wait_seconds`, a group held by another action is waited for that long first (work that
+        may run beside the holder's, such as deleting another pair of the group)."""
         key = group_key(project_id, group_id)
-        try:
-            acquired = await self.store.acquire(key, self._lease_seconds)
-        except StoreUnavailable as err:
-            log.warning("state store unavailable: action refused", extra={"error": str(err)[:300]})
-            raise store_unavailable("it could not take the group's lease") from None
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                acquired = await self.store.acquire(key, self._lease_seconds)
+            except StoreUnavailable as err:
+                log.warning("state store unavailable: action refused", extra={"error": str(err)[:300]})
+                raise store_unavailable("it could not take the group's lease") from None
+            if acquired is not None or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(LEASE_POLL_SECONDS)
         if acquired is None:
             raise LegacyError(409, f"Another action on replication consistency group {rcg_id} is in progress.")
         lease, document = acquired

@@ -104,10 +104,10 @@ class SdrsCall:
     subject: str = ""  # what the call acts on, for messages: "protection group <id>", "pair <id>"
 
 
-def parse_action_body(raw: bytes) -> ActionRequest:
-    """The legacy action body: one JSON object with exactly one known action key."""
+def load_json(raw: bytes) -> Any:
+    """A legacy request body as JSON, or a legacy 400 that says what is wrong with it."""
     try:
-        document = json.loads(raw.decode("utf-8"), object_pairs_hook=_object_without_duplicate_keys)
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_object_without_duplicate_keys)
     except UnicodeDecodeError:
         raise LegacyError(400, "Malformed request body: not UTF-8 text.") from None
     except RecursionError:
@@ -118,6 +118,11 @@ def parse_action_body(raw: bytes) -> ActionRequest:
         raise LegacyError(400, f"Malformed request body: the key {str(err)[:80]!r} appears twice.") from None
     except ValueError as err:  # e.g. an integer literal longer than Python converts
         raise LegacyError(400, f"Malformed request body: not acceptable JSON ({err}).") from None
+
+
+def parse_action_body(raw: bytes) -> ActionRequest:
+    """The legacy action body: one JSON object with exactly one known action key."""
+    document = load_json(raw)
     if not isinstance(document, dict):
         raise LegacyError(400, "Malformed request body: expected a JSON object with one action key.")
     if len(document) != 1:
@@ -231,12 +236,12 @@ def volume_size(pair: ReplicationPair) -> int | None:
     return int(size) if isinstance(size, int) or (isinstance(size, str) and size.isdigit()) else None
 
 
-def refuse_while_job_pending(job: Job, translation: ActionTranslation, rcg_id: str) -> None:
+def refuse_while_job_pending(job: Job, verb: str, rcg_id: str) -> None:
     """SDRS would accept a second action while the first job is still INIT: this shim does not."""
     if not job.finished:
         raise LegacyError(
             409,
-            f"Cannot {translation.verb} replication consistency group {rcg_id} now: the previous "
+            f"Cannot {verb} replication consistency group {rcg_id} now: the previous "
             f"action's SDRS job {job.job_id} ({job.job_type or 'unknown type'}) is still {job.status}.",
         )
 

@@ -71,6 +71,12 @@ class SdrsHoldings:
                 volume_ids[id_key(volume)] = entry
         return cls(frozenset(id_key(entry.rcg_id) for entry in mapped.values()), pair_ids, volume_ids)
 
+    def filter_names_a_mapped_disk(self, filters: Mapping[str, str]) -> bool:
+        """A list filtered by a disk of a mapped group's pair is about that group: SDRS alone answers it
+        (only a stale legacy copy could match on the legacy side)."""
+        named = [filters.get("volume_id", ""), *filters.get("volume_ids", "").split(",")]
+        return any(id_key(volume.strip()) in self.volume_ids for volume in named if volume.strip())
+
     def is_legacy_copy_of_group(self, item: Mapping[str, Any]) -> bool:
         return _key(item.get("id")) in self.rcg_ids
 

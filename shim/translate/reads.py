@@ -76,9 +76,12 @@ def fault_level(pairs: Iterable[ReplicationPair]) -> str:
 
 
 def legacy_group(
-    rcg_id: str, group: ServerGroup, pairs: list[ReplicationPair], table: StatusTable
+    rcg_id: str, group: ServerGroup, pairs: list[ReplicationPair], table: StatusTable, *,
+    status: str | None = None, failure_detail: str | None = None, description: str | None = None,
 ) -> dict[str, Any]:
-    """GET .../os-vendor-replication-consistency-groups/{id} body object for a mapped group."""
+    """GET .../os-vendor-replication-consistency-groups/{id} body object for a mapped group.
+    `status` overrides the table's reading (work of this shim's is pending); `description` is the
+    one the shim keeps (SDRS has none to change)."""
     row = table.group_statuses.get(group.status)
     if row is None:
         raise _undocumented("protection group", group.status)
@@ -88,15 +91,15 @@ def legacy_group(
     return {
         "id": rcg_id,
         "name": group.name,
-        "description": group.description,
-        "status": row.status,
+        "description": description if description is not None else group.description,
+        "status": status or row.status,
         "priority_station": production_zone(group),
         "replication_model": "hypermetro",
         "replication_status": replication_status,
         "replication_ids": [pair.id for pair in pairs],
         "created_at": legacy_time(group.created_at),
         "updated_at": legacy_time(group.updated_at),
-        "failure_detail": None,
+        "failure_detail": failure_detail,
         "fault_level": fault_level(pairs),
     }
 

@@ -56,6 +56,11 @@ class SdrsClient:
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             trust_env=self._trust_env,  # upstreams.trust_env: HTTPS_PROXY / NO_PROXY
         )
+        # aiohttp resends a PUT or DELETE (methods RFC 9110 calls idempotent) once by itself when a
+        # kept-alive connection drops; an SDRS DELETE starts a job each time, so nothing is resent
+        # behind the shim's back: only a GET is repeated, below. aiohttp has no public switch for
+        # this (its own test client sets the same attribute).
+        self._session._retry_connection = False
 
     async def close(self) -> None:
         if self._session is not None:
@@ -80,6 +85,20 @@ class SdrsClient:
         return answer
 
     async def _exchange(
+        self, method: str, path: str, headers: dict[str, str], json_body: Any | None, key: KeyPair | None
+    ) -> SdrsAnswer:
+        """One exchange; a GET whose kept-alive connection dropped before the answer is sent once more
+        on a new connection (RFC 9112 9.3.1), never another method."""
+        try:
+            return await self._exchange_once(method, path, headers, json_body, key)
+        except SdrsUnreachable as err:
+            if method != "GET" or isinstance(err, SdrsNotSent) or not isinstance(
+                err.__cause__, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
+            ):
+                raise
+            return await self._exchange_once(method, path, headers, json_body, key)
+
+    async def _exchange_once(
         self, method: str, path: str, headers: dict[str, str], json_body: Any | None, key: KeyPair | None
     ) -> SdrsAnswer:
         assert self._session is not None, "SdrsClient.start() was not awaited"

@@ -3,35 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import random
 import time
-from collections.abc import Iterator
 
 from aiohttp import web
 
 from shim.context import AUDIT
-from shim.state.action_guard import GroupClaim
 from shim.translate.actions import (
     TRANSLATED_ACTIONS,
     ActionTranslation,
-    SdrsCall,
     check_precondition,
     job_outcome,
     not_confirmed,
-    outcome_is_unknown,
     parse_action_body,
     plan_calls,
-    refuse_while_job_pending,
 )
 from shim.translate.legacy import LegacyError
 from shim.translate.ownership import mapped_group
-from shim.translate.sdrs_answers import DEFAULT_RETRY_AFTER_SECONDS, legacy_error_for_transport, parse_answer
-from shim.translate.sdrs_models import Job, JobAccepted, SdrsAnswer, SdrsNotSent, SdrsTransportError, ServerGroup
-from shim.translate.tables import GroupMapping
 from shim.upstreams.sdrs_calls import SdrsCalls
 from shim.web.incoming import read_capped_body, sdrs_calls
 from shim.web.owner import serve_from_sdrs, to_legacy
+from shim.web.sdrs_work import Work, after_previous, backoff, send_calls
 from shim.web.shim_state import STATE, ShimState
 
 
@@ -60,8 +51,9 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
                                f"{entry.rcg_id}: it is served by SDRS, which has no equivalent.")
     calls = sdrs_calls(request, state)
     project_id, group_id, rcg_id = entry.project_id, entry.protection_group_id, entry.rcg_id
+    work = Work(translation.legacy_key, translation.verb, idempotent=translation.idempotent)
     async with state.actions.claim(project_id, group_id, rcg_id) as claim:
-        group = await after_previous_action(state, calls, claim, translation, entry)
+        group = await after_previous(state, calls, claim, work, entry)
         if group is None or group.status in translation.already_done:
             audit["outcome"] = "already done: nothing sent"  # stop/sync: the legacy API has no precondition
             return web.Response(status=200, body=b"")
@@ -70,95 +62,11 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
         plan = plan_calls(translation, action, project_id, rcg_id, group, pairs)
         job_ids: list[str] = []
         audit["job_ids"] = job_ids
-        await send_actions(claim, calls, translation, plan, job_ids)
+        await send_calls(claim, calls, work, plan, job_ids)
         if translation.per_pair or state.settings.actions.completion == "confirmed":
             await claim.save()  # the job ids outlive this process before the long wait
             await confirm(state, calls, translation, project_id, rcg_id, group_id, job_ids)
     return web.Response(status=200, body=b"")
-
-
-async def after_previous_action(
-    state: ShimState, calls: SdrsCalls, claim: GroupClaim, translation: ActionTranslation, entry: GroupMapping,
-) -> ServerGroup | None:
-    """The group once the previous action's jobs have finished; None when the same idempotent action
-    (stop, sync) is still running, so this one is done already.
-
-    The previous action's jobs and the group are read together (GETs: safe to overlap). Another
-    action (a Sync right after a Stop, as Terraform sends them) waits, up to
-    `actions.wait_for_previous_seconds`, for them to finish rather than failing; the same action again
-    is a duplicate: 409 while its job runs."""
-    settings = state.settings.actions
-    deadline = time.monotonic() + settings.wait_for_previous_seconds
-    pauses = backoff(settings.poll_initial_seconds, settings.poll_max_seconds)
-    while True:
-        jobs, group = await asyncio.gather(
-            previous_jobs(calls, entry.project_id, claim.pending_jobs(), entry.rcg_id),
-            calls.group(entry.project_id, entry.protection_group_id),
-        )
-        running = [job for job in jobs if job is not None and not job.finished]
-        if not running:
-            claim.jobs_finished()
-            return group
-        if claim.record.action == translation.legacy_key:
-            if translation.idempotent:
-                return None
-            refuse_while_job_pending(running[0], translation, entry.rcg_id)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            refuse_while_job_pending(running[0], translation, entry.rcg_id)
-        await asyncio.sleep(min(remaining, next(pauses)))
-
-
-def backoff(initial: float, maximum: float) -> Iterator[float]:
-    """Pauses between polls: doubling from `initial` up to `maximum`, with jitter."""
-    pause = initial
-    while True:
-        yield pause * random.uniform(0.5, 1.0)
-        pause = min(pause * 2, maximum)
-
-
-async def previous_jobs(calls: SdrsCalls, project_id: str, job_ids: tuple[str, ...], rcg_id: str) -> list[Job | None]:
-    """The last action's jobs, read before a new action (None: SDRS says the job does not exist).
-    A job that cannot be read stays pending: no new action is sent while it might run."""
-    try:
-        return list(await asyncio.gather(*(calls.job(project_id, job_id) for job_id in job_ids)))
-    except LegacyError as err:
-        raise LegacyError(
-            503, f"Cannot tell whether the previous action on replication consistency group {rcg_id} is still "
-            f"running (reading SDRS job {', '.join(job_ids)} failed: {err.message}); no new action is sent "
-            "until it can be read.", retry_after=DEFAULT_RETRY_AFTER_SECONDS,
-        ) from None
-
-
-async def send_actions(
-    claim: GroupClaim, calls: SdrsCalls, translation: ActionTranslation, plan: list[SdrsCall], job_ids: list[str],
-) -> None:
-    """POST each planned action once, in order, each after the claim durably says it is leaving;
-    stop at the first refusal and say what had been started."""
-    for call in plan:
-        doing = f"{translation.verb} {call.subject}"
-        answer: SdrsAnswer | None = None
-        await claim.before_post()
-        try:
-            try:
-                answer = await calls.exchange("POST", call.path, call.body)
-            except SdrsTransportError as err:
-                raise legacy_error_for_transport(err, doing) from err
-            job_id = parse_answer(answer, JobAccepted, calls.errors, doing).job_id
-        except LegacyError as err:
-            if isinstance(err.__cause__, SdrsNotSent):
-                claim.not_sent()  # no connection was made: nothing can have started
-            elif outcome_is_unknown(answer, calls.errors):
-                claim.outcome_unknown()  # SDRS may have started it: never resend blindly
-            else:
-                claim.not_sent()  # a definite refusal
-            if job_ids:
-                raise dataclasses.replace(
-                    err, message=f"{err.message} (started before this failure: job {', '.join(job_ids)})"
-                ) from None
-            raise
-        claim.job_started(translation.legacy_key, job_id, first_of_action=not job_ids)
-        job_ids.append(job_id)
 
 
 async def confirm(

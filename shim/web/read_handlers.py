@@ -16,7 +16,6 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from shim.translate.actions import TRANSLATED_ACTIONS, shown_while_pending
 from shim.translate.legacy import LegacyError, canonical_project_id, id_key
 from shim.translate.listing import (
     GROUP_FILTERS,
@@ -40,20 +39,18 @@ from shim.translate.ownership import (
 from shim.translate.reads import legacy_group, legacy_pair
 from shim.translate.sdrs_models import ReplicationPair, ServerGroup
 from shim.translate.tables import GroupMapping
+from shim.translate.writes import DELETE_GROUP, DELETE_PAIR, UPDATE, Reading, reading_while_pending
 from shim.upstreams.sdrs_calls import SdrsCalls
 from shim.web.incoming import read_capped_body, sdrs_calls
 from shim.web.owner import serve_from_sdrs, to_legacy
 from shim.web.shim_state import STATE, ShimState
+from shim.web.write_handlers import delete_group, delete_pair, update_group
 
 READS = (hdrs.METH_GET, hdrs.METH_HEAD)
 GROUP_METHODS = "GET, HEAD, PUT, DELETE"
 # Create and update bodies are read whole (to see which pairs or disks they name) up to this size.
 INSPECTED_BODY_BYTES = 1024 * 1024
 
-SDRS_RENAME = "PUT /v1/{project}/server-groups/{group} with {{\"server_group\": {{\"name\": ...}}}}"
-SDRS_DELETE_GROUP = "DELETE /v1/{project}/server-groups/{group} (after deleting its replication pairs)"
-SDRS_DELETE_PAIR = ("DELETE /v1/{project}/replications/{{replication_id}} with {{\"replication\": "
-                    "{{\"server_group_id\": \"{group}\", \"delete_target_volume\": false}}}}")
 SDRS_CREATE_PAIR = ("POST /v1/{project}/replications with {{\"replication\": {{\"server_group_id\": \"{group}\", "
                     "\"volume_id\": ..., \"name\": ...}}}}")
 
@@ -85,13 +82,13 @@ async def group_item(request: web.Request) -> web.StreamResponse:
     if request.method in READS:
         serve_from_sdrs(request, entry, "show-group")
         return await show_group(request, state, entry)
-    serve_from_sdrs(request, entry, f"{request.method.lower()}-group")
     if request.method == hdrs.METH_PUT:
-        raise refuse_write_on_sdrs_group(entry, f"update replication consistency group {entry.rcg_id}",
-                                         SDRS_RENAME)
+        serve_from_sdrs(request, entry, UPDATE)
+        return await update_group(request, state, entry)
     if request.method == hdrs.METH_DELETE:
-        raise refuse_write_on_sdrs_group(entry, f"delete replication consistency group {entry.rcg_id}",
-                                         SDRS_DELETE_GROUP)
+        serve_from_sdrs(request, entry, DELETE_GROUP)
+        return await delete_group(request, state, entry)
+    serve_from_sdrs(request, entry, f"{request.method.lower()}-group")
     raise LegacyError(405, f"Method {request.method} is not allowed on a replication consistency group.",
                       headers=(("Allow", GROUP_METHODS),))
 
@@ -100,9 +97,19 @@ async def show_group(request: web.Request, state: ShimState, entry: GroupMapping
     calls = sdrs_calls(request, state)
     project_id, group_id = entry.project_id, entry.protection_group_id
     group, pairs = await asyncio.gather(calls.group(project_id, group_id), calls.pairs(project_id, group_id))
-    group = await as_clients_see_it(state, calls, project_id, group)
-    body = legacy_group(entry.rcg_id, group, pairs, state.mappings.statuses)
+    body = await group_as_clients_see_it(state, calls, entry, group, pairs)
     return web.json_response({"replication_consistency_group": body})
+
+
+async def group_as_clients_see_it(
+    state: ShimState, calls: SdrsCalls, entry: GroupMapping, group: ServerGroup, pairs: list[ReplicationPair],
+) -> dict[str, Any]:
+    """The legacy object for a mapped group: work this shim started on it shown as running, the
+    description the shim keeps for it."""
+    (known, description), reading = await asyncio.gather(
+        state.notes.description(entry), reading_of(state, calls, entry.project_id, group))
+    return legacy_group(entry.rcg_id, reading.group, pairs, state.mappings.statuses, status=reading.status,
+                        failure_detail=reading.failure_detail, description=description if known else None)
 
 
 # -- pairs --------------------------------------------------------------------------------------
@@ -133,38 +140,65 @@ async def pair_item(request: web.Request) -> web.StreamResponse:
     pair = next((pair for pair in await calls.pairs(project_id) if id_key(pair.id) == id_key(pair_id)), None)
     entry = mapped.get(id_key(pair.server_group_id)) if pair is not None else None
     if pair is None or entry is None:
+        removed = await state.notes.removed_pair(project_id, pair_id)
+        if removed is not None:  # this shim deleted it from a mapped group: SDRS's, and gone
+            return _removed_pair(request, removed)
         return await to_legacy(request, item=item)  # not a pair of a migrated group
     if request.method == hdrs.METH_DELETE:
-        serve_from_sdrs(request, entry, "delete-pair", replication_id=pair.id)
-        raise refuse_write_on_sdrs_group(entry, f"delete replication pair {pair.id}", SDRS_DELETE_PAIR)
+        serve_from_sdrs(request, entry, DELETE_PAIR, replication_id=pair.id)
+        return await delete_pair(request, state, calls, entry, pair)
     serve_from_sdrs(request, entry, "show-pair", replication_id=pair.id)
     group = await calls.group(project_id, pair.server_group_id)
     body = legacy_pair(pair, entry.rcg_id, group, state.mappings.statuses)
     return web.json_response({"replication": body})
 
 
+def _removed_pair(request: web.Request, removed: dict[str, Any]) -> web.StreamResponse:
+    """A pair this shim removed from a mapped group: its DELETE is done (202), its GET 404, as a
+    removed legacy pair's delete ends; never a question for the legacy endpoint's stale copy."""
+    entry = GroupMapping(request.match_info["project_id"], str(removed.get("rcg_id")),
+                         str(removed.get("protection_group_id")))
+    serve_from_sdrs(request, entry, f"{request.method.lower()}-removed-pair", replication_id=removed.get("pair_id"))
+    if request.method == hdrs.METH_DELETE:
+        return web.Response(status=202)
+    raise LegacyError(404, f"Replication pair {removed.get('pair_id')} could not be found (it was deleted with "
+                           f"replication consistency group {removed.get('rcg_id')}'s update).")
+
+
 # -- legacy writes that could touch a mapped group -------------------------------------------------
 
 
 async def _write_naming_pairs(request: web.Request, what: str, item: str | None = None) -> web.StreamResponse:
-    """A group create or update of an unmapped group: refused when it names a pair of a mapped group."""
-    return await _inspected_write(request, what, item, lambda document, holdings: [
-        holdings.pair_ids[id_key(pair_id)] for pair_id in named_pair_ids(document)
-        if id_key(pair_id) in holdings.pair_ids
-    ], SDRS_CREATE_PAIR)
+    """A group create or update of an unmapped group: refused when it names a pair of a mapped group
+    (one SDRS has, or one this shim removed from a mapped group: SDRS's still, and gone)."""
+    state = request.app[STATE]
+
+    async def named(document: Any, holdings: SdrsHoldings) -> list[GroupMapping]:
+        found = []
+        for pair_id in named_pair_ids(document):
+            if id_key(pair_id) in holdings.pair_ids:
+                found.append(holdings.pair_ids[id_key(pair_id)])
+            elif (removed := await state.notes.removed_pair(request.match_info["project_id"], pair_id)) is not None:
+                found.append(GroupMapping(request.match_info["project_id"], str(removed["rcg_id"]),
+                                          str(removed["protection_group_id"])))
+        return found
+
+    return await _inspected_write(request, what, item, named, SDRS_CREATE_PAIR)
 
 
 async def _write_naming_volumes(request: web.Request) -> web.StreamResponse:
     """A pair create: refused when it names a disk of a mapped group's pair."""
-    return await _inspected_write(request, "create a replication pair", None, lambda document, holdings: [
-        holdings.volume_ids[id_key(volume)] for volume in named_volume_ids(document)
-        if id_key(volume) in holdings.volume_ids
-    ], SDRS_CREATE_PAIR)
+
+    async def named(document: Any, holdings: SdrsHoldings) -> list[GroupMapping]:
+        return [holdings.volume_ids[id_key(volume)] for volume in named_volume_ids(document)
+                if id_key(volume) in holdings.volume_ids]
+
+    return await _inspected_write(request, "create a replication pair", None, named, SDRS_CREATE_PAIR)
 
 
 async def _inspected_write(
     request: web.Request, what: str, item: str | None,
-    sdrs_groups_named: Callable[[Any, SdrsHoldings], list[GroupMapping]], sdrs_call: str,
+    sdrs_groups_named: Callable[[Any, SdrsHoldings], Awaitable[list[GroupMapping]]], sdrs_call: str,
 ) -> web.StreamResponse:
     state = request.app[STATE]
     mapped = project_mappings(state.mappings, request.match_info["project_id"])
@@ -177,7 +211,7 @@ async def _inspected_write(
         return await to_legacy(request, body=body, item=item)  # the legacy endpoint says what is wrong
     project_id = canonical_project_id(request.match_info["project_id"])
     holdings = await sdrs_holdings(sdrs_calls(request, state), project_id, mapped)
-    named = sdrs_groups_named(document, holdings)
+    named = await sdrs_groups_named(document, holdings)
     if named:
         serve_from_sdrs(request, named[0], "refused-legacy-write")
         raise refuse_write_on_sdrs_group(named[0], what, sdrs_call)
@@ -216,8 +250,8 @@ async def merged_list(
     calls = sdrs_calls(request, state)
     groups, pairs = await asyncio.gather(calls.groups(project_id), calls.pairs(project_id))
     legacy_items: list[dict[str, Any]] = []
-    if wanted is None:
-        holdings = SdrsHoldings.of(mapped, ((pair.id, pair.server_group_id, pair.volume_id_list) for pair in pairs))
+    holdings = SdrsHoldings.of(mapped, ((pair.id, pair.server_group_id, pair.volume_id_list) for pair in pairs))
+    if wanted is None and not holdings.filter_names_a_mapped_disk(query.filters):
         hidden = holdings.is_legacy_copy_of_group if key == "replication_consistency_groups" \
             else holdings.is_legacy_copy_of_pair
         legacy_items = [item for item in await legacy_list(state, request, key) if not hidden(item)]
@@ -239,9 +273,8 @@ async def _group_items(
 ) -> list[MappedItem]:
     items = []
     for group, members in _mapped_with_pairs(groups, pairs, mapped):
-        shown = await as_clients_see_it(state, calls, project_id, group)
-        items.append(MappedItem(legacy_group(mapped[id_key(group.id)].rcg_id, shown, members, state.mappings.statuses),
-                                frozenset(volume for pair in members for volume in pair.volume_id_list)))
+        legacy = await group_as_clients_see_it(state, calls, mapped[id_key(group.id)], group, members)
+        items.append(MappedItem(legacy, frozenset(volume for pair in members for volume in pair.volume_id_list)))
     return items
 
 
@@ -257,18 +290,14 @@ async def _pair_items(
     ]
 
 
-async def as_clients_see_it(state: ShimState, calls: SdrsCalls, project_id: str, group: ServerGroup) -> ServerGroup:
-    """The group, shown as running the action this shim started on it while that job is pending."""
+async def reading_of(state: ShimState, calls: SdrsCalls, project_id: str, group: ServerGroup) -> Reading:
+    """How the group reads while work this shim started on it is pending (translate/writes.py)."""
     pending = await state.actions.pending_action(project_id, group.id)
     if pending is None:
-        return group
-    legacy_key, job_ids = pending
-    translation = TRANSLATED_ACTIONS.get(legacy_key)
-    if translation is None:
-        return group
-    for job_id in job_ids:
-        group = shown_while_pending(group, translation, await calls.job(project_id, job_id))
-    return group
+        return Reading(group)
+    work, job_ids = pending
+    jobs = [await calls.job(project_id, job_id) for job_id in job_ids]
+    return reading_while_pending(group, work, jobs)
 
 
 def _mapped_with_pairs(

@@ -14,6 +14,7 @@ from shim.context import AUDIT
 from shim.credentials import NO_KEYS, KeyRing
 from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
+from shim.state.group_notes import GroupNotes
 from shim.translate.legacy import LegacyError
 from shim.upstreams.passthrough import LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
@@ -83,10 +84,12 @@ class ShimState:
     server_tls: ssl.SSLContext | None = None  # the listener's when it serves https; SIGHUP reloads its certificate
     health: Health = field(default_factory=Health)
     translated: TranslatedSlots = field(init=False)
+    notes: GroupNotes = field(init=False)  # descriptions, removed pairs, deleted groups (same store as the guard)
     config_digest: str = ""
 
     def __post_init__(self) -> None:
         self.translated = TranslatedSlots(lambda: self.settings.limits.max_concurrent_translated, self.metrics)
+        self.notes = GroupNotes(self.actions.store)
 
 
 STATE = web.AppKey("state", ShimState)

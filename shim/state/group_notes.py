@@ -1,0 +1,66 @@
+"""What the shim keeps about mapped groups beside the guard's record, in the state store:
+- the legacy `description` of a group (SDRS has no such field; without it the client would see drift);
+- the pairs it removed from a group (their legacy DELETE then answers 202 and their GET 404, as a
+  removed legacy pair's delete would end, instead of reaching the legacy endpoint);
+- the groups it deleted (their mapping entries are retired: `shim validate` and the report say so).
+Keys are built from normalised ids (`id_key`), so any spelling finds the note.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from shim.state.store import StateStore, StoreUnavailable
+from shim.translate.legacy import id_key
+from shim.translate.tables import GroupMapping
+
+log = logging.getLogger("shim.state")
+
+
+def description_key(project_id: str, group_id: str) -> str:
+    return f"description:{id_key(project_id)}:{id_key(group_id)}"
+
+
+def removed_pair_key(project_id: str, pair_id: str) -> str:
+    return f"removed-pair:{id_key(project_id)}:{id_key(pair_id)}"
+
+
+def retired_key(project_id: str, rcg_id: str) -> str:
+    return f"retired:{id_key(project_id)}:{id_key(rcg_id)}"
+
+
+class GroupNotes:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    async def description(self, entry: GroupMapping) -> tuple[bool, str | None]:
+        """(known, description): known is False when none was ever set or the store cannot say."""
+        try:
+            note = await self.store.get(description_key(entry.project_id, entry.protection_group_id))
+        except StoreUnavailable as err:
+            log.warning("state store unavailable: read shown without its description", extra={"error": str(err)[:300]})
+            return False, None
+        return (True, note.get("description")) if note is not None else (False, None)
+
+    async def set_description(self, entry: GroupMapping, description: str | None) -> None:
+        """Raises StoreUnavailable: the write it belongs to is refused before anything else changes."""
+        await self.store.put(description_key(entry.project_id, entry.protection_group_id),
+                             {"description": description, "set_at": time.time()})
+
+    async def removed_pair(self, project_id: str, pair_id: str) -> dict[str, Any] | None:
+        return await self.store.get(removed_pair_key(project_id, pair_id))
+
+    async def note_removed_pair(self, entry: GroupMapping, pair_id: str, job_id: str) -> None:
+        await self.store.put(removed_pair_key(entry.project_id, pair_id), {
+            "pair_id": pair_id, "rcg_id": entry.rcg_id, "protection_group_id": entry.protection_group_id,
+            "job_id": job_id, "removed_at": time.time()})
+
+    async def note_retired(self, entry: GroupMapping, job_id: str) -> None:
+        await self.store.put(retired_key(entry.project_id, entry.rcg_id), {
+            "rcg_id": entry.rcg_id, "protection_group_id": entry.protection_group_id, "job_id": job_id,
+            "deleted_at": time.time()})
+
+    async def retired(self, entry: GroupMapping) -> dict[str, Any] | None:
+        return await self.store.get(retired_key(entry.project_id, entry.rcg_id))

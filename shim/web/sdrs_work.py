@@ -1,0 +1,123 @@
+"""Guarded SDRS work (actions and writes alike), the I/O around the duplicate-action guard's claim:
+wait for the previous work's jobs, then send each call once, durably noted before it leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+from shim.state.action_guard import GroupClaim
+from shim.translate.actions import SdrsCall, outcome_is_unknown, refuse_while_job_pending
+from shim.translate.legacy import LegacyError
+from shim.translate.sdrs_answers import DEFAULT_RETRY_AFTER_SECONDS, legacy_error_for_transport, parse_answer
+from shim.translate.sdrs_models import Job, JobAccepted, SdrsAnswer, SdrsNotSent, SdrsTransportError, ServerGroup
+from shim.translate.tables import GroupMapping
+from shim.upstreams.sdrs_calls import SdrsCalls
+from shim.web.shim_state import ShimState
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a guarded piece of SDRS work is, for the guard."""
+
+    key: str  # what the record calls it: a legacy action key, or a write's name (translate/writes.py)
+    verb: str  # for messages: "reprotect", "update"
+    idempotent: bool = False  # the same work still running means this one is done already
+    alongside_same: bool = False  # the same work may run beside its predecessor (deletes of two pairs)
+
+
+async def after_previous(
+    state: ShimState, calls: SdrsCalls, claim: GroupClaim, work: Work, entry: GroupMapping,
+) -> ServerGroup | None:
+    """The group once the previous work's jobs have finished; None when the same idempotent work is
+    still running, so this one is done already.
+
+    The previous jobs and the group are read together (GETs: safe to overlap). Other work (a Sync
+    right after a Stop, an update right after a Stop, as Terraform sends them) waits, up to
+    `actions.wait_for_previous_seconds`, for them to finish rather than failing; the same work again is
+    a duplicate: 409 while its job runs."""
+    settings = state.settings.actions
+    deadline = time.monotonic() + settings.wait_for_previous_seconds
+    pauses = backoff(settings.poll_initial_seconds, settings.poll_max_seconds)
+    while True:
+        jobs, group = await asyncio.gather(
+            previous_jobs(calls, entry.project_id, claim.pending_jobs(), entry.rcg_id),
+            calls.group(entry.project_id, entry.protection_group_id),
+        )
+        running = [job for job in jobs if job is not None and not job.finished]
+        if not running:
+            claim.jobs_finished()
+            return group
+        if claim.record.action == work.key:
+            if work.idempotent:
+                return None
+            if work.alongside_same:
+                return group  # its jobs stay pending beside this one's
+            refuse_while_job_pending(running[0], work.verb, entry.rcg_id)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            refuse_while_job_pending(running[0], work.verb, entry.rcg_id)
+        await asyncio.sleep(min(remaining, next(pauses)))
+
+
+def backoff(initial: float, maximum: float) -> Iterator[float]:
+    """Pauses between polls: doubling from `initial` up to `maximum`, with jitter."""
+    pause = initial
+    while True:
+        yield pause * random.uniform(0.5, 1.0)
+        pause = min(pause * 2, maximum)
+
+
+async def previous_jobs(calls: SdrsCalls, project_id: str, job_ids: tuple[str, ...], rcg_id: str) -> list[Job | None]:
+    """The last work's jobs, read before new work (None: SDRS says the job does not exist).
+    A job that cannot be read stays pending: no new work is sent while it might run."""
+    try:
+        return list(await asyncio.gather(*(calls.job(project_id, job_id) for job_id in job_ids)))
+    except LegacyError as err:
+        raise LegacyError(
+            503, f"Cannot tell whether the previous action on replication consistency group {rcg_id} is still "
+            f"running (reading SDRS job {', '.join(job_ids)} failed: {err.message}); no new action is sent "
+            "until it can be read.", retry_after=DEFAULT_RETRY_AFTER_SECONDS,
+        ) from None
+
+
+JobStarted = Callable[[SdrsCall, str], Awaitable[None]]
+
+
+async def send_calls(
+    claim: GroupClaim, calls: SdrsCalls, work: Work, plan: list[SdrsCall] | tuple[SdrsCall, ...],
+    job_ids: list[str], on_job: JobStarted | None = None,
+) -> None:
+    """Send each planned call once, in order, each after the claim durably says it is leaving; stop
+    at the first refusal and say what had been started. `on_job` is told each job SDRS accepted."""
+    alongside = work.alongside_same and claim.record.action == work.key and bool(claim.pending_jobs())
+    for call in plan:
+        doing = f"{work.verb} {call.subject}"
+        answer: SdrsAnswer | None = None
+        await claim.before_post()
+        try:
+            try:
+                answer = await calls.exchange(call.method, call.path, call.body)
+            except SdrsTransportError as err:
+                raise legacy_error_for_transport(err, doing) from err
+            job_id = parse_answer(answer, JobAccepted, calls.errors, doing).job_id
+        except LegacyError as err:
+            if isinstance(err.__cause__, SdrsNotSent):
+                claim.not_sent()  # no connection was made: nothing can have started
+            elif outcome_is_unknown(answer, calls.errors):
+                claim.outcome_unknown()  # SDRS may have started it: never resend blindly
+            else:
+                claim.not_sent()  # a definite refusal
+            if job_ids:
+                raise dataclasses.replace(
+                    err, message=f"{err.message} (started before this failure: job {', '.join(job_ids)})"
+                ) from None
+            raise
+        claim.job_started(work.key, job_id, first_of_action=not job_ids and not alongside)
+        job_ids.append(job_id)
+        if on_job is not None:
+            await on_job(call, job_id)

@@ -1,0 +1,114 @@
+"""aiohttp handlers for legacy writes on a mapped group: update (PUT), delete of the group, delete of
+one of its pairs. The thin shell around shim/translate/writes.py; each is guarded like an action
+(one at a time per group, never twice) and audited with its SDRS job ids."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from aiohttp import web
+
+from shim.context import AUDIT
+from shim.state.store import StoreUnavailable
+from shim.translate.actions import SdrsCall
+from shim.translate.legacy import LegacyError, id_key
+from shim.translate.sdrs_answers import parse_answer
+from shim.translate.sdrs_models import ReplicationPair, ServerGroupAnswer
+from shim.translate.tables import GroupMapping
+from shim.translate.writes import (
+    DELETE_GROUP,
+    DELETE_PAIR,
+    UPDATE,
+    accepted_update,
+    group_delete,
+    pair_delete,
+    parse_group_update,
+    plan_update,
+)
+from shim.upstreams.sdrs_calls import SdrsCalls
+from shim.web.incoming import read_capped_body, sdrs_calls
+from shim.web.sdrs_work import Work, after_previous, send_calls
+from shim.web.shim_state import ShimState
+
+UPDATE_WORK = Work(UPDATE, "update")
+DELETE_GROUP_WORK = Work(DELETE_GROUP, "delete", idempotent=True)
+DELETE_PAIR_WORK = Work(DELETE_PAIR, "delete a replication pair of", alongside_same=True)
+
+
+async def update_group(request: web.Request, state: ShimState, entry: GroupMapping) -> web.StreamResponse:
+    """PUT .../{rcg_id}: rename in SDRS, keep the description, delete the removed pairs (jobs); 202."""
+    update = parse_group_update(await read_capped_body(request, state.settings.limits.action_body_bytes), entry)
+    calls = sdrs_calls(request, state)
+    job_ids: list[str] = []
+    request[AUDIT]["job_ids"] = job_ids
+    async with state.actions.claim(entry.project_id, entry.protection_group_id, entry.rcg_id) as claim:
+        # After a Stop (Terraform sends one first), its job must end before pairs can be deleted.
+        group = await after_previous(state, calls, claim, UPDATE_WORK, entry)
+        assert group is not None  # an update is not idempotent work
+        pairs = await calls.pairs(entry.project_id, entry.protection_group_id)
+        removed_before = frozenset([id_key(pair_id) for pair_id in update.remove
+                                    if await _noted(state.notes.removed_pair(entry.project_id, pair_id))])
+        plan = plan_update(update, entry, group, pairs, removed_before)
+        if update.description is not None:
+            await _noted(state.notes.set_description(entry, update.description))
+        if plan.rename is not None:
+            answer = await calls.send(plan.rename.method, plan.rename.path, "rename the protection group",
+                                      plan.rename.body)
+            group = parse_answer(answer, ServerGroupAnswer, calls.errors, "rename the protection group").server_group
+
+        async def removed(call: SdrsCall, job_id: str) -> None:
+            await _noted(state.notes.note_removed_pair(entry, call.path.rsplit("/", 1)[1], job_id))
+
+        await send_calls(claim, calls, UPDATE_WORK, plan.deletes, job_ids, on_job=removed)
+    known, description = await state.notes.description(entry)
+    body = accepted_update(entry, group, update, description if known else group.description,
+                           working=bool(job_ids))
+    return web.json_response(body, status=202)
+
+
+async def delete_group(request: web.Request, state: ShimState, entry: GroupMapping) -> web.StreamResponse:
+    """DELETE .../{rcg_id}: the SDRS group delete (a job; SDRS refuses while pairs remain); 202."""
+    calls = sdrs_calls(request, state)
+    job_ids: list[str] = []
+    request[AUDIT]["job_ids"] = job_ids
+    async with state.actions.claim(entry.project_id, entry.protection_group_id, entry.rcg_id) as claim:
+        group = await after_previous(state, calls, claim, DELETE_GROUP_WORK, entry)
+        if group is not None:  # None: the same delete is running already
+
+            async def retired(call: SdrsCall, job_id: str) -> None:
+                await _noted(state.notes.note_retired(entry, job_id))
+
+            await send_calls(claim, calls, DELETE_GROUP_WORK, [group_delete(entry)], job_ids, on_job=retired)
+    return web.Response(status=202)
+
+
+async def delete_pair(
+    request: web.Request, state: ShimState, calls: SdrsCalls, entry: GroupMapping, pair: ReplicationPair,
+) -> web.StreamResponse:
+    """DELETE .../os-vendor-replications/{id} of a mapped group's pair: the SDRS pair delete; 202."""
+    job_ids: list[str] = []
+    request[AUDIT]["job_ids"] = job_ids
+    if pair.status == "deleting":
+        return web.Response(status=202)  # its delete runs already
+    wait = state.settings.actions.wait_for_previous_seconds  # Terraform deletes pairs in parallel
+    async with state.actions.claim(entry.project_id, entry.protection_group_id, entry.rcg_id, wait) as claim:
+        await after_previous(state, calls, claim, DELETE_PAIR_WORK, entry)
+
+        async def removed(call: SdrsCall, job_id: str) -> None:
+            await _noted(state.notes.note_removed_pair(entry, pair.id, job_id))
+
+        await send_calls(claim, calls, DELETE_PAIR_WORK, [pair_delete(entry, pair.id)], job_ids, on_job=removed)
+    return web.Response(status=202)
+
+
+T = TypeVar("T")
+
+
+async def _noted(note: Awaitable[T]) -> T:
+    """A note the write needs: with the store unavailable, a legacy 503 (nothing more is sent)."""
+    try:
+        return await note
+    except StoreUnavailable:
+        raise LegacyError(503, "The migration proxy cannot reach its state store; try again shortly.",
+                          retry_after=5) from None

@@ -1,0 +1,231 @@
+"""The whole life of a group as Terraform drives it, through the shim, for a mapped group (SDRS does
+the work) and for an unmapped one (the legacy endpoint does), side by side in one project.
+
+The flows are terraform-provider-flexibleengine's, as golangsdk sends them (tests/terraform_flows.py:
+exact OkCodes, Go types, StateChangeConf polling). After each, the request logs prove the rule: nothing
+about the mapped group reached the legacy endpoint, nothing about the unmapped one reached SDRS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+
+from conftest import GROUP, PROJECT, RCG, TOKEN, ShimFactory, start_server
+from shim.legacy_sim.server import LegacySimulator
+from shim.simulator import SdrsSimulator, SimulatorSettings
+from shim.simulator.faults import Fault
+from terraform_flows import DrsV2Client, GoError, TerraformFlows, Timings, UnexpectedStateError
+
+TIMINGS = Timings(timeout=15)
+
+
+@dataclass
+class World:
+    sim: SdrsSimulator
+    legacy: LegacySimulator
+    flows: TerraformFlows
+    client: DrsV2Client
+    sdrs_pair_ids: list[str]
+
+    def dr_disks(self) -> list[str]:
+        return [self.sim.state.pairs[(PROJECT, pair_id)].volume_ids[1] for pair_id in self.sdrs_pair_ids]
+
+    def assert_legacy_never_heard_of_the_mapped_group(self) -> None:
+        keys = [RCG.replace("-", ""), *(pair_id.replace("-", "") for pair_id in self.sdrs_pair_ids)]
+        for request in self.legacy.requests:
+            flat = request.path.replace("-", "").lower()
+            assert not any(key in flat for key in keys), request.path
+
+    def assert_sdrs_never_heard_of(self, *legacy_ids: str) -> None:
+        keys = [identifier.replace("-", "") for identifier in legacy_ids]
+        for _, path, _ in self.sim.requests:
+            flat = path.replace("-", "").lower()
+            assert not any(key in flat for key in keys), path
+
+
+@pytest.fixture
+async def world(make_shim: ShimFactory) -> AsyncIterator[World]:
+    sim = SdrsSimulator(SimulatorSettings(job_init_seconds=0.05, job_run_seconds=0.15, sync_seconds=0.1))
+    sim.add_protection_group(PROJECT, GROUP, status="protected", pair_count=2, name="pg-migrated")
+    sdrs_pair_ids = sim.pair_ids(PROJECT, GROUP)
+    legacy = LegacySimulator()
+    legacy.add_group(PROJECT, group_id=RCG, name="stale-copy", pair_count=2)  # the stale legacy copy
+    sim_runner, sdrs_url = await start_server(sim.app())
+    legacy_runner, legacy_url = await start_server(legacy.app())
+    shim = await make_shim(sdrs=sdrs_url, legacy=legacy_url,
+                           actions={"poll_initial_seconds": 0.02, "poll_max_seconds": 0.05,
+                                    "wait_for_previous_seconds": 5})
+    legacy.requests.clear()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        client = DrsV2Client(session, shim, PROJECT, TOKEN)
+        yield World(sim, legacy, TerraformFlows(client, TIMINGS), client, sdrs_pair_ids)
+    await sim_runner.cleanup()
+    await legacy_runner.cleanup()
+
+
+# -- a mapped group: SDRS does the work -----------------------------------------------------------------
+
+
+async def test_terraform_update_of_a_mapped_group_renames_it_in_sdrs_and_keeps_the_description(world):
+    group = await world.flows.update_group(RCG, name="pg-renamed", description="managed by terraform")
+
+    assert group is not None
+    assert (group["name"], group["description"]) == ("pg-renamed", "managed by terraform")
+    assert world.sim.group(PROJECT, GROUP).name == "pg-renamed"
+    assert group["status"] == "available"
+    assert sorted(group["replication_ids"]) == sorted(world.sdrs_pair_ids)
+    # Stop, then (after the update) Sync: SDRS stopped and started the group again.
+    assert [call[2] for call in world.sim.action_calls] == ["stop-server-group", "start-server-group"]
+    world.assert_legacy_never_heard_of_the_mapped_group()
+    assert world.legacy.requests == []
+
+
+async def test_terraform_update_removing_a_pair_then_destroying_that_pair_resource(world):
+    kept, removed = world.sdrs_pair_ids
+    dr_disk_of_removed = world.dr_disks()[1]
+
+    group = await world.flows.update_group(RCG, replication_ids=[kept])
+    await world.flows.delete_replication(removed)  # DELETE (202, remembered), then GET until 404
+
+    assert group is not None and group["replication_ids"] == [kept]
+    assert world.sim.pair_ids(PROJECT, GROUP) == [kept]
+    assert dr_disk_of_removed in world.sim.volumes  # delete_target_volume: false, no data deleted
+    deletes = [call for call in world.sim.write_calls if call[0] == "DELETE"]
+    assert deletes == [("DELETE", f"/v1/{PROJECT}/replications/{removed}",
+                        {"replication": {"server_group_id": GROUP, "delete_target_volume": False}})]
+    assert world.legacy.requests == []
+
+
+async def test_terraform_destroy_of_a_mapped_group_and_its_pair_resources(world):
+    dr_disks = world.dr_disks()
+    await world.flows.delete_group(RCG)  # Stop, GET, PUT remove all, wait, DELETE, wait for 404
+    for pair_id in world.sdrs_pair_ids:
+        await world.flows.delete_replication(pair_id)
+
+    with pytest.raises(KeyError):
+        world.sim.group(PROJECT, GROUP)
+    assert all(disk in world.sim.volumes for disk in dr_disks)
+    assert await world.flows.read_group(RCG) is None  # 404 from SDRS, never the stale legacy copy
+    assert world.legacy.requests == []
+
+
+# -- refusals a provider surfaces, leaving a state a retry finishes -------------------------------------
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"add_replication_ids": ["6e7f8091-2b3c-4d5e-9f0a-1b2c3d4e5f60"]}, f"POST /v1/{PROJECT}/replications"),
+    ({"replication_model": "replication"}, "only replication model is hypermetro"),
+    ({"name": "a name with spaces"}, "1 to 64 letters, digits"),
+    ({"name": "x" * 65}, "1 to 64 letters, digits"),
+])
+async def test_what_sdrs_cannot_do_is_a_legacy_400_that_says_what_to_do_instead(world, change, says):
+    with pytest.raises(GoError) as refused:
+        await world.client.update_group(RCG, **change)
+
+    assert refused.value.status == 400
+    assert says in refused.value.body.decode()
+    assert world.sim.write_calls == [] and world.sim.action_calls == []
+    assert world.legacy.requests == []
+
+
+async def stopped(world: World) -> None:
+    await world.client.stop(RCG)
+    while world.sim.group(PROJECT, GROUP).status != "available":
+        await asyncio.sleep(0.02)
+
+
+async def test_a_failed_pair_delete_surfaces_and_a_retried_destroy_finishes(world):
+    await stopped(world)  # the destroy's own Stop then sends nothing: the next job is a pair delete
+    world.sim.fail_next_job(PROJECT, GROUP, "SDRS.1607", "the DR disk is busy")
+
+    with pytest.raises(UnexpectedStateError) as failed:
+        await world.flows.delete_group(RCG)  # the wait for `available` meets `error`
+    assert failed.value.state == "error"
+    group = await world.client.get_group(RCG)
+    assert group["failure_detail"] == "SDRS.1607"
+
+    await world.flows.delete_group(RCG)  # terraform destroy, again
+    with pytest.raises(KeyError):
+        world.sim.group(PROJECT, GROUP)
+    assert world.legacy.requests == []
+
+
+async def test_a_group_delete_sdrs_refuses_surfaces_and_the_full_destroy_then_finishes(world):
+    with pytest.raises(GoError) as refused:
+        await world.client.delete_group(RCG)  # pairs remain: SDRS.1010
+    assert refused.value.status == 400 and "SDRS.1010" in refused.value.body.decode()
+    assert world.sim.group(PROJECT, GROUP).status in ("protected", "available")
+
+    await world.flows.delete_group(RCG)
+    with pytest.raises(KeyError):
+        world.sim.group(PROJECT, GROUP)
+
+
+async def test_a_delete_whose_connection_drops_is_not_resent_behind_the_shims_back(world):
+    """aiohttp would resend a DELETE once by itself on a dropped kept-alive connection; an SDRS
+    delete starts a job each time: the shim sends it once and waits out the unknown outcome."""
+    await stopped(world)
+    world.sim.inject(Fault(method="DELETE", reset=True))
+
+    with pytest.raises(GoError) as unknown:
+        await world.client.update_group(RCG, remove_replication_ids=[world.sdrs_pair_ids[0]])
+
+    assert unknown.value.status == 503
+    assert [call[0] for call in world.sim.write_calls if call[0] == "DELETE"] == ["DELETE"]
+    with pytest.raises(GoError) as settling:
+        await world.client.update_group(RCG, remove_replication_ids=[world.sdrs_pair_ids[0]])
+    assert settling.value.status == 409 and "not known yet" in settling.value.body.decode()
+    assert [call[0] for call in world.sim.write_calls if call[0] == "DELETE"] == ["DELETE"]
+
+
+# -- an unmapped group in the same project: the legacy endpoint does the work --------------------------
+
+
+def disks() -> list[str]:
+    import uuid
+
+    return [str(uuid.uuid4()), str(uuid.uuid4())]
+
+
+async def test_terraform_lifecycle_of_an_unmapped_group_is_the_legacy_endpoints_alone(world):
+    """Create two pairs and a group, update it (rename, remove a pair), destroy it and its pairs:
+    all through the shim, beside a mapped group of the same project; SDRS hears of none of it."""
+    first = await world.flows.create_replication(volume_ids=disks(), priority_station="eu-de-01", name="p1")
+    second = await world.flows.create_replication(volume_ids=disks(), priority_station="eu-de-01", name="p2")
+    assert first is not None and second is not None
+    group = await world.flows.create_group(replication_ids=[first["id"], second["id"]],
+                                           priority_station="eu-de-01", name="still-legacy")
+    assert group is not None and group["replication_status"] in ("copying", "active")
+    updated = await world.flows.update_group(group["id"], name="renamed-legacy", replication_ids=[first["id"]])
+    assert updated is not None and (updated["name"], updated["replication_ids"]) == ("renamed-legacy", [first["id"]])
+    await world.flows.delete_group(group["id"])
+    for pair in (first, second):
+        await world.flows.delete_replication(pair["id"])
+
+    assert await world.flows.read_group(group["id"]) is None
+    world.assert_sdrs_never_heard_of(group["id"], first["id"], second["id"])
+    assert world.sim.write_calls == [] and world.sim.action_calls == []
+    world.assert_legacy_never_heard_of_the_mapped_group()
+
+
+async def test_golangsdk_polling_through_failover_and_reprotect_of_a_mapped_group(world):
+    """failover -> poll until failovered -> reprotect -> poll until available/active."""
+    await world.client.failover(RCG)
+    await world.flows.wait(world.flows.group_refresh(RCG), ["available", "failovering"], ["failovered"])
+    await world.client.reprotect(RCG)
+    await world.flows.wait(world.flows.group_refresh(RCG), ["failovered"], ["available"])
+    for _ in range(200):
+        group = await world.client.get_group(RCG)
+        if group["replication_status"] == "active":
+            break
+        assert group["replication_status"] == "copying", group  # until the pairs are in sync
+        await asyncio.sleep(0.02)
+
+    assert (group["status"], group["replication_status"]) == ("available", "active")
+    assert [call[2] for call in world.sim.action_calls] == ["failover-server-group", "start-server-group"]
+    assert world.legacy.requests == []
