@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,8 @@ def _run(args: argparse.Namespace) -> int:
               f"after {settings.lifecycle.readiness_grace_seconds:g}s readiness grace, at most "
               f"{settings.limits.max_concurrent_translated} translated calls at once; state "
               f"{_describe_state(settings)})")
+        for line in asyncio.run(_retired_entries(settings, mappings)):
+            print(f"{args.config}: {line}")
         return 0
     if args.command == "front-config":
         from shim.config import load_settings
@@ -211,3 +214,31 @@ def _describe_state(settings: Any) -> str:
 
         return f"redis {URL(state.url).with_password(None).with_user(None)}"  # never print credentials
     return "memory (this process only)"
+
+
+async def _retired_entries(settings: Any, mappings: Any) -> list[str]:
+    """Mapping entries whose group this shim deleted (the state store's notes); best effort: a store
+    that cannot be read is said to be so, and the file is still valid."""
+    if settings.state.backend == "memory":
+        return []
+    from shim.state.backends import build_store
+    from shim.state.group_notes import GroupNotes
+    from shim.state.store import StoreUnavailable
+
+    store = build_store(settings.state)
+    lines = []
+    try:
+        await store.open()
+        notes = GroupNotes(store)
+        for index, entry in enumerate(mappings.groups.values()):
+            retired = await notes.retired(entry)
+            if retired is not None:
+                deleted = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(retired.get("deleted_at", 0))))
+                lines.append(f"warning: consistency_groups entry {index} ({entry.rcg_id}) points at protection group "
+                             f"{entry.protection_group_id}, deleted through the shim at {deleted} (SDRS job "
+                             f"{retired.get('job_id')}): remove the entry")
+    except StoreUnavailable as err:
+        lines.append(f"note: the state store could not be read ({str(err)[:200]}): deleted groups not checked")
+    finally:
+        await store.close()
+    return lines

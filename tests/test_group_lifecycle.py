@@ -229,3 +229,20 @@ async def test_golangsdk_polling_through_failover_and_reprotect_of_a_mapped_grou
     assert (group["status"], group["replication_status"]) == ("available", "active")
     assert [call[2] for call in world.sim.action_calls] == ["failover-server-group", "start-server-group"]
     assert world.legacy.requests == []
+
+
+async def test_validate_names_the_mapping_entries_whose_group_was_deleted_through_the_shim(world, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    await world.flows.delete_group(RCG)
+    config = tmp_path / "shim.yaml"  # the same mappings and state file as the shim under test
+    config.write_text(yaml.safe_dump({"upstreams": {"sdrs": "http://127.0.0.1:9"}, "mappings": "./mappings0",
+                                      "state": {"backend": "sqlite", "path": "./state0.sqlite3"}}))
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shim", "validate", "--config", str(config)],
+                                   capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    assert f"({RCG}) points at protection group {GROUP}, deleted through the shim" in done.stdout
