@@ -259,7 +259,8 @@ async def test_an_id_with_an_encoded_trailing_newline_is_not_a_uuid(world, proje
     answer = await one(world.shim, request("POST", target, token_headers(), REPROTECT_BODY))
 
     assert answer.status == 400, answer.body
-    assert "must be a UUID" in answer.legacy_fault()[1]["message"]
+    message = answer.legacy_fault()[1]["message"]
+    assert "must be a UUID" in message or "canonical form" in message  # `%0a` is a control escape too
     world.assert_nothing_forwarded()
 
 
@@ -284,6 +285,8 @@ async def test_a_percent_encoded_mapped_id_is_the_mapped_id(world):
     f"/v2/{PROJECT}/{COLLECTION}/%252e%252e/{RCG}",  # decoded once, `%2e%2e` is not a dot segment
     f"/v2/{PROJECT}/../v1/{PROJECT}/server-groups/{GROUP}",
     f"/v1/{PROJECT}/server-groups/{GROUP}",  # SDRS's own API, asked of the shim: never relayed to SDRS
+    f"/v2/{PROJECT}/volumes;x/detail.json",  # outside the translated URLs, parameters and suffixes stay
+    f"/V2/{PROJECT}/volumes/%20{RCG}",
 ])
 async def test_paths_outside_the_translated_urls_go_to_legacy_verbatim_and_never_to_sdrs(world, path):
     answer = await one(world.shim, request("GET", path, token_headers()))
@@ -330,6 +333,66 @@ async def test_non_canonical_spellings_of_a_mapped_action_url_are_refused(world,
     assert answer.status == 400
     assert "canonical form" in answer.legacy_fault()[1]["message"]
     world.assert_nothing_forwarded()
+
+
+PAIR_COLLECTION = "os-vendor-replications"
+SOME_PAIR = "0b9e8f7a-6d5c-4b3a-8291-0f1e2d3c4b5a"
+TRANSLATED_URLS = {  # name: (method, canonical segments, body)
+    "action": ("POST", ["v2", PROJECT, COLLECTION, RCG, "action"], REPROTECT_BODY),
+    "group": ("GET", ["v2", PROJECT, COLLECTION, RCG], b""),
+    "groups": ("GET", ["v2", PROJECT, COLLECTION], b""),
+    "pair": ("GET", ["v2", PROJECT, PAIR_COLLECTION, SOME_PAIR], b""),
+    "pairs": ("GET", ["v2", PROJECT, PAIR_COLLECTION], b""),
+}
+FIXED_WORDS = {0, 2, 4}  # v2, the collection, action
+
+
+def spellings(segments: list[str]) -> dict[str, str]:
+    """Every other spelling a normalising server reads as the same URL: `;x` in any segment, a
+    format suffix, upper case in the fixed words, encoded whitespace."""
+    def path(index: int, change) -> str:
+        return "/" + "/".join(change(seg) if i == index else seg for i, seg in enumerate(segments))
+
+    last = len(segments) - 1
+    found = {f";x in segment {i}": path(i, lambda seg: seg + ";x") for i in range(len(segments))}
+    found |= {f"upper case segment {i}": path(i, str.upper) for i in FIXED_WORDS if i <= last}
+    found |= {
+        ".json suffix": path(last, lambda seg: seg + ".json"),
+        ".xml suffix": path(last, lambda seg: seg + ".XML"),
+        "%20 after the last segment": path(last, lambda seg: seg + "%20"),
+        "%09 after the last segment": path(last, lambda seg: seg + "%09"),
+        "%20 before a segment": path(1, lambda seg: "%20" + seg),
+        "%3B parameters": path(last, lambda seg: seg + "%3Bjsessionid=1"),
+    }
+    return found
+
+
+DISGUISES = [(name, kind, spelling) for kind, (_, segments, _) in TRANSLATED_URLS.items()
+             for name, spelling in spellings(segments).items()]
+
+
+@pytest.mark.parametrize(("name", "kind", "target"), DISGUISES, ids=[f"{k}: {n}" for n, k, _ in DISGUISES])
+async def test_every_other_spelling_of_a_translated_url_is_a_legacy_400_and_reaches_nobody(world, name, kind, target):
+    """Matrix parameters, format suffixes, upper-case fixed words and encoded whitespace: a servlet
+    container or OpenStack Routes in front of the legacy endpoint would read each as the translated
+    URL (a reprotect, a read, a list), so none may be relayed; nor is any translated."""
+    method, _, body = TRANSLATED_URLS[kind]
+
+    answer = await one(world.shim, request(method, target, token_headers(), body))
+
+    assert answer.status == 400, (answer.status, answer.body)
+    name, inner = answer.legacy_fault()
+    assert (name, inner["code"]) == ("badRequest", "EVS.5400")
+    assert "canonical form" in inner["message"]
+    world.assert_nothing_forwarded()
+
+
+async def test_the_canonical_spellings_are_still_translated(world):
+    for kind in ("action", "group"):
+        method, segments, body = TRANSLATED_URLS[kind]
+        answer = await one(world.shim, request(method, "/" + "/".join(segments), token_headers(), body))
+        assert answer.status == 200, (kind, answer.body)
+    assert world.sim.action_calls == [(PROJECT, GROUP, "start-server-group")]
 
 
 # ---------------------------------------------------------------------------------------------
