@@ -7,14 +7,18 @@ win over the file. A relative `mappings` path is resolved against the config fil
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from yarl import URL
 
 from shim.validation import ConfigError, describe_validation_error, read_yaml
+
+ENV_PREFIX = "SHIM_"  # SHIM_<SECTION>__<KEY> overrides a key of the file
 
 
 class _Section(BaseModel):
@@ -114,7 +118,7 @@ class Settings(BaseSettings):
     """The whole configuration; see README "Configuration" for every key."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SHIM_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     listen: Listen = Listen()
@@ -127,6 +131,9 @@ class Settings(BaseSettings):
     lifecycle: Lifecycle = Lifecycle()
     workers: int = Field(1, ge=1, le=64, description="processes sharing the listen port (SO_REUSEPORT)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line; text: `time LEVEL logger: message key=value`"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -141,12 +148,33 @@ class Settings(BaseSettings):
         return env_settings, init_settings
 
 
+def environment_variable_for(loc: tuple[int | str, ...]) -> str | None:
+    """The `SHIM_*` variable that set the value at `loc` (or a section holding it), if one is set."""
+    names = {name.upper(): name for name in os.environ if name.upper().startswith(ENV_PREFIX)}
+    for end in range(len(loc), 0, -1):
+        wanted = ENV_PREFIX + "__".join(str(part).upper() for part in loc[:end])
+        if wanted in names:
+            return names[wanted]
+    return None
+
+
+def _blame_environment(loc: tuple[int | str, ...]) -> str | None:
+    name = environment_variable_for(loc)
+    return None if name is None else f"environment variable {name}"
+
+
 def settings_from_mapping(data: dict[str, Any], *, source: str, base_dir: Path) -> Settings:
-    """Validate already-parsed config data; `base_dir` anchors a relative `mappings` path."""
+    """Validate already-parsed config data; `base_dir` anchors a relative `mappings` path. A problem
+    in a value from a `SHIM_*` variable names that variable, not the file."""
     try:
         settings = Settings(**data)
     except ValidationError as err:
-        raise ConfigError(describe_validation_error(source, err)) from None
+        raise ConfigError(describe_validation_error(source, err, blame=_blame_environment)) from None
+    except SettingsError as err:  # a section given as JSON in one variable (SHIM_LIMITS='{...') does not parse
+        field = re.search(r'field "([^"]+)"', str(err))
+        name = environment_variable_for((field[1],)) if field else None
+        raise ConfigError(f"environment variable {name or ENV_PREFIX + '*'}: not a valid JSON object "
+                          "for that section") from None
     if not settings.mappings.is_absolute():
         settings = settings.model_copy(update={"mappings": (base_dir / settings.mappings).resolve()})
     return settings
