@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
 
         settings = load_settings(args.config)
         mappings = load_mappings(settings.mappings)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, log_format=settings.log_format)
         workers = args.workers or settings.workers
         if workers > 1 and not args.worker:
             from shim.runtime.server import run_workers
@@ -115,9 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "demo":
         from shim.runtime import demo
-        from shim.web.logs import configure_logging
 
-        configure_logging("warning")
         return demo.main(args.port, args.check, args.job_seconds)
     if args.command == "simulate":
         from shim.runtime.server import ListenError

@@ -59,7 +59,13 @@ def redact(value: Any, key: str = "") -> Any:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line (`log_format: json`, the default)."""
+
     def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self.document(record), default=str)
+
+    def document(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The record as a redacted mapping: time, level, logger, pid, message, then its extras."""
         document: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -80,7 +86,27 @@ class JsonFormatter(logging.Formatter):
                             error=type(error).__name__, status=error.code)
         elif record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
-        return json.dumps(redact(document), default=str)
+        return redact(document)  # type: ignore[no-any-return]
+
+
+class TextFormatter(JsonFormatter):
+    """`log_format: text`, for people reading it by hand: `time LEVEL logger: message key=value ...`,
+    redacted exactly as the JSON lines are; a traceback follows on its own lines."""
+
+    _HEAD = ("time", "level", "logger", "message", "exception")
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = self.document(record)
+        line = f"{document['time']} {document['level'].upper():<7} {document['logger']}: {document['message']}"
+        extras = " ".join(f"{key}={_text_value(value)}" for key, value in document.items() if key not in self._HEAD)
+        text = f"{line} {extras}" if extras else line
+        return text + "\n" + document["exception"] if "exception" in document else text
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, str) and value and not any(char.isspace() or char in "\"=" for char in value):
+        return value
+    return json.dumps(value, default=str)
 
 
 # Probes and scrapes: their access lines are DEBUG, so they do not drown the traffic.
@@ -118,9 +144,12 @@ def _route_kind(path: str, audit: dict[str, Any] | None) -> str | None:
     return "translated" if audit else "passthrough"
 
 
-def configure_logging(level: str = "info", stream: Any = None) -> None:
+LOG_FORMATTERS: dict[str, type[JsonFormatter]] = {"json": JsonFormatter, "text": TextFormatter}
+
+
+def configure_logging(level: str = "info", stream: Any = None, log_format: str = "json") -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(LOG_FORMATTERS[log_format]())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
