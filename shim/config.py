@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from yarl import URL
 
@@ -74,6 +74,15 @@ class Timeouts(_Section):
 class UpstreamTimeouts(_Section):
     sdrs: Timeouts = Timeouts(connect=3.0, read=10.0, total=15.0)
     legacy: Timeouts = Timeouts(connect=3.0, read=120.0, total=300.0)
+    sdrs_list: float = Field(30.0, gt=0, description="a whole SDRS list, all its pages together; longer: 504")
+    request_head: float = Field(
+        30.0, gt=0, description="receiving one request head (request line and headers), from the connection's "
+        "opening for its first request and from the first byte for the next ones; longer: 408 and close",
+    )
+    request_body_idle: float = Field(
+        30.0, gt=0, description="longest pause while a request body arrives; longer: 408, the connection (and "
+        "a legacy connection the body was streaming to) closed",
+    )
 
 
 class Limits(_Section):
@@ -86,6 +95,36 @@ class Limits(_Section):
     max_line_size: int = Field(8190, ge=256, le=1048576, description="longest request line, bytes")
     max_field_size: int = Field(8190, ge=256, le=1048576, description="longest header line, bytes")
     max_headers: int = Field(128, ge=8, le=10000, description="most header lines in one request")
+    request_head_bytes: int = Field(
+        65536, ge=1024, le=16 * 1048576,
+        description="most bytes of one request head, all lines together; more: 400 and close",
+    )
+    client_connections: int = Field(
+        512, ge=1, le=100000,
+        description="open client connections; at the limit an idle keep-alive connection is closed to make "
+        "room, and without one the new connection is closed at once",
+    )
+    upstream_body_bytes: int = Field(
+        4 * 1048576, ge=65536, le=1024 * 1048576,
+        description="largest upstream answer the shim reads whole (SDRS answers, the legacy list it merges); "
+        "larger: 502",
+    )
+    sdrs_list_items: int = Field(
+        10000, ge=1, le=1000000,
+        description="most items one SDRS list may hold (pages of 1000, so at most items/1000 + 1 pages); "
+        "more: 502",
+    )
+    request_buffer_bytes: int = Field(
+        65536, ge=0, le=16 * 1048576,
+        description="a passthrough request body up to this size is read whole before a legacy connection is "
+        "taken, so a slow client holds only its own connection; larger bodies stream",
+    )
+
+    @model_validator(mode="after")
+    def _head_holds_a_line(self) -> Limits:
+        if self.request_head_bytes < max(self.max_line_size, self.max_field_size):
+            raise ValueError("request_head_bytes must be at least max_line_size and max_field_size")
+        return self
 
 
 class Actions(_Section):

@@ -3,6 +3,7 @@ kernel below every layer: it imports nothing of the shim)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -17,3 +18,8 @@ AUDIT = web.RequestKey("audit", dict[str, Any])
 
 # Every answer carries both (golangsdk reads X-Request-Id; OpenStack clients X-Openstack-Request-Id).
 REQUEST_ID_HEADERS = ("X-Request-Id", "X-Openstack-Request-Id")
+
+
+class ClientGone(asyncio.CancelledError):
+    """The client disconnected, so nobody waits for this answer: the request's work stops as if
+    cancelled (its metrics and audit line say `cancelled`), without a traceback."""

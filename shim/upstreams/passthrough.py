@@ -25,7 +25,9 @@ from yarl import URL
 from shim.config import Timeouts
 from shim.context import REQUEST_ID, REQUEST_ID_HEADERS
 from shim.translate.legacy import LegacyError
+from shim.upstreams.bodies import AnswerTooLarge, read_capped
 from shim.upstreams.headers import forwarded_request_headers, without_hop_by_hop
+from shim.upstreams.peer_errors import describe_peer_error
 
 log = logging.getLogger("shim.passthrough")
 
@@ -41,10 +43,12 @@ class LegacyPassthrough:
     """One pooled client session toward the legacy EVS endpoint, for the app's lifetime."""
 
     def __init__(
-        self, base_url: str | None, timeouts: Timeouts, pool_connections: int, preserve_host: bool = False
+        self, base_url: str | None, timeouts: Timeouts, pool_connections: int, preserve_host: bool = False,
+        max_answer_bytes: int = 4 * 1048576,
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.preserve_host = preserve_host
+        self._max_answer_bytes = max_answer_bytes  # what get_json reads whole; relayed answers stream
         self._timeout = aiohttp.ClientTimeout(
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
         )
@@ -180,8 +184,12 @@ class LegacyPassthrough:
         url = URL(self.base_url + request.rel_url.raw_path, encoded=True).with_query(query)
         try:
             async with self._session.get(url, headers=headers, allow_redirects=False) as upstream:
-                body = await upstream.read()
+                body = await read_capped(upstream, self._max_answer_bytes)
                 status = upstream.status
+        except AnswerTooLarge as err:
+            _warn(request, "sent a list larger than the shim reads (limits.upstream_body_bytes)", err)
+            raise LegacyError(502, f"The legacy EVS endpoint's list is too large for the migration proxy "
+                                   f"({err}).") from None
         except TimeoutError as err:
             _warn(request, "timed out before answering", err)
             raise LegacyError(504, "The legacy EVS endpoint did not answer in time.") from None
@@ -254,14 +262,6 @@ def _warn(request: web.BaseRequest, what: str, err: BaseException) -> None:
     """One warning line: method, path without query, error kind. Never header values."""
     log.warning(
         "legacy EVS endpoint %s: %s %s (%s)",
-        what, request.method, request.path, _describe(err),
+        what, request.method, request.path, describe_peer_error(err),
         extra={"request_id": request.get(REQUEST_ID), "error": type(err).__name__},
     )
-
-
-def _describe(err: BaseException) -> str:
-    # ClientResponseError's str() includes the full URL with its query; keep to status and message.
-    if isinstance(err, aiohttp.ClientResponseError):
-        return f"{type(err).__name__}: {err.status} {err.message}"[:300]
-    text = str(err)
-    return f"{type(err).__name__}: {text}"[:300] if text else type(err).__name__

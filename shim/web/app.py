@@ -196,9 +196,11 @@ def build_app(settings: Settings, mappings: Mappings) -> web.Application:
         settings=settings,
         mappings=mappings,
         sdrs=SdrsClient(settings.upstreams.sdrs, settings.timeouts.sdrs, limits.pool_connections,
-                        observer=shim_metrics.sdrs_observer(lambda: app[STATE].mappings.errors.codes)),
+                        observer=shim_metrics.sdrs_observer(lambda: app[STATE].mappings.errors.codes),
+                        max_answer_bytes=limits.upstream_body_bytes),
         legacy=LegacyPassthrough(settings.upstreams.legacy, settings.timeouts.legacy, limits.pool_connections,
-                                 preserve_host=settings.passthrough.preserve_host),
+                                 preserve_host=settings.passthrough.preserve_host,
+                                 max_answer_bytes=limits.upstream_body_bytes),
         actions=ActionGuard(settings.actions.settle_seconds, shared_dir=shared_state_dir()),
         metrics=shim_metrics,
     )

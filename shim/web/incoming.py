@@ -7,7 +7,7 @@ from aiohttp import web
 
 from shim.context import AUDIT, REQUEST_ID
 from shim.translate.legacy import LegacyError
-from shim.upstreams.sdrs_calls import SdrsCalls
+from shim.upstreams.sdrs_calls import ListBounds, SdrsCalls
 from shim.web.shim_state import ShimState
 
 SIGNED_REQUEST_MESSAGE = (
@@ -23,7 +23,16 @@ def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
     state.translated.admit(request)  # limits.max_concurrent_translated: a legacy 503 before any SDRS call
     request_id = request[REQUEST_ID]
     headers = {"X-Auth-Token": token, "X-Request-Id": request_id, "X-Openstack-Request-Id": request_id}
-    return SdrsCalls(state.sdrs, headers, state.mappings.errors, request[AUDIT])
+    settings = state.settings
+    bounds = ListBounds(settings.limits.sdrs_list_items, settings.timeouts.sdrs_list,
+                        client_connected=lambda: client_connected(request))
+    return SdrsCalls(state.sdrs, headers, state.mappings.errors, request[AUDIT], bounds)
+
+
+def client_connected(request: web.BaseRequest) -> bool:
+    """False once the client's connection is closed (aiohttp drops the transport on connection_lost)."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
 
 
 def auth_token(request: web.Request) -> str:

@@ -27,7 +27,7 @@ from prometheus_client.exposition import choose_encoder
 from shim.config import Settings
 from shim.mappings import Mappings
 from shim.translate.sdrs_answers import sdrs_error_code
-from shim.translate.sdrs_models import SdrsAnswer, SdrsTimeout, SdrsTransportError
+from shim.translate.sdrs_models import SdrsAnswer, SdrsTransportError
 
 TRANSLATED = "translated"
 PASSTHROUGH = "passthrough"
@@ -70,11 +70,11 @@ def status_label(status: int | str | None) -> str:
         return NO_UPSTREAM_ANSWER
     if isinstance(status, int):
         return str(status) if 100 <= status <= 599 else OTHER
-    return status if status in ("timeout", "unreachable", "cancelled") else OTHER
+    return status if status in ("timeout", "unreachable", "too_large", "cancelled") else OTHER
 
 
 def transport_label(error: SdrsTransportError | None) -> str:
-    return "timeout" if isinstance(error, SdrsTimeout) else "unreachable"
+    return "unreachable" if error is None else error.label
 
 
 def config_digest(settings: Settings, mappings: Mappings) -> str:
