@@ -188,3 +188,135 @@ async def test_an_sdrs_list_stops_when_the_client_goes_away(paging_sdrs, make_sh
     assert len(sdrs.page_calls) <= 2  # the page in flight when the client left, at most one more
     assert await metric(shim, "shim_requests_in_flight") == 0
 
+
+
+# -- request heads that never end, and too many connections ---------------------------------------
+
+
+async def connect(shim: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    address = URL(shim)
+    return await asyncio.open_connection(address.host, address.port)
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one answer that ends with the connection; (0, {}, b"") when the
+    connection closed without an answer."""
+    data = await asyncio.wait_for(reader.read(), 10)
+    if not data:
+        return 0, {}, b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+PARTIAL_HEAD = b"GET /v2/p/volumes HTTP/1.1\r\nHost: shim\r\nX-A: 1\r\n"
+
+
+async def test_a_request_head_that_never_ends_is_answered_408_and_closed(legacy_upstream, make_shim: ShimFactory):
+    """Slowloris: the client trickles header bytes so the connection never looks idle; the head
+    must still be complete within timeouts.request_head of its first byte."""
+    upstream, legacy = legacy_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy, timeouts={"request_head": 0.5})
+    reader, writer = await connect(shim)
+    writer.write(PARTIAL_HEAD)
+
+    async def trickle() -> None:
+        for number in range(100):
+            await asyncio.sleep(0.05)
+            writer.write(b"X-%d: 1\r\n" % number)
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        status, headers, body = await read_answer(reader)
+    finally:
+        trickling.cancel()
+        writer.close()
+
+    assert status == 408, body
+    assert json.loads(body)["requestTimeout"]["code"] == "EVS.5408"
+    assert headers["connection"] == "close"
+    assert upstream.requests == []
+    assert await metric(shim, "shim_request_heads_refused_total", reason="timeout") == 1
+
+
+async def test_a_connection_that_sends_nothing_is_closed_without_an_answer(make_shim: ShimFactory):
+    shim = await make_shim(sdrs="http://127.0.0.1:9", timeouts={"request_head": 0.3})
+    reader, writer = await connect(shim)
+    try:
+        assert await read_answer(reader) == (0, {}, b"")  # closed by the shim
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("end", [b"Connection: close\r\n\r\n", b""], ids=["complete", "never-ending"])
+async def test_a_request_head_over_the_byte_limit_is_400_and_reaches_nobody(
+    legacy_upstream, make_shim: ShimFactory, end
+):
+    """40 header lines of 1000 bytes: each line within max_field_size, their count within
+    max_headers, but together over limits.request_head_bytes; refused whether the head is complete
+    or still growing (then long before timeouts.request_head)."""
+    upstream, legacy = legacy_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy, limits={"request_head_bytes": 16384})
+    reader, writer = await connect(shim)
+    lines = b"".join(b"X-Pad-%d: %s\r\n" % (number, b"p" * 1000) for number in range(40))
+    writer.write(b"GET /v2/p/volumes HTTP/1.1\r\nHost: shim\r\n" + lines + end)
+    try:
+        status, headers, body = await read_answer(reader)
+    finally:
+        writer.close()
+
+    assert status == 400
+    assert json.loads(body)["badRequest"]["message"] == "The request head is larger than 16384 bytes."
+    assert upstream.requests == []
+    assert await metric(shim, "shim_request_heads_refused_total", reason="too_large") == 1
+
+
+async def test_at_the_connection_limit_a_new_connection_is_closed_at_once(legacy_upstream, make_shim: ShimFactory):
+    _, legacy = legacy_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy, limits={"client_connections": 3})
+    busy = [await connect(shim) for _ in range(3)]
+    for _, writer in busy:
+        writer.write(PARTIAL_HEAD)  # mid-request: not idle, never reclaimed
+        await writer.drain()
+
+    reader, writer = await connect(shim)  # the kernel accepts; the shim closes it at once
+    writer.write(b"GET /v2/p/volumes HTTP/1.1\r\nHost: shim\r\nConnection: close\r\n\r\n")
+    refused = await read_answer(reader)
+    writer.close()
+    finishing_reader, finishing_writer = busy.pop()
+    finishing_writer.write(b"Connection: close\r\n\r\n")  # one busy request completes and its connection ends
+    finished = await read_answer(finishing_reader)
+    finishing_writer.close()
+
+    assert refused == (0, {}, b"")
+    assert finished[0] == 200
+    assert await metric(shim, "shim_client_connections_refused_total") == 1  # room again for this scrape
+    assert await metric(shim, "shim_client_connections") == 3  # two busy ones and the scrape
+    for _, other in busy:
+        other.close()
+
+
+async def test_at_the_connection_limit_an_idle_keep_alive_connection_makes_room(
+    legacy_upstream, make_shim: ShimFactory
+):
+    upstream, legacy = legacy_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy, limits={"client_connections": 2})
+    idle_reader, idle_writer = await connect(shim)
+    idle_writer.write(b"GET /v2/p/first HTTP/1.1\r\nHost: shim\r\n\r\n")  # answered, then kept alive
+    await asyncio.wait_for(idle_reader.readuntil(b'{"upstream": true}'), 10)
+    busy_reader, busy_writer = await connect(shim)
+    busy_writer.write(PARTIAL_HEAD)
+    await busy_writer.drain()
+
+    reader, writer = await connect(shim)
+    writer.write(b"GET /v2/p/second HTTP/1.1\r\nHost: shim\r\nConnection: close\r\n\r\n")
+    status, _, _ = await read_answer(reader)
+    writer.close()
+
+    assert status == 200
+    assert await asyncio.wait_for(idle_reader.read(), 10) == b""  # the idle one was closed for it
+    assert [path for _, path, _, _ in upstream.requests] == ["/v2/p/first", "/v2/p/second"]
+    busy_writer.close()
+    idle_writer.close()
+    assert await metric(shim, "shim_client_connections_reclaimed_total") == 1

@@ -208,12 +208,14 @@ def formatted_log(caplog: pytest.LogCaptureFixture) -> str:
 
 
 def assert_parser_rejection(answer: RawReply) -> None:
-    """aiohttp's own answer to a request its parser refuses: plain-text 400 that closes the
-    connection (it never reaches the shim's handlers, so it is not the legacy envelope)."""
+    """The answer to a request aiohttp's parser refuses (it never reaches the shim's handlers): the
+    legacy 400 envelope with a new request id, closing the connection, quoting none of the request."""
     assert answer.status == 400, answer.head
-    assert answer.headers["Content-Type"].startswith("text/plain"), answer.head
-    assert "Traceback" not in answer.text
-    assert "X-Request-Id" not in answer.headers  # the shim's middleware never ran
+    name, inner = answer.legacy_fault()
+    assert (name, inner["code"]) == ("badRequest", "EVS.5400")
+    assert "Traceback" not in answer.text and "b'" not in inner["message"]
+    assert NEW_REQUEST_ID.match(answer.headers["X-Request-Id"]), answer.head
+    assert answer.headers["Connection"] == "close"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,25 +529,31 @@ async def test_a_header_value_that_is_not_utf8_is_relayed_unchanged_or_refused(w
 # oversized heads and bodies
 
 
+LONG_LINE = "a request line or header line is longer than the migration proxy accepts"
+
+
 @pytest.mark.parametrize(("name", "data", "says"), [
     ("header line over 8190 bytes",
-     request("GET", "/v2/p/volumes", {"X-Auth-Token": "t" * 9000}), "Got more than 8190 bytes"),
+     request("GET", "/v2/p/volumes", {"X-Auth-Token": "t" * 9000}), LONG_LINE),
     ("header value over 8190 bytes on the action",
-     request("POST", ACTION_PATH, {"X-Auth-Token": TOKEN, "X-Pad": "p" * 9000}, REPROTECT_BODY),
-     "Got more than 8190 bytes"),
-    ("129+ header lines", request("GET", "/v2/p/volumes", [(f"X-H{i}", "v") for i in range(200)]), "Too many headers"),
-    ("request line over 8190 bytes", request("GET", "/v2/p/" + "a" * 9000), "Got more than 8190 bytes"),
+     request("POST", ACTION_PATH, {"X-Auth-Token": TOKEN, "X-Pad": "p" * 9000}, REPROTECT_BODY), LONG_LINE),
+    ("129+ header lines", request("GET", "/v2/p/volumes", [(f"X-H{i}", "v") for i in range(200)]),
+     "more header lines than the migration proxy accepts"),
+    ("request line over 8190 bytes", request("GET", "/v2/p/" + "a" * 9000), LONG_LINE),
 ])
-async def test_oversized_heads_get_a_plain_400_from_the_parser_and_no_traceback(world, caplog, name, data, says):
-    """Recorded: aiohttp answers 400 (not 431/414) as text/plain, before any shim code runs."""
+async def test_oversized_heads_get_a_legacy_400_that_quotes_nothing(world, caplog, name, data, says):
+    """400 (not 431/414: not legacy statuses) in the legacy envelope, before any handler runs; neither
+    the answer nor the log quotes the offending line (it may hold a token)."""
     caplog.set_level(logging.INFO)
 
     answer = await one(world.shim, data)
 
     assert_parser_rejection(answer)
-    assert says in answer.text
+    assert says in answer.legacy_fault()[1]["message"]
+    assert "ttttt" not in answer.text and "ppppp" not in answer.text and "aaaaa" not in answer.text
     world.assert_nothing_forwarded()
-    assert "Traceback" not in formatted_log(caplog)
+    log = formatted_log(caplog)
+    assert "Traceback" not in log and "ttttt" not in log and "ppppp" not in log and TOKEN not in log
 
 
 async def test_many_headers_within_the_limits_are_accepted_and_relayed(world):
@@ -759,7 +767,7 @@ async def test_pipelined_requests_are_relayed_one_by_one_in_order(world):
 
 @pytest.mark.parametrize("target", [b"/v2/\xc3\xa9/volumes", b"/v2/p/vol umes", b"/v2/p/\x7f", b"/v2/p/\x00"])
 async def test_raw_bytes_outside_the_uri_grammar_are_refused_by_the_parser(world, target):
-    """Recorded: a request target with raw non-ASCII, space, DEL or NUL gets aiohttp's plain 400."""
+    """A request target with raw non-ASCII, space, DEL or NUL is refused by aiohttp's parser: legacy 400."""
     answer = await one(world.shim, request("GET", target))
 
     assert_parser_rejection(answer)

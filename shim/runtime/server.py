@@ -27,6 +27,7 @@ from shim.mappings import Mappings
 from shim.runtime.reload import reload_config
 from shim.web.app import build_app
 from shim.web.logs import JsonAccessLogger
+from shim.web.protocol import ConnectionBounds, ShimRunner
 from shim.web.shim_state import SHARED_STATE_DIR_ENV, STATE, ShimState
 
 log = logging.getLogger("shim")
@@ -42,11 +43,17 @@ class ListenError(Exception):
 
 
 def make_runner(app: web.Application, settings: Settings | None = None) -> web.AppRunner:
-    """A runner for `app`; with the shim's `settings`: JSON access log and the drain time."""
+    """A runner for `app`; with the shim's `settings` (the app is the shim's): JSON access log, the
+    drain time, and bounded connections and request heads (shim/web/protocol.py)."""
     if settings is None:
         return web.AppRunner(app, access_log=None, handle_signals=False)
-    return web.AppRunner(
-        app, handle_signals=False, access_log=access_log, access_log_class=JsonAccessLogger,
+    state = app[STATE]
+    bounds = ConnectionBounds(head_seconds=settings.timeouts.request_head,
+                              head_bytes=settings.limits.request_head_bytes,
+                              max_connections=settings.limits.client_connections)
+    return ShimRunner(
+        app, bounds=bounds, metrics=state.metrics, errors=lambda: state.mappings.errors,
+        handle_signals=False, access_log=access_log, access_log_class=JsonAccessLogger,
         # aiohttp waits this long for in-flight handlers on cleanup, then cancels them.
         shutdown_timeout=settings.lifecycle.drain_seconds,
     )

@@ -131,6 +131,23 @@ class ShimMetrics:
             "shim_config_reloads", "SIGHUP reloads, by result", ["result"], registry=registry
         )
         self.draining = Gauge("shim_draining", "1 once SIGTERM started the drain", registry=registry)
+        self.client_connections = Gauge(
+            "shim_client_connections", "Open client connections (at most limits.client_connections)",
+            registry=registry,
+        )
+        self.client_connections_refused = Counter(
+            "shim_client_connections_refused", "New client connections closed at once: limits.client_connections "
+            "reached and none idle", registry=registry,
+        )
+        self.client_connections_reclaimed = Counter(
+            "shim_client_connections_reclaimed", "Idle keep-alive client connections closed to make room for a "
+            "new one at limits.client_connections", registry=registry,
+        )
+        self.request_heads_refused = Counter(
+            "shim_request_heads_refused", "Request heads refused before any handler ran, by reason: timeout "
+            "(timeouts.request_head), too_large (limits.request_head_bytes), malformed (the HTTP parser)",
+            ["reason"], registry=registry,
+        )
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once: labels() takes a lock and builds a key each time."""
