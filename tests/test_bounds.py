@@ -320,3 +320,130 @@ async def test_at_the_connection_limit_an_idle_keep_alive_connection_makes_room(
     busy_writer.close()
     idle_writer.close()
     assert await metric(shim, "shim_client_connections_reclaimed_total") == 1
+
+
+# -- request bodies that stall, and a legacy pool that slow clients would hold --------------------
+
+
+ACTION_PATH = f"{GROUP_URL}/action"
+
+
+def head(method: str, path: str, length: int, *extra: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: shim", f"X-Auth-Token: {TOKEN}", "Content-Type: application/json",
+             f"Content-Length: {length}", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("path", ["/v2/p/volumes", ACTION_PATH], ids=["passthrough", "translated action"])
+async def test_a_stalled_request_body_is_cut_with_408(simulator, legacy_upstream, make_shim: ShimFactory, path):
+    sim, sdrs = simulator
+    upstream, legacy = legacy_upstream
+    shim = await make_shim(sdrs=sdrs, legacy=legacy, timeouts={"request_body_idle": 0.3})
+    reader, writer = await connect(shim)
+    writer.write(head("POST", path, 100) + b'{"os-reprot')  # ...and nothing more
+    try:
+        status, headers, body = await read_answer(reader)
+    finally:
+        writer.close()
+
+    assert status == 408
+    assert json.loads(body)["requestTimeout"]["message"] == "The request body stalled: nothing arrived for 0.3 seconds."
+    assert headers["connection"] == "close"
+    assert upstream.requests == [] and sim.requests == []
+
+
+@dataclass
+class HeldUpstream:
+    """A legacy endpoint that reads each request body whole, then answers once `release` is set."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    seen: list[tuple[str, int]] = field(default_factory=list)
+    arrived: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.arrived += 1
+        body = await request.read()
+        self.seen.append((request.path, len(body)))
+        if request.path.startswith("/held"):
+            await self.release.wait()
+        return web.json_response({"upstream": True})
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1048576)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+
+@pytest.fixture
+async def held_upstream() -> AsyncIterator[tuple[HeldUpstream, str]]:
+    upstream = HeldUpstream()
+    runner, url = await start_server(upstream.app())
+    yield upstream, url
+    upstream.release.set()
+    await runner.cleanup()
+
+
+POOL_OF_TWO = {"limits": {"pool_connections": 2}, "timeouts": {"legacy": {"connect": 0.5, "read": 10, "total": 20}}}
+
+
+async def test_slow_uploads_do_not_hold_the_legacy_pool(held_upstream, make_shim: ShimFactory):
+    """Three clients sending their bodies a byte at a time, with a pool of two: their bodies are
+    read before a pooled connection is taken, so everybody else is still served."""
+    upstream, legacy = held_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy, **POOL_OF_TWO)
+    slow = [await connect(shim) for _ in range(3)]
+    for _, writer in slow:
+        writer.write(head("PUT", "/v2/p/volumes/v1", 1000) + b"{")
+        await writer.drain()
+
+    reply = await call("GET", shim + "/v2/p/volumes")
+
+    assert reply.status == 200, reply.body
+    assert upstream.seen == [("/v2/p/volumes", 0)]  # none of the slow uploads reached the pool
+    for _, writer in slow:
+        writer.close()
+
+
+async def test_a_stalled_streamed_upload_gives_its_pooled_connection_back(held_upstream, make_shim: ShimFactory):
+    """A body too large to read first streams to the legacy endpoint; when the client stalls, the
+    upload is cut (408) and its pooled connection freed for the next request."""
+    upstream, legacy = held_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy,
+                           limits={"pool_connections": 1, "request_buffer_bytes": 1024},
+                           timeouts={"request_body_idle": 0.3, "legacy": {"connect": 0.5, "read": 10, "total": 20}})
+    reader, writer = await connect(shim)
+    writer.write(head("PUT", "/v2/p/blob", 100_000) + b"x" * 4096)
+
+    async def streaming() -> bool:
+        return upstream.arrived == 1
+
+    await eventually(streaming, "the upload reached the legacy endpoint")
+    status, _, _ = await read_answer(reader)
+    writer.close()
+    after = await call("GET", shim + "/v2/p/volumes")
+
+    assert status == 408
+    assert after.status == 200, after.body  # the single pooled connection was given back
+    assert upstream.seen == [("/v2/p/volumes", 0)]  # the cut upload never completed upstream
+    assert await metric(shim, "shim_legacy_pool_in_use") == 0
+
+
+async def test_an_exhausted_legacy_pool_refuses_at_once_with_503(held_upstream, make_shim: ShimFactory):
+    upstream, legacy = held_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy, **POOL_OF_TWO)
+    held = [asyncio.create_task(call("GET", f"{shim}/held/{number}")) for number in range(2)]
+
+    async def pool_in_use() -> bool:
+        return len(upstream.seen) == 2
+
+    await eventually(pool_in_use, "both pooled connections are in use")
+    refused = await call("GET", shim + "/v2/p/volumes")
+    upstream.release.set()
+    answered = [reply.status for reply in await asyncio.gather(*held)]
+
+    assert refused.status == 503
+    name, inner = refused.fault()
+    assert name == "serviceUnavailable" and "limits.pool_connections" in inner["message"]
+    assert refused.headers["Retry-After"] == "1"
+    assert answered == [200, 200]
+    assert await metric(shim, "shim_legacy_pool_refused_total") == 1

@@ -142,6 +142,9 @@ def _signal_handlers(stop: asyncio.Event, state: ShimState, config_path: Path | 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_stop)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
+    # A worker of `--workers N` starts with these signals blocked (see run_workers): one sent while
+    # it was starting has waited, and is handled now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     try:
         yield
     finally:
@@ -190,10 +193,18 @@ def run_workers(config_path: Path, settings: Settings, workers: int) -> int:
 
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)
-    for _ in range(workers):
-        if not stopping:
+    log.info("starting workers", extra={"address": f"{settings.listen.host}:{port}", "port": port,
+                                        "pid": os.getpid(), "workers": workers})
+    # A worker inherits the signal mask: with these blocked, a SIGHUP (or SIGTERM) that arrives before
+    # its handlers are installed waits for them instead of killing it with the default action. The
+    # parent's own copies wait until every worker is spawned, then are forwarded to all of them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    try:
+        for _ in range(workers):
             child = subprocess.Popen(command, env=env)
             children[child.pid] = child
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     log.info("workers started", extra={"address": f"{settings.listen.host}:{port}", "port": port,
                                        "pid": os.getpid(), "worker_pids": sorted(children)})
     failed = False

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -28,32 +29,69 @@ from shim.translate.legacy import LegacyError
 from shim.upstreams.bodies import AnswerTooLarge, read_capped
 from shim.upstreams.headers import forwarded_request_headers, without_hop_by_hop
 from shim.upstreams.peer_errors import describe_peer_error
+from shim.upstreams.request_body import BODY_STALLED, read_body_prefix, stalled_error, stream_body
 
 log = logging.getLogger("shim.passthrough")
 
 # aiohttp would otherwise add headers the client never sent (`Accept: */*`, its own User-Agent and
 # Accept-Encoding, `Content-Type: application/octet-stream` for a streamed body): skip them all.
 _SKIP_AUTO_HEADERS = frozenset({hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE})
-_UPLOAD_CHUNK = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 _RETRY_AFTER_SECONDS = 5
+_POOL_RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """How the client's request body is read: bodies up to `buffer_bytes` whole, before a pooled
+    connection is taken; a pause over `idle_seconds` ends the request (408)."""
+
+    buffer_bytes: int = 65536
+    idle_seconds: float = 30.0
 
 
 class LegacyPassthrough:
-    """One pooled client session toward the legacy EVS endpoint, for the app's lifetime."""
+    """One pooled client session toward the legacy EVS endpoint, for the app's lifetime.
+
+    The pool is never waited for: a request that finds all `pool_connections` in use gets a legacy
+    503 with Retry-After at once (instead of a 504 after the connect timeout), and a request body is
+    read before a connection is taken when it is small, so a few slow clients cannot hold the pool.
+    """
 
     def __init__(
         self, base_url: str | None, timeouts: Timeouts, pool_connections: int, preserve_host: bool = False,
-        max_answer_bytes: int = 4 * 1048576,
+        max_answer_bytes: int = 4 * 1048576, body_limits: BodyLimits | None = None,
+        pool_observer: Callable[[int, bool], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.preserve_host = preserve_host
         self._max_answer_bytes = max_answer_bytes  # what get_json reads whole; relayed answers stream
+        self._body_limits = body_limits or BodyLimits()
         self._timeout = aiohttp.ClientTimeout(
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
         )
         self._pool_connections = pool_connections
+        self._in_use = 0
+        self._pool_observer = pool_observer  # told (connections in use, whether one was refused)
         self._session: aiohttp.ClientSession | None = None
+
+    def _take_connection(self) -> None:
+        """Count one of the pool's connections as in use, or a legacy 503 at once when none is free.
+        (Not a contextmanager: LegacyError is frozen and contextlib rewrites a raised error's traceback.)"""
+        if self._in_use >= self._pool_connections:
+            if self._pool_observer is not None:
+                self._pool_observer(self._in_use, True)
+            raise LegacyError(503, f"All {self._pool_connections} connections to the legacy EVS endpoint are "
+                                   "in use (limits.pool_connections); try again shortly.",
+                              retry_after=_POOL_RETRY_AFTER_SECONDS)
+        self._in_use += 1
+        if self._pool_observer is not None:
+            self._pool_observer(self._in_use, False)
+
+    def _give_back_connection(self) -> None:
+        self._in_use -= 1
+        if self._pool_observer is not None:
+            self._pool_observer(self._in_use, False)
 
     async def start(self) -> None:
         if self.base_url is None or self._session is not None:
@@ -132,45 +170,63 @@ class LegacyPassthrough:
                 "This call is not translated by the EVS-to-SDRS shim and no legacy EVS endpoint is "
                 "configured to pass it to.",
             )
-        data: bytes | AsyncIterator[bytes] | None
-        if body is not None:
-            data = body
-        elif request.body_exists:
-            # Content-Length, when the client sent one, stays in the headers and aiohttp sends the
-            # stream with that length; without it aiohttp sends the stream chunked.
-            data = _stream_body(request)
-        else:
-            data = None  # no body: a GET must not gain `Transfer-Encoding: chunked`
-        # Note: aiohttp adds `Content-Length: 0` to a body-less DELETE/POST/PUT/PATCH; harmless.
+        data: bytes | AsyncIterator[bytes] | None = body
+        if body is None and request.body_exists:
+            # A small body is read first (the pool is not held while a slow client sends it); a
+            # larger one streams: Content-Length, when the client sent one, stays in the headers and
+            # aiohttp sends the stream with that length; without it aiohttp sends it chunked.
+            limits = self._body_limits
+            prefix, complete = await read_body_prefix(request, limits.buffer_bytes, limits.idle_seconds)
+            if complete:
+                body = data = prefix
+            else:
+                data = stream_body(request, prefix, limits.idle_seconds)
+        # No body: a GET must not gain `Transfer-Encoding: chunked`. (aiohttp adds `Content-Length: 0`
+        # to a body-less DELETE/POST/PUT/PATCH; harmless.)
+        headers = self.upstream_headers(request, body)
+        self._take_connection()
         try:
-            upstream = await self._session.request(
-                request.method,
-                self.target_url(request),
-                headers=self.upstream_headers(request, body),
-                data=data,
-                allow_redirects=False,
-            )
-        except TimeoutError as err:  # also aiohttp's ConnectionTimeoutError/SocketTimeoutError
-            _warn(request, "timed out before answering", err)
-            raise LegacyError(504, "The legacy EVS endpoint did not answer in time.") from None
-        except aiohttp.ClientResponseError as err:  # unparseable status line or headers
-            _warn(request, "sent a malformed answer", err)
-            raise LegacyError(502, "The legacy EVS endpoint sent a malformed answer.") from None
-        except aiohttp.ClientConnectionError as err:  # refused, reset, closed before answering
-            _warn(request, "is unreachable", err)
-            raise LegacyError(
-                503, "The legacy EVS endpoint is unreachable; try again later.",
-                retry_after=_RETRY_AFTER_SECONDS,
-            ) from None
-        except aiohttp.ClientError as err:
-            _warn(request, "failed", err)
-            raise LegacyError(502, "The legacy EVS endpoint failed to answer.") from None
-        try:
-            return await self._relay(request, upstream)
+            upstream = await self._request(request, data, headers)
+            try:
+                return await self._relay(request, upstream)
+            finally:
+                # After a complete body the connection goes back to the pool; after a cut-off one
+                # `release` finds the protocol unusable and closes it.
+                upstream.release()
         finally:
-            # After a complete body the connection goes back to the pool; after a cut-off one
-            # `release` finds the protocol unusable and closes it.
-            upstream.release()
+            self._give_back_connection()
+
+    async def _request(
+        self, request: web.Request, data: bytes | AsyncIterator[bytes] | None, headers: CIMultiDict[str]
+    ) -> aiohttp.ClientResponse:
+        """The legacy endpoint's answer (head) to `request`, or the legacy error for its failure."""
+        assert self._session is not None
+        try:
+            return await self._session.request(
+                request.method, self.target_url(request), headers=headers, data=data, allow_redirects=False,
+            )
+        except Exception as err:
+            if request.get(BODY_STALLED):  # the client stopped sending: the upload (and its connection) is cut
+                raise stalled_error(self._body_limits.idle_seconds) from None
+            raise self._failure(request, err) from None
+
+    @staticmethod
+    def _failure(request: web.Request, err: Exception) -> Exception:
+        """The legacy error for a failed exchange (logged once); anything unexpected as it is."""
+        if isinstance(err, TimeoutError):  # also aiohttp's ConnectionTimeoutError/SocketTimeoutError
+            _warn(request, "timed out before answering", err)
+            return LegacyError(504, "The legacy EVS endpoint did not answer in time.")
+        if isinstance(err, aiohttp.ClientResponseError):  # unparseable status line or headers
+            _warn(request, "sent a malformed answer", err)
+            return LegacyError(502, "The legacy EVS endpoint sent a malformed answer.")
+        if isinstance(err, aiohttp.ClientConnectionError):  # refused, reset, closed before answering
+            _warn(request, "is unreachable", err)
+            return LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
+                               retry_after=_RETRY_AFTER_SECONDS)
+        if isinstance(err, aiohttp.ClientError):
+            _warn(request, "failed", err)
+            return LegacyError(502, "The legacy EVS endpoint failed to answer.")
+        return err
 
     async def get_json(self, request: web.Request, query: dict[str, str]) -> tuple[int, Any]:
         """GET the request's path with `query` from the legacy endpoint, for the shim to read itself
@@ -183,9 +239,13 @@ class LegacyPassthrough:
         headers[hdrs.ACCEPT] = "application/json"
         url = URL(self.base_url + request.rel_url.raw_path, encoded=True).with_query(query)
         try:
-            async with self._session.get(url, headers=headers, allow_redirects=False) as upstream:
-                body = await read_capped(upstream, self._max_answer_bytes)
-                status = upstream.status
+            self._take_connection()
+            try:
+                async with self._session.get(url, headers=headers, allow_redirects=False) as upstream:
+                    body = await read_capped(upstream, self._max_answer_bytes)
+                    status = upstream.status
+            finally:
+                self._give_back_connection()
         except AnswerTooLarge as err:
             _warn(request, "sent a list larger than the shim reads (limits.upstream_body_bytes)", err)
             raise LegacyError(502, f"The legacy EVS endpoint's list is too large for the migration proxy "
@@ -238,12 +298,6 @@ def _is_utf8(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-async def _stream_body(request: web.Request) -> AsyncIterator[bytes]:
-    """The client's body as it arrives (aiohttp streams an async generator without buffering it)."""
-    async for chunk in request.content.iter_chunked(_UPLOAD_CHUNK):
-        yield chunk
 
 
 def _abort(request: web.Request, response: web.StreamResponse) -> None:

@@ -56,7 +56,8 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
     for name, value in (("project id", project_id), ("replication consistency group id", rcg_id)):
         if not is_legacy_id(value):
             raise LegacyError(400, f"Malformed request url: the {name} must be a UUID.")
-    raw = await read_capped_body(request, state.settings.limits.action_body_bytes)
+    raw = await read_capped_body(request, state.settings.limits.action_body_bytes,
+                                 state.settings.timeouts.request_body_idle)
     action = parse_action_body(raw)
     translation = TRANSLATED_ACTIONS.get(action.key)
     if translation is None:

@@ -23,7 +23,7 @@ from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
 from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError
 from shim.translate.paths import canonical_path, disguises_a_translated_url
-from shim.upstreams.passthrough import LegacyPassthrough
+from shim.upstreams.passthrough import BodyLimits, LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
 from shim.web import action_handlers, read_handlers
 from shim.web.logs import MANAGEMENT_PATHS
@@ -87,7 +87,10 @@ async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamRes
         refuse_disguised_translated_url(request)
         return await handler(request), False
     except LegacyError as err:
-        return legacy_error_response(err, state.mappings.errors), True
+        response = legacy_error_response(err, state.mappings.errors)
+        if err.status == 408:
+            await _answer_and_close(request, response)
+        return response, True
     except web.HTTPRequestEntityTooLarge:
         return legacy_error_response(
             LegacyError(400, "Request body is too large."), state.mappings.errors
@@ -103,6 +106,17 @@ async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamRes
             LegacyError(500, "The shim failed to handle the request; see its log."),
             state.mappings.errors,
         ), True
+
+
+async def _answer_and_close(request: web.Request, response: web.Response) -> None:
+    """Send `response`, then close the connection at once: the request's body stalled unfinished,
+    and aiohttp would otherwise keep reading it for its lingering time."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client is gone already
+    request.protocol.force_close()  # the transport flushes what was written, then closes
 
 
 def _request_done(
@@ -200,7 +214,10 @@ def build_app(settings: Settings, mappings: Mappings) -> web.Application:
                         max_answer_bytes=limits.upstream_body_bytes),
         legacy=LegacyPassthrough(settings.upstreams.legacy, settings.timeouts.legacy, limits.pool_connections,
                                  preserve_host=settings.passthrough.preserve_host,
-                                 max_answer_bytes=limits.upstream_body_bytes),
+                                 max_answer_bytes=limits.upstream_body_bytes,
+                                 body_limits=BodyLimits(limits.request_buffer_bytes,
+                                                        settings.timeouts.request_body_idle),
+                                 pool_observer=shim_metrics.legacy_pool_observer),
         actions=ActionGuard(settings.actions.settle_seconds, shared_dir=shared_state_dir()),
         metrics=shim_metrics,
     )

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from shim.context import AUDIT, REQUEST_ID
 from shim.translate.legacy import LegacyError
+from shim.upstreams.request_body import read_body_prefix
 from shim.upstreams.sdrs_calls import ListBounds, SdrsCalls
 from shim.web.shim_state import ShimState
 
@@ -45,17 +46,10 @@ def auth_token(request: web.Request) -> str:
     raise LegacyError(401, "Authentication required: send X-Auth-Token.")
 
 
-async def read_capped_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, or a legacy 400 when it is larger than `limit` bytes."""
-    too_large = LegacyError(400, f"Malformed request body: larger than {limit} bytes.")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    body = await request.content.read(limit + 1)
-    while len(body) <= limit:
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            break
-        body += chunk
-    if len(body) > limit:
-        raise too_large
+async def read_capped_body(request: web.Request, limit: int, idle: float) -> bytes:
+    """The whole body, or a legacy 400 when it is larger than `limit` bytes (408 when it stalls for
+    `idle` seconds)."""
+    body, complete = await read_body_prefix(request, limit, idle)
+    if not complete:
+        raise LegacyError(400, f"Malformed request body: larger than {limit} bytes.")
     return body

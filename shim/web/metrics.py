@@ -131,6 +131,14 @@ class ShimMetrics:
             "shim_config_reloads", "SIGHUP reloads, by result", ["result"], registry=registry
         )
         self.draining = Gauge("shim_draining", "1 once SIGTERM started the drain", registry=registry)
+        self.legacy_pool_in_use = Gauge(
+            "shim_legacy_pool_in_use", "Connections to the legacy endpoint in use (at most limits.pool_connections)",
+            registry=registry,
+        )
+        self.legacy_pool_refused = Counter(
+            "shim_legacy_pool_refused", "Requests refused with 503 at once because every connection to the legacy "
+            "endpoint was in use", registry=registry,
+        )
         self.client_connections = Gauge(
             "shim_client_connections", "Open client connections (at most limits.client_connections)",
             registry=registry,
@@ -167,6 +175,11 @@ class ShimMetrics:
         self.config.info({"digest": digest})
         self.config_generation.inc()
         return digest
+
+    def legacy_pool_observer(self, in_use: int, refused: bool) -> None:
+        self.legacy_pool_in_use.set(in_use)
+        if refused:
+            self.legacy_pool_refused.inc()
 
     def sdrs_observer(self, known_codes: Callable[[], Collection[str]]) -> Callable[..., None]:
         """The `SdrsClient` observer: SDRS stage time, error codes, and the request's SDRS span."""
