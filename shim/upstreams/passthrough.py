@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -270,6 +270,10 @@ class LegacyPassthrough:
             reason=upstream.reason,
             headers=without_hop_by_hop(upstream.headers),
         )
+        if request.version < HttpVersion11 and _ends_with_the_connection(request, upstream):
+            # HTTP/1.0 has no chunked framing: the body ends where the connection does. (aiohttp
+            # would send it unframed yet keep the connection for a keep-alive client.)
+            response.force_close()
         try:
             await response.prepare(request)
         except ConnectionError:
@@ -290,6 +294,12 @@ class LegacyPassthrough:
         except ConnectionError:
             pass  # the client went away right at the end: nothing left to tell it
         return response
+
+
+def _ends_with_the_connection(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    """An answer with a body but no length (the legacy side sent it chunked)."""
+    has_body = request.method != hdrs.METH_HEAD and upstream.status not in _NO_BODY_STATUSES
+    return has_body and upstream.content_length is None
 
 
 def _is_utf8(value: str) -> bool:
