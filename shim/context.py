@@ -4,6 +4,7 @@ kernel below every layer: it imports nothing of the shim)."""
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,12 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # (project_id, rcg_id, protection_group_id, action, job_ids, sdrs_status, sdrs_code).
 # It stays empty for a request that is passed through.
 AUDIT = web.RequestKey("audit", dict[str, Any])
+
+# The credentials the request being handled carries (its token, signature, cookies): the log
+# formatter removes these exact values from every line written while it is handled, wherever they
+# appear (a token pasted into a URL, quoted in an upstream's error). Set by the request middleware;
+# each request runs in its own task, hence its own copy of this variable.
+REQUEST_SECRETS: ContextVar[tuple[str, ...]] = ContextVar("request_secrets", default=())
 
 # Every answer carries both (golangsdk reads X-Request-Id; OpenStack clients X-Openstack-Request-Id).
 REQUEST_ID_HEADERS = ("X-Request-Id", "X-Openstack-Request-Id")

@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 
 from shim import __version__
 from shim.config import Settings
-from shim.context import AUDIT, REQUEST_ID, REQUEST_ID_HEADERS
+from shim.context import AUDIT, REQUEST_ID, REQUEST_ID_HEADERS, REQUEST_SECRETS
 from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
 from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError
@@ -26,7 +26,7 @@ from shim.translate.paths import canonical_path, disguises_a_translated_url
 from shim.upstreams.passthrough import BodyLimits, LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
 from shim.web import action_handlers, read_handlers
-from shim.web.logs import MANAGEMENT_PATHS
+from shim.web.logs import MANAGEMENT_PATHS, request_secrets
 from shim.web.metrics import CURRENT_TIMING, PASSTHROUGH, TRANSLATED, RequestTiming, ShimMetrics, status_label
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
 from shim.web.shim_state import STATE, ShimState, shared_state_dir
@@ -43,6 +43,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     legacy error: never a traceback."""
     request[REQUEST_ID] = incoming_request_id(request.headers) or new_request_id()
     request[AUDIT] = {}
+    REQUEST_SECRETS.set(request_secrets(request.headers))  # this request's task only: no reset needed
     if request.match_info.route.name in MANAGEMENT_ROUTE_NAMES:
         response, _ = await _answer(request, handler)
         return response
