@@ -464,3 +464,37 @@ async def test_text_log_lines_are_redacted_as_the_json_ones(simulator, legacy_up
     assert not any(line.startswith("{") for line in lines)
     for secret in SECRETS:
         assert secret not in buffer.getvalue()
+
+
+# -- upstream health ------------------------------------------------------------------------------
+
+
+async def test_an_unreachable_upstream_is_a_warning_and_a_metric_not_a_readiness_failure(
+    simulator, legacy_upstream, start_shim, log_buffer
+):
+    sim, sdrs = simulator
+    _, legacy = legacy_upstream
+    down = await start_shim(sdrs=f"http://127.0.0.1:{closed_port()}", legacy=f"http://127.0.0.1:{closed_port()}")
+    up = await start_shim(sdrs=sdrs, legacy=legacy)
+    group = f"/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}"
+    headers = {"X-Auth-Token": "token", "X-Request-Id": "req-sdrs-down"}
+
+    assert (await call("GET", down + group, headers=headers)).status == 503
+    assert (await call("GET", f"{down}/v2/{PROJECT}/volumes")).status == 503
+    assert (await call("GET", up + group, headers={"X-Auth-Token": "token"})).status == 200
+    assert (await call("GET", f"{up}/v2/{PROJECT}/volumes")).status == 200
+
+    warnings = [record for record in log_records(log_buffer) if record["logger"] == "shim.sdrs"]
+    assert {record["level"] for record in warnings} == {"warning"}  # the group and its pairs, read together
+    assert {record["request_id"] for record in warnings} == {"req-sdrs-down"}
+    assert any(record["message"].startswith("SDRS unreachable while trying to read the protection group")
+               for record in warnings)
+    down_samples, up_samples = await metric_samples(down), await metric_samples(up)
+    assert total(down_samples, "shim_upstream_up", upstream="sdrs") == 0
+    assert total(down_samples, "shim_upstream_up", upstream="legacy") == 0
+    assert total(down_samples, "shim_upstream_failures_total", upstream="sdrs", kind="unreachable") >= 1
+    assert total(down_samples, "shim_upstream_failures_total", upstream="legacy", kind="unreachable") == 1
+    assert total(up_samples, "shim_upstream_up", upstream="sdrs") == 1
+    assert total(up_samples, "shim_upstream_up", upstream="legacy") == 1
+    assert (await call("GET", down + "/readyz")).status == 200  # readiness is about the shim itself
+    assert_bounded_labels(down_samples)

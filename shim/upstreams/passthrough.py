@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import HttpVersion11, hdrs, web
@@ -41,6 +41,16 @@ _RETRY_AFTER_SECONDS = 5
 _POOL_RETRY_AFTER_SECONDS = 1
 
 
+class LegacyObserver(Protocol):
+    """Told about the pool and about each exchange with the legacy endpoint (for metrics); must not
+    raise or block."""
+
+    def pool_changed(self, in_use: int, refused: bool) -> None: ...
+
+    def exchange_done(self, status: int | None, failure: str | None) -> None:
+        """`status` of an answer, or the `failure` kind: timeout, unreachable, malformed, too_large."""
+
+
 @dataclass(frozen=True)
 class BodyLimits:
     """How the client's request body is read: bodies up to `buffer_bytes` whole, before a pooled
@@ -61,7 +71,7 @@ class LegacyPassthrough:
     def __init__(
         self, base_url: str | None, timeouts: Timeouts, pool_connections: int, preserve_host: bool = False,
         max_answer_bytes: int = 4 * 1048576, body_limits: BodyLimits | None = None,
-        pool_observer: Callable[[int, bool], None] | None = None,
+        observer: LegacyObserver | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.preserve_host = preserve_host
@@ -72,26 +82,26 @@ class LegacyPassthrough:
         )
         self._pool_connections = pool_connections
         self._in_use = 0
-        self._pool_observer = pool_observer  # told (connections in use, whether one was refused)
+        self._observer = observer
         self._session: aiohttp.ClientSession | None = None
 
     def _take_connection(self) -> None:
         """Count one of the pool's connections as in use, or a legacy 503 at once when none is free.
         (Not a contextmanager: LegacyError is frozen and contextlib rewrites a raised error's traceback.)"""
         if self._in_use >= self._pool_connections:
-            if self._pool_observer is not None:
-                self._pool_observer(self._in_use, True)
+            if self._observer is not None:
+                self._observer.pool_changed(self._in_use, True)
             raise LegacyError(503, f"All {self._pool_connections} connections to the legacy EVS endpoint are "
                                    "in use (limits.pool_connections); try again shortly.",
                               retry_after=_POOL_RETRY_AFTER_SECONDS)
         self._in_use += 1
-        if self._pool_observer is not None:
-            self._pool_observer(self._in_use, False)
+        if self._observer is not None:
+            self._observer.pool_changed(self._in_use, False)
 
     def _give_back_connection(self) -> None:
         self._in_use -= 1
-        if self._pool_observer is not None:
-            self._pool_observer(self._in_use, False)
+        if self._observer is not None:
+            self._observer.pool_changed(self._in_use, False)
 
     async def start(self) -> None:
         if self.base_url is None or self._session is not None:
@@ -202,29 +212,38 @@ class LegacyPassthrough:
         """The legacy endpoint's answer (head) to `request`, or the legacy error for its failure."""
         assert self._session is not None
         try:
-            return await self._session.request(
+            upstream = await self._session.request(
                 request.method, self.target_url(request), headers=headers, data=data, allow_redirects=False,
             )
         except Exception as err:
             if request.get(BODY_STALLED):  # the client stopped sending: the upload (and its connection) is cut
                 raise stalled_error(self._body_limits.idle_seconds) from None
             raise self._failure(request, err) from None
+        self._exchange_done(upstream.status, None)
+        return upstream
 
-    @staticmethod
-    def _failure(request: web.Request, err: Exception) -> Exception:
-        """The legacy error for a failed exchange (logged once); anything unexpected as it is."""
+    def _exchange_done(self, status: int | None, failure: str | None) -> None:
+        if self._observer is not None:
+            self._observer.exchange_done(status, failure)
+
+    def _failure(self, request: web.Request, err: Exception) -> Exception:
+        """The legacy error for a failed exchange (logged once, counted); anything unexpected as it is."""
         if isinstance(err, TimeoutError):  # also aiohttp's ConnectionTimeoutError/SocketTimeoutError
             _warn(request, "timed out before answering", err)
+            self._exchange_done(None, "timeout")
             return LegacyError(504, "The legacy EVS endpoint did not answer in time.")
         if isinstance(err, aiohttp.ClientResponseError):  # unparseable status line or headers
             _warn(request, "sent a malformed answer", err)
+            self._exchange_done(None, "malformed")
             return LegacyError(502, "The legacy EVS endpoint sent a malformed answer.")
         if isinstance(err, aiohttp.ClientConnectionError):  # refused, reset, closed before answering
             _warn(request, "is unreachable", err)
+            self._exchange_done(None, "unreachable")
             return LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
                                retry_after=_RETRY_AFTER_SECONDS)
         if isinstance(err, aiohttp.ClientError):
             _warn(request, "failed", err)
+            self._exchange_done(None, "unreachable")
             return LegacyError(502, "The legacy EVS endpoint failed to answer.")
         return err
 
@@ -248,15 +267,19 @@ class LegacyPassthrough:
                 self._give_back_connection()
         except AnswerTooLarge as err:
             _warn(request, "sent a list larger than the shim reads (limits.upstream_body_bytes)", err)
+            self._exchange_done(None, "too_large")
             raise LegacyError(502, f"The legacy EVS endpoint's list is too large for the migration proxy "
                                    f"({err}).") from None
         except TimeoutError as err:
             _warn(request, "timed out before answering", err)
+            self._exchange_done(None, "timeout")
             raise LegacyError(504, "The legacy EVS endpoint did not answer in time.") from None
         except aiohttp.ClientError as err:
             _warn(request, "is unreachable", err)
+            self._exchange_done(None, "unreachable")
             raise LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
                               retry_after=_RETRY_AFTER_SECONDS) from None
+        self._exchange_done(status, None)
         try:
             return status, json.loads(body)
         except ValueError:

@@ -8,6 +8,7 @@ never sent twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from shim.translate.sdrs_models import (
 from shim.translate.tables import SdrsErrorTable
 from shim.upstreams.sdrs_client import SdrsClient
 
+log = logging.getLogger("shim.sdrs")
 Model = TypeVar("Model", bound=BaseModel)
 Item = TypeVar("Item", ServerGroup, ReplicationPair)
 PAGE_SIZE = 1000  # SDRS's largest page
@@ -70,7 +72,12 @@ class SdrsCalls:
             answer = await self._client.request(method, path, self._headers, body)
         except SdrsTransportError as err:
             self._audit.update(sdrs_status=err.label, sdrs_code=None, sdrs_error=str(err)[:300])
+            log.warning("SDRS %s while trying to %s (%s)", err.label.replace("_", " "), doing, str(err)[:300],
+                        extra={"request_id": self._headers.get("X-Request-Id"), "sdrs_status": err.label})
             raise legacy_error_for_transport(err, doing) from None
+        if answer.status >= 500:
+            log.warning("SDRS answered HTTP %d while trying to %s", answer.status, doing,
+                        extra={"request_id": self._headers.get("X-Request-Id"), "sdrs_status": answer.status})
         self._audit.update(sdrs_status=answer.status,
                            sdrs_code=sdrs_error_code(answer) if answer.status >= 400 else None)
         return answer

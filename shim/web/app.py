@@ -218,7 +218,7 @@ def build_app(settings: Settings, mappings: Mappings) -> web.Application:
                                  max_answer_bytes=limits.upstream_body_bytes,
                                  body_limits=BodyLimits(limits.request_buffer_bytes,
                                                         settings.timeouts.request_body_idle),
-                                 pool_observer=shim_metrics.legacy_pool_observer),
+                                 observer=shim_metrics.legacy_observer),
         actions=ActionGuard(settings.actions.settle_seconds, shared_dir=shared_state_dir()),
         metrics=shim_metrics,
     )
