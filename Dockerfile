@@ -4,15 +4,21 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/shim
+# Dependencies first, exactly as locked: this layer is rebuilt only when requirements.lock changes.
+COPY requirements.lock ./
+RUN pip install -r requirements.lock
+# Then the code, without resolving dependencies again (the image holds the locked versions only).
 COPY pyproject.toml README.md ./
 COPY shim ./shim
 COPY mappings ./mappings
-RUN pip install '.[fast]' \
+RUN pip install --no-deps . \
+    && pip check \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin shim
 
-# Config and mappings come from a mounted volume (e.g. a Kubernetes ConfigMap) at /etc/shim.
-COPY examples/shim.yaml /etc/shim/shim.yaml
-COPY mappings /etc/shim/mappings
+# The built-in config listens on 0.0.0.0:8080 inside the container (see examples/container/shim.yaml);
+# mount your own /etc/shim (e.g. a Kubernetes ConfigMap) to replace config and mappings.
+COPY examples/container/shim.yaml /etc/shim/shim.yaml
+COPY examples/mappings /etc/shim/mappings
 
 # The state store (the duplicate-action guard's memory) lives on a volume: mount one that outlives
 # the container (README, State).

@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         from shim.web.logs import configure_logging
 
         settings, mappings, keys = _load_checked(args.config)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, log_format=settings.log_format)
         workers = args.workers or settings.workers
         if workers > 1 and settings.state.backend == "memory":
             raise ConfigError(f"{args.config}: state.backend: memory cannot be shared by {workers} workers; "
@@ -155,9 +155,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "demo":
         from shim.runtime import demo
-        from shim.web.logs import configure_logging
 
-        configure_logging("warning")
         return demo.main(args.port, args.check, args.job_seconds)
     if args.command == "simulate":
         from shim.runtime.server import ListenError

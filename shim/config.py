@@ -9,14 +9,17 @@ resolved against the config file's directory.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from yarl import URL
 
 from shim.validation import ConfigError, describe_validation_error, read_yaml
+
+ENV_PREFIX = "SHIM_"  # SHIM_<SECTION>__<KEY> overrides a key of the file
 
 
 class _Section(BaseModel):
@@ -87,6 +90,15 @@ class Timeouts(_Section):
 class UpstreamTimeouts(_Section):
     sdrs: Timeouts = Timeouts(connect=3.0, read=10.0, total=15.0)
     legacy: Timeouts = Timeouts(connect=3.0, read=120.0, total=300.0)
+    sdrs_list: float = Field(30.0, gt=0, description="a whole SDRS list, all its pages together; longer: 504")
+    request_head: float = Field(
+        30.0, gt=0, description="receiving one request head (request line and headers), from the connection's "
+        "opening for its first request and from the first byte for the next ones; longer: 408 and close",
+    )
+    request_body_idle: float = Field(
+        30.0, gt=0, description="longest pause while a request body arrives; longer: 408, the connection (and "
+        "a legacy connection the body was streaming to) closed",
+    )
 
 
 class Limits(_Section):
@@ -103,6 +115,36 @@ class Limits(_Section):
         1048576, gt=0, description="largest body of an AK/SK-signed request whose body hash is signed (it is "
         "read whole and checked before anything is forwarded); UNSIGNED-PAYLOAD bodies stream without limit"
     )
+    request_head_bytes: int = Field(
+        65536, ge=1024, le=16 * 1048576,
+        description="most bytes of one request head, all lines together; more: 400 and close",
+    )
+    client_connections: int = Field(
+        512, ge=1, le=100000,
+        description="open client connections; at the limit an idle keep-alive connection is closed to make "
+        "room, and without one the new connection is closed at once",
+    )
+    upstream_body_bytes: int = Field(
+        4 * 1048576, ge=65536, le=1024 * 1048576,
+        description="largest upstream answer the shim reads whole (SDRS answers, the legacy list it merges); "
+        "larger: 502",
+    )
+    sdrs_list_items: int = Field(
+        10000, ge=1, le=1000000,
+        description="most items one SDRS list may hold (pages of 1000, so at most items/1000 + 1 pages); "
+        "more: 502",
+    )
+    request_buffer_bytes: int = Field(
+        65536, ge=0, le=16 * 1048576,
+        description="a passthrough request body up to this size is read whole before a legacy connection is "
+        "taken, so a slow client holds only its own connection; larger bodies stream",
+    )
+
+    @model_validator(mode="after")
+    def _head_holds_a_line(self) -> Limits:
+        if self.request_head_bytes < max(self.max_line_size, self.max_field_size):
+            raise ValueError("request_head_bytes must be at least max_line_size and max_field_size")
+        return self
 
 
 class Actions(_Section):
@@ -190,7 +232,7 @@ class Settings(BaseSettings):
     """The whole configuration; see README "Configuration" for every key."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SHIM_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     listen: Listen = Listen()
@@ -207,6 +249,9 @@ class Settings(BaseSettings):
     )
     workers: int = Field(1, ge=1, le=64, description="processes sharing the listen port (SO_REUSEPORT)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line; text: `time LEVEL logger: message key=value`"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -227,12 +272,33 @@ class Settings(BaseSettings):
         return self
 
 
+def environment_variable_for(loc: tuple[int | str, ...]) -> str | None:
+    """The `SHIM_*` variable that set the value at `loc` (or a section holding it), if one is set."""
+    names = {name.upper(): name for name in os.environ if name.upper().startswith(ENV_PREFIX)}
+    for end in range(len(loc), 0, -1):
+        wanted = ENV_PREFIX + "__".join(str(part).upper() for part in loc[:end])
+        if wanted in names:
+            return names[wanted]
+    return None
+
+
+def _blame_environment(loc: tuple[int | str, ...]) -> str | None:
+    name = environment_variable_for(loc)
+    return None if name is None else f"environment variable {name}"
+
+
 def settings_from_mapping(data: dict[str, Any], *, source: str, base_dir: Path) -> Settings:
-    """Validate already-parsed config data; `base_dir` anchors a relative `mappings` path."""
+    """Validate already-parsed config data; `base_dir` anchors a relative `mappings` path. A problem
+    in a value from a `SHIM_*` variable names that variable, not the file."""
     try:
         settings = Settings(**data)
     except ValidationError as err:
-        raise ConfigError(describe_validation_error(source, err)) from None
+        raise ConfigError(describe_validation_error(source, err, blame=_blame_environment)) from None
+    except SettingsError as err:  # a section given as JSON in one variable (SHIM_LIMITS='{...') does not parse
+        field = re.search(r'field "([^"]+)"', str(err))
+        name = environment_variable_for((field[1],)) if field else None
+        raise ConfigError(f"environment variable {name or ENV_PREFIX + '*'}: not a valid JSON object "
+                          "for that section") from None
     return _anchored(settings, base_dir)
 
 

@@ -3,6 +3,8 @@ kernel below every layer: it imports nothing of the shim)."""
 
 from __future__ import annotations
 
+import asyncio
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +22,16 @@ AUDIT = web.RequestKey("audit", dict[str, Any])
 ROUTE = web.RequestKey("route", str)
 TRANSLATED = "translated"
 PASSTHROUGH = "passthrough"
+# The credentials the request being handled carries (its token, signature, cookies): the log
+# formatter removes these exact values from every line written while it is handled, wherever they
+# appear (a token pasted into a URL, quoted in an upstream's error). Set by the request middleware;
+# each request runs in its own task, hence its own copy of this variable.
+REQUEST_SECRETS: ContextVar[tuple[str, ...]] = ContextVar("request_secrets", default=())
 
 # Every answer carries both (golangsdk reads X-Request-Id; OpenStack clients X-Openstack-Request-Id).
 REQUEST_ID_HEADERS = ("X-Request-Id", "X-Openstack-Request-Id")
+
+
+class ClientGone(asyncio.CancelledError):
+    """The client disconnected, so nobody waits for this answer: the request's work stops as if
+    cancelled (its metrics and audit line say `cancelled`), without a traceback."""

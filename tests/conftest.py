@@ -20,6 +20,7 @@ from yarl import URL
 
 from shim.config import settings_from_mapping
 from shim.mappings import load_mappings
+from shim.runtime.server import start_site
 from shim.simulator import SdrsSimulator, SimulatorSettings
 from shim.web.app import build_app
 
@@ -137,9 +138,11 @@ async def make_shim(tmp_path: Path) -> AsyncIterator[ShimFactory]:
                 # the durable default, in a file of this test's own
                 "state": {"backend": "sqlite", "path": str(tmp_path / f"state{len(runners)}.sqlite3")}, **config}
         settings = settings_from_mapping(data, source="test", base_dir=tmp_path)
-        runner, url = await start_server(build_app(settings, load_mappings(settings.mappings)))
+        # As `shim serve` runs it: its runner (access log, bounded connections and heads).
+        runner, port = await start_site(build_app(settings, load_mappings(settings.mappings)), "127.0.0.1", 0,
+                                        settings=settings)
         runners.append(runner)
-        return url
+        return f"http://127.0.0.1:{port}"
 
     yield factory
     for runner in runners:

@@ -96,6 +96,48 @@ def test_bad_environment_value_names_the_key(tmp_path):
     assert "listen.port" in result.stderr
 
 
+@pytest.mark.parametrize(("env", "says"), [
+    ({"SHIM_LISTEN__PORT": "eighty"}, "environment variable SHIM_LISTEN__PORT: listen.port: Input should be a valid"),
+    ({"SHIM_LIMITS__MAX_HEADRES": "64"}, "environment variable SHIM_LIMITS__MAX_HEADRES: limits.max_headres: unknown"),
+    ({"SHIM_LIMITS": "{not json"}, "environment variable SHIM_LIMITS: not a valid JSON object"),
+])
+def test_a_bad_environment_variable_is_blamed_not_the_file(tmp_path, env, says):
+    path = write_config(tmp_path, GOOD)
+    for command in ("validate", "serve"):
+        result = run_shim(command, "--config", str(path), env=env)
+        assert result.returncode == 2
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("shim: config error: " + says), line
+        assert str(path) not in line  # the file is fine
+
+
+def test_problems_in_the_file_and_the_environment_are_each_named(tmp_path):
+    path = write_config(tmp_path, {**GOOD, "listen": {"port": 70000}})
+    result = run_shim("validate", "--config", str(path), env={"SHIM_LIMITS__MAX_HEADERS": "many"})
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{path}: listen.port: Input should be less than or equal to 65535" in line
+    assert "environment variable SHIM_LIMITS__MAX_HEADERS: limits.max_headers: Input should be a valid integer" in line
+
+
+@pytest.mark.parametrize(("file_name", "text", "says"), [
+    ("shim.yaml", "listen: {port: 8080}\nupstreams: {sdrs: 'http://127.0.0.1:8777'}\nmappings: ./mappings\n"
+     "listen: {port: 9090}\n", "duplicate key 'listen' (first given at line 1) at line 4"),
+    ("shim.yaml", "upstreams: {sdrs: 'http://127.0.0.1:8777', sdrs: 'http://127.0.0.1:9'}\nmappings: ./mappings\n",
+     "duplicate key 'sdrs' (first given at line 1) at line 1"),
+    ("mappings/consistency-groups.yaml", f"consistency_groups:\n  - project_id: {PROJECT}\n"
+     f"    replication_consistency_group_id: {RCG}\n    protection_group_id: {GROUP}\n"
+     f"    protection_group_id: 11111111-2222-3333-4444-555555555555\n",
+     "duplicate key 'protection_group_id' (first given at line 4) at line 5"),
+])
+def test_a_yaml_key_given_twice_is_refused_with_file_and_line(tmp_path, file_name, text, says):
+    path = write_config(tmp_path, GOOD)
+    (tmp_path / file_name).write_text(text)
+    result = run_shim("validate", "--config", str(path))
+    assert result.returncode == 2, result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert str(tmp_path / file_name) in line and says in line, line
+
+
 ENTRY = {"project_id": PROJECT, "replication_consistency_group_id": RCG, "protection_group_id": GROUP}
 
 
@@ -148,18 +190,41 @@ def test_every_subcommand_has_help(command):
     assert "usage: shim " + command in result.stdout
 
 
-def test_the_example_config_lists_valid_keys_with_their_defaults():
-    from pathlib import Path
+ROOT = Path(__file__).resolve().parent.parent
 
+
+def shim_in_repository_root(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`shim ...` as the README prints it: from the repository root, no SHIM_* variable set."""
+    import os
+
+    clean = {name: value for name, value in os.environ.items() if not name.upper().startswith("SHIM_")}
+    script = Path(sys.executable).parent / "shim"  # the console script `pip install -e .` put there
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "shim"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={**clean, **(env or {})})
+
+
+def test_the_readme_validate_command_works_as_printed_from_the_repository_root():
+    readme = (ROOT / "README.md").read_text()
+    assert "    .venv/bin/shim validate --config examples/shim.yaml\n" in readme
+
+    result = shim_in_repository_root("validate", "--config", "examples/shim.yaml")
+
+    assert result.returncode == 0, result.stderr
+    assert "examples/shim.yaml: ok (1 mapped consistency groups" in result.stdout
+
+
+def test_the_example_config_lists_valid_keys_with_their_defaults():
     from shim.config import Settings
 
-    example = Path(__file__).parent.parent / "examples" / "shim.yaml"
-    mappings = Path(__file__).parent.parent / "mappings"
-    result = run_shim("validate", "--config", str(example), env={"SHIM_MAPPINGS": str(mappings)})
-    assert result.returncode == 0, result.stderr
+    example = ROOT / "examples" / "shim.yaml"
     data = yaml.safe_load(example.read_text())
     defaults = Settings(upstreams={"sdrs": "http://127.0.0.1:8777"}).model_dump(mode="json")
+    assert set(data) == set(defaults)  # every key, none unknown
     for section in ("timeouts", "passthrough", "limits", "actions", "lifecycle"):
         assert data[section] == defaults[section], section
     defaults["state"].pop("path")  # environment-dependent: the example names the rule in a comment
     assert data["state"] == defaults["state"]
+    for key in ("listen", "workers", "log_level", "log_format"):
+        assert data[key] == defaults[key], key
+    assert data["mappings"] == "./mappings"  # the default, resolved beside the file: examples/mappings

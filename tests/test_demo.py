@@ -34,3 +34,35 @@ def test_demo_on_a_port_in_use_says_so_in_one_line():
             assert line.startswith(f"shim: cannot listen on 127.0.0.1:{port}: ")
             assert "address already in use" in line
             assert line.endswith("(choose another --port; 0 picks a free one)")
+
+
+def run_demo_check(**env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "shim", "demo", "--check", "--port", "0"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+
+
+def test_demo_honours_shim_log_level_so_the_access_and_audit_lines_can_be_seen():
+    import json
+
+    result = run_demo_check(SHIM_LOG_LEVEL="info")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    access = [record for record in records if record["logger"] == "shim.access"]
+    audit = [record for record in records if record["logger"] == "shim.audit"]
+    assert {record["status"] for record in access} >= {200, 401, 409}
+    assert any(record["route"] == "translated" for record in access)
+    assert [record["legacy_status"] for record in audit if record["action"].startswith("os-reprotect")] == [
+        "200", "409", "401"]
+
+
+def test_demo_is_quiet_by_default_and_speaks_text_when_asked():
+    quiet = run_demo_check()
+    text = run_demo_check(SHIM_LOG_LEVEL="info", SHIM_LOG_FORMAT="text")
+
+    assert quiet.returncode == 0 and "shim.access" not in quiet.stderr
+    access = [line for line in text.stderr.splitlines() if " shim.access: access " in line]
+    assert access and all(" INFO " in line and " status=" in line and " route=" in line for line in access)
+    assert not any(line.startswith("{") for line in text.stderr.splitlines())

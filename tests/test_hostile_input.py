@@ -208,12 +208,14 @@ def formatted_log(caplog: pytest.LogCaptureFixture) -> str:
 
 
 def assert_parser_rejection(answer: RawReply) -> None:
-    """aiohttp's own answer to a request its parser refuses: plain-text 400 that closes the
-    connection (it never reaches the shim's handlers, so it is not the legacy envelope)."""
+    """The answer to a request aiohttp's parser refuses (it never reaches the shim's handlers): the
+    legacy 400 envelope with a new request id, closing the connection, quoting none of the request."""
     assert answer.status == 400, answer.head
-    assert answer.headers["Content-Type"].startswith("text/plain"), answer.head
-    assert "Traceback" not in answer.text
-    assert "X-Request-Id" not in answer.headers  # the shim's middleware never ran
+    name, inner = answer.legacy_fault()
+    assert (name, inner["code"]) == ("badRequest", "EVS.5400")
+    assert "Traceback" not in answer.text and "b'" not in inner["message"]
+    assert NEW_REQUEST_ID.match(answer.headers["X-Request-Id"]), answer.head
+    assert answer.headers["Connection"] == "close"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +223,7 @@ def assert_parser_rejection(answer: RawReply) -> None:
 
 
 @pytest.mark.parametrize("rcg", [
-    "%252e%252e", "%252e%252e%252f", "..%252F..%252F", "..;", "%00", RCG + "%00",
+    "%252e%252e", "%252e%252e%252f", "..%252F..%252F", "%00", RCG + "%00",
     RCG + "%20", RCG + "%2F..", "%20" + RCG, RCG.replace("-", "%2D") + "%2F",
 ])
 async def test_traversal_in_the_rcg_id_of_an_action_is_400_and_reaches_nobody(world, rcg):
@@ -239,7 +241,7 @@ async def test_traversal_in_the_rcg_id_of_an_action_is_400_and_reaches_nobody(wo
 
 @pytest.mark.parametrize(("project", "rcg"), [
     (PROJECT, "..%2F..%2Fserver-groups"), (PROJECT, "..%2f..%2f"), (PROJECT, "%2e%2e"), (PROJECT, "%2E%2E%2F%2E%2E"),
-    (PROJECT, "..%5C..%5C"), (PROJECT, "%2e%2e%2f%2e%2e%2fv1%2f" + PROJECT),
+    (PROJECT, "..%5C..%5C"), (PROJECT, "%2e%2e%2f%2e%2e%2fv1%2f" + PROJECT), (PROJECT, "..;"),
     ("..%2Fv1", RCG), ("%2e%2e", RCG), ("..%2F..%2F" + PROJECT, RCG),
 ])
 async def test_an_action_path_that_leaves_the_translated_urls_is_relayed_verbatim_and_never_to_sdrs(
@@ -278,7 +280,8 @@ async def test_an_id_with_an_encoded_trailing_newline_is_not_a_uuid(world, proje
     answer = await one(world.shim, request("POST", target, token_headers(), REPROTECT_BODY))
 
     assert answer.status == 400, answer.body
-    assert "must be a UUID" in answer.legacy_fault()[1]["message"]
+    message = answer.legacy_fault()[1]["message"]
+    assert "must be a UUID" in message or "canonical form" in message  # `%0a` is a control escape too
     world.assert_nothing_forwarded()
 
 
@@ -303,6 +306,8 @@ async def test_a_percent_encoded_mapped_id_is_the_mapped_id(world):
     f"/v2/{PROJECT}/{COLLECTION}/%252e%252e/{RCG}",  # decoded once, `%2e%2e` is not a dot segment
     f"/v2/{PROJECT}/../v1/{PROJECT}/server-groups/{GROUP}",
     f"/v1/{PROJECT}/server-groups/{GROUP}",  # SDRS's own API, asked of the shim: never relayed to SDRS
+    f"/v2/{PROJECT}/volumes;x/detail.json",  # outside the translated URLs, parameters and suffixes stay
+    f"/V2/{PROJECT}/volumes/%20{RCG}",
 ])
 async def test_paths_outside_the_translated_urls_go_to_legacy_verbatim_and_never_to_sdrs(world, path):
     answer = await one(world.shim, request("GET", path, token_headers()))
@@ -349,6 +354,66 @@ async def test_non_canonical_spellings_of_a_mapped_action_url_are_refused(world,
     assert answer.status == 400
     assert "canonical form" in answer.legacy_fault()[1]["message"]
     world.assert_nothing_forwarded()
+
+
+PAIR_COLLECTION = "os-vendor-replications"
+SOME_PAIR = "0b9e8f7a-6d5c-4b3a-8291-0f1e2d3c4b5a"
+TRANSLATED_URLS = {  # name: (method, canonical segments, body)
+    "action": ("POST", ["v2", PROJECT, COLLECTION, RCG, "action"], REPROTECT_BODY),
+    "group": ("GET", ["v2", PROJECT, COLLECTION, RCG], b""),
+    "groups": ("GET", ["v2", PROJECT, COLLECTION], b""),
+    "pair": ("GET", ["v2", PROJECT, PAIR_COLLECTION, SOME_PAIR], b""),
+    "pairs": ("GET", ["v2", PROJECT, PAIR_COLLECTION], b""),
+}
+FIXED_WORDS = {0, 2, 4}  # v2, the collection, action
+
+
+def spellings(segments: list[str]) -> dict[str, str]:
+    """Every other spelling a normalising server reads as the same URL: `;x` in any segment, a
+    format suffix, upper case in the fixed words, encoded whitespace."""
+    def path(index: int, change) -> str:
+        return "/" + "/".join(change(seg) if i == index else seg for i, seg in enumerate(segments))
+
+    last = len(segments) - 1
+    found = {f";x in segment {i}": path(i, lambda seg: seg + ";x") for i in range(len(segments))}
+    found |= {f"upper case segment {i}": path(i, str.upper) for i in FIXED_WORDS if i <= last}
+    found |= {
+        ".json suffix": path(last, lambda seg: seg + ".json"),
+        ".xml suffix": path(last, lambda seg: seg + ".XML"),
+        "%20 after the last segment": path(last, lambda seg: seg + "%20"),
+        "%09 after the last segment": path(last, lambda seg: seg + "%09"),
+        "%20 before a segment": path(1, lambda seg: "%20" + seg),
+        "%3B parameters": path(last, lambda seg: seg + "%3Bjsessionid=1"),
+    }
+    return found
+
+
+DISGUISES = [(name, kind, spelling) for kind, (_, segments, _) in TRANSLATED_URLS.items()
+             for name, spelling in spellings(segments).items()]
+
+
+@pytest.mark.parametrize(("name", "kind", "target"), DISGUISES, ids=[f"{k}: {n}" for n, k, _ in DISGUISES])
+async def test_every_other_spelling_of_a_translated_url_is_a_legacy_400_and_reaches_nobody(world, name, kind, target):
+    """Matrix parameters, format suffixes, upper-case fixed words and encoded whitespace: a servlet
+    container or OpenStack Routes in front of the legacy endpoint would read each as the translated
+    URL (a reprotect, a read, a list), so none may be relayed; nor is any translated."""
+    method, _, body = TRANSLATED_URLS[kind]
+
+    answer = await one(world.shim, request(method, target, token_headers(), body))
+
+    assert answer.status == 400, (answer.status, answer.body)
+    name, inner = answer.legacy_fault()
+    assert (name, inner["code"]) == ("badRequest", "EVS.5400")
+    assert "canonical form" in inner["message"]
+    world.assert_nothing_forwarded()
+
+
+async def test_the_canonical_spellings_are_still_translated(world):
+    for kind in ("action", "group"):
+        method, segments, body = TRANSLATED_URLS[kind]
+        answer = await one(world.shim, request(method, "/" + "/".join(segments), token_headers(), body))
+        assert answer.status == 200, (kind, answer.body)
+    assert world.sim.action_calls == [(PROJECT, GROUP, "start-server-group")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,25 +548,31 @@ async def test_a_header_value_that_is_not_utf8_is_relayed_unchanged_or_refused(w
 # oversized heads and bodies
 
 
+LONG_LINE = "a request line or header line is longer than the migration proxy accepts"
+
+
 @pytest.mark.parametrize(("name", "data", "says"), [
     ("header line over 8190 bytes",
-     request("GET", "/v2/p/volumes", {"X-Auth-Token": "t" * 9000}), "Got more than 8190 bytes"),
+     request("GET", "/v2/p/volumes", {"X-Auth-Token": "t" * 9000}), LONG_LINE),
     ("header value over 8190 bytes on the action",
-     request("POST", ACTION_PATH, {"X-Auth-Token": TOKEN, "X-Pad": "p" * 9000}, REPROTECT_BODY),
-     "Got more than 8190 bytes"),
-    ("129+ header lines", request("GET", "/v2/p/volumes", [(f"X-H{i}", "v") for i in range(200)]), "Too many headers"),
-    ("request line over 8190 bytes", request("GET", "/v2/p/" + "a" * 9000), "Got more than 8190 bytes"),
+     request("POST", ACTION_PATH, {"X-Auth-Token": TOKEN, "X-Pad": "p" * 9000}, REPROTECT_BODY), LONG_LINE),
+    ("129+ header lines", request("GET", "/v2/p/volumes", [(f"X-H{i}", "v") for i in range(200)]),
+     "more header lines than the migration proxy accepts"),
+    ("request line over 8190 bytes", request("GET", "/v2/p/" + "a" * 9000), LONG_LINE),
 ])
-async def test_oversized_heads_get_a_plain_400_from_the_parser_and_no_traceback(world, caplog, name, data, says):
-    """Recorded: aiohttp answers 400 (not 431/414) as text/plain, before any shim code runs."""
+async def test_oversized_heads_get_a_legacy_400_that_quotes_nothing(world, caplog, name, data, says):
+    """400 (not 431/414: not legacy statuses) in the legacy envelope, before any handler runs; neither
+    the answer nor the log quotes the offending line (it may hold a token)."""
     caplog.set_level(logging.INFO)
 
     answer = await one(world.shim, data)
 
     assert_parser_rejection(answer)
-    assert says in answer.text
+    assert says in answer.legacy_fault()[1]["message"]
+    assert "ttttt" not in answer.text and "ppppp" not in answer.text and "aaaaa" not in answer.text
     world.assert_nothing_forwarded()
-    assert "Traceback" not in formatted_log(caplog)
+    log = formatted_log(caplog)
+    assert "Traceback" not in log and "ttttt" not in log and "ppppp" not in log and TOKEN not in log
 
 
 async def test_many_headers_within_the_limits_are_accepted_and_relayed(world):
@@ -717,7 +788,7 @@ async def test_pipelined_requests_are_relayed_one_by_one_in_order(world):
 
 @pytest.mark.parametrize("target", [b"/v2/\xc3\xa9/volumes", b"/v2/p/vol umes", b"/v2/p/\x7f", b"/v2/p/\x00"])
 async def test_raw_bytes_outside_the_uri_grammar_are_refused_by_the_parser(world, target):
-    """Recorded: a request target with raw non-ASCII, space, DEL or NUL gets aiohttp's plain 400."""
+    """A request target with raw non-ASCII, space, DEL or NUL is refused by aiohttp's parser: legacy 400."""
     answer = await one(world.shim, request("GET", target))
 
     assert_parser_rejection(answer)

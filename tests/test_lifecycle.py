@@ -255,6 +255,29 @@ async def test_workers_share_one_port_and_stop_on_sigterm(tmp_path, simulator, s
             os.kill(pid, 0)  # gone, and reaped by the parent
 
 
+async def test_sighup_while_the_workers_start_reloads_them_instead_of_killing_them(tmp_path, simulator, spawn):
+    """SIGHUP sent to the parent over and over from the moment it starts spawning: each worker holds
+    it (blocked) until its own handler is installed, then reloads; none dies of the default action."""
+    _, sdrs = simulator
+    config = write_config(tmp_path, sdrs, None, lifecycle={"drain_seconds": 1, "readiness_grace_seconds": 0.1})
+    shim = await spawn(config, "--workers", "2", ready_message="starting workers")
+
+    sent = 0
+    while len(shim.messages("listening")) < 2 and shim.proc.returncode is None:
+        shim.proc.send_signal(signal.SIGHUP)
+        sent += 1
+        await asyncio.sleep(0.005)
+    reloads = await shim.wait_for(lambda record: record.get("message") == "reloaded config and mappings", count=2)
+    shim.proc.send_signal(signal.SIGTERM)
+    exit_code = await asyncio.wait_for(shim.proc.wait(), 15)
+
+    assert sent > 10  # the signals really did arrive while the workers were starting
+    assert len(shim.messages("listening")) == 2
+    assert {record["pid"] for record in reloads} <= set(shim.messages("workers started")[0]["worker_pids"])
+    assert not shim.messages("worker exited")
+    assert exit_code == 0
+
+
 @pytest.mark.parametrize("concurrent", [False, True], ids=["one-after-another", "all-at-once"])
 async def test_workers_share_the_duplicate_action_guard(tmp_path, spawn, concurrent):
     """With --workers 2, a repeated reprotect that lands on the other worker while the first job is

@@ -232,7 +232,7 @@ async def test_translated_calls_over_the_limit_get_503_without_reaching_sdrs(sim
     b"GET /v2/p/volumes?" + b"q" * 3000 + b" HTTP/1.1\r\nHost: shim\r\n\r\n",
     b"GET /v2/p/volumes HTTP/1.1\r\nHost: shim\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(40)) + b"\r\n",
 ], ids=["header-line", "request-line", "header-count"])
-async def test_requests_over_the_header_limits_get_a_plain_400_not_a_traceback(
+async def test_requests_over_the_header_limits_get_a_legacy_400_not_a_traceback(
     legacy_upstream, start_shim, log_buffer, request_bytes
 ):
     upstream, legacy = legacy_upstream
@@ -241,10 +241,11 @@ async def test_requests_over_the_header_limits_get_a_plain_400_not_a_traceback(
 
     status, headers, body = await raw_exchange(shim, request_bytes)
 
-    # aiohttp's parser answers before any shim code runs, so this cannot be a legacy JSON body.
+    # aiohttp's parser refuses it before any handler runs; the shim's protocol answers in the legacy envelope.
     assert status == 400
-    assert headers["content-type"].startswith("text/plain")
-    assert b"Traceback" not in body and b"File \"" not in body
+    assert headers["content-type"].startswith("application/json")
+    assert set(json.loads(body)) == {"badRequest"}
+    assert b"Traceback" not in body and b"File \"" not in body and b"ttt" not in body and b"qqq" not in body
     assert upstream.requests == []
     records = log_records(log_buffer)
     assert not any("exception" in record for record in records)
@@ -359,3 +360,147 @@ async def test_an_sdrs_refusal_is_audited_with_its_code(simulator, start_shim, l
     assert audit["legacy_status"] == str(reply.status) == "404"
     assert (audit["sdrs_status"], audit["sdrs_code"]) == (400, "SDRS.1013")
     assert audit["job_ids"] == []
+
+
+async def test_the_requests_own_token_is_redacted_wherever_it_appears(legacy_upstream, start_shim, log_buffer):
+    """A client that pastes its token into the URL: the access line (and the warning about the
+    unreachable legacy endpoint) carry the path, and must not carry the token."""
+    _, legacy = legacy_upstream
+    shim = await start_shim(sdrs="http://127.0.0.1:9", legacy=legacy)
+    unreachable = await start_shim(sdrs="http://127.0.0.1:9", legacy=f"http://127.0.0.1:{closed_port()}")
+    headers = {"X-Auth-Token": SECRET_TOKEN, "X-Request-Id": "req-own-token"}
+
+    assert (await call("GET", f"{shim}/v2/{SECRET_TOKEN}/volumes", headers=headers)).status == 200
+    assert (await call("GET", f"{unreachable}/v2/{SECRET_TOKEN}/volumes", headers=headers)).status == 503
+
+    text = log_buffer.getvalue()
+    assert SECRET_TOKEN not in text
+    paths = [record["path"] for record in log_records(log_buffer) if record["message"] == "access"]
+    assert paths == ["/v2/[REDACTED]/volumes"] * 2
+    assert "GET /v2/[REDACTED]/volumes" in text  # the warning line, redacted too
+
+
+async def test_a_pki_token_is_redacted_whole_dashes_included(legacy_upstream, start_shim, log_buffer):
+    """Keystone PKI tokens are base64 with `/` written as `-`: the pattern runs across the dashes."""
+    _, legacy = legacy_upstream
+    shim = await start_shim(sdrs="http://127.0.0.1:9", legacy=legacy)
+    pki = "MIIBxQYJKoZIhvcNAQcCoIIBtjCCAbICAQExDTALBglghkgBZQMEAgEwggEP-never-log-me-" + "Ab12-" * 8
+
+    assert (await call("GET", f"{shim}/v2/{pki}/volumes")).status == 200
+
+    text = log_buffer.getvalue()
+    assert "never-log-me" not in text and "Ab12" not in text
+    (access,) = [record for record in log_records(log_buffer) if record["message"] == "access"]
+    assert access["path"] == "/v2/[REDACTED]/volumes"
+
+
+UPSTREAM_SECRET = "upstream-session-secret-0f9e8d"
+MALFORMED_ANSWERS = [
+    b"HTTP/1.1 200 OK\r\nX-Echo " + UPSTREAM_SECRET.encode() + b"\r\nContent-Length: 2\r\n\r\n{}",
+    b"HTTP/1.1 2x0 " + UPSTREAM_SECRET.encode() + b"\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1, " + UPSTREAM_SECRET.encode() + b"\r\n\r\n{}",
+]
+
+
+@pytest.fixture
+async def malformed_peer() -> AsyncIterator[Callable[[bytes], Awaitable[str]]]:
+    """A loopback server that answers every request with the given malformed bytes; -> its URL."""
+    servers: list[asyncio.Server] = []
+
+    async def start(answer: bytes) -> str:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(answer)
+                await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize("answer", MALFORMED_ANSWERS, ids=["header", "status-line", "content-length"])
+async def test_bytes_quoted_from_an_upstreams_malformed_answer_never_reach_a_log_line(
+    malformed_peer, start_shim, log_buffer, answer
+):
+    """aiohttp's parser quotes the offending bytes in its error; the shim logs the error's kind."""
+    peer = await malformed_peer(answer)
+    through_legacy = await start_shim(sdrs="http://127.0.0.1:9", legacy=peer)
+    through_sdrs = await start_shim(sdrs=peer)
+    group = f"/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}"
+
+    assert (await call("GET", f"{through_legacy}/v2/{PROJECT}/volumes")).status == 502
+    assert (await call("GET", through_sdrs + group, headers={"X-Auth-Token": "token"})).status == 503
+
+    text = log_buffer.getvalue()
+    assert UPSTREAM_SECRET not in text
+    records = log_records(log_buffer)
+    assert any(record["logger"] == "shim.passthrough" and "ClientResponseError" in record["message"]
+               for record in records)
+    (audit,) = [record for record in records if record["logger"] == "shim.audit"]
+    assert audit["sdrs_status"] == "unreachable" and "ClientResponseError" in audit["sdrs_error"]
+
+
+async def test_text_log_lines_are_redacted_as_the_json_ones(simulator, legacy_upstream, start_shim):
+    sim, sdrs = simulator
+    _, legacy = legacy_upstream
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    buffer = io.StringIO()
+    configure_logging("debug", stream=buffer, log_format="text")
+    try:
+        shim = await start_shim(sdrs=sdrs, legacy=legacy, log_format="text")
+        headers = secret_headers("req-text")
+        assert (await call("POST", action_url(shim), body=REPROTECT_BODY, headers=headers)).status == 200
+        assert (await call("GET", f"{shim}/v2/{SECRET_TOKEN}/volumes", headers=headers)).status == 200
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+    lines = buffer.getvalue().splitlines()
+    assert any(" INFO    shim.audit: translated call " in line and " request_id=req-text " in line for line in lines)
+    assert any(" shim.access: access " in line and " path=/v2/[REDACTED]/volumes " in line for line in lines)
+    assert not any(line.startswith("{") for line in lines)
+    for secret in SECRETS:
+        assert secret not in buffer.getvalue()
+
+
+# -- upstream health ------------------------------------------------------------------------------
+
+
+async def test_an_unreachable_upstream_is_a_warning_and_a_metric_not_a_readiness_failure(
+    simulator, legacy_upstream, start_shim, log_buffer
+):
+    sim, sdrs = simulator
+    _, legacy = legacy_upstream
+    down = await start_shim(sdrs=f"http://127.0.0.1:{closed_port()}", legacy=f"http://127.0.0.1:{closed_port()}")
+    up = await start_shim(sdrs=sdrs, legacy=legacy)
+    group = f"/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}"
+    headers = {"X-Auth-Token": "token", "X-Request-Id": "req-sdrs-down"}
+
+    assert (await call("GET", down + group, headers=headers)).status == 503
+    assert (await call("GET", f"{down}/v2/{PROJECT}/volumes")).status == 503
+    assert (await call("GET", up + group, headers={"X-Auth-Token": "token"})).status == 200
+    assert (await call("GET", f"{up}/v2/{PROJECT}/volumes")).status == 200
+
+    warnings = [record for record in log_records(log_buffer) if record["logger"] == "shim.sdrs"]
+    assert {record["level"] for record in warnings} == {"warning"}  # the group and its pairs, read together
+    assert {record["request_id"] for record in warnings} == {"req-sdrs-down"}
+    assert any(record["message"].startswith("SDRS unreachable while trying to read the protection group")
+               for record in warnings)
+    down_samples, up_samples = await metric_samples(down), await metric_samples(up)
+    assert total(down_samples, "shim_upstream_up", upstream="sdrs") == 0
+    assert total(down_samples, "shim_upstream_up", upstream="legacy") == 0
+    assert total(down_samples, "shim_upstream_failures_total", upstream="sdrs", kind="unreachable") >= 1
+    assert total(down_samples, "shim_upstream_failures_total", upstream="legacy", kind="unreachable") == 1
+    assert total(up_samples, "shim_upstream_up", upstream="sdrs") == 1
+    assert total(up_samples, "shim_upstream_up", upstream="legacy") == 1
+    assert (await call("GET", down + "/readyz")).status == 200  # readiness is about the shim itself
+    assert_bounded_labels(down_samples)

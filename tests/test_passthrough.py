@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from conftest import GO_HEADERS, PROJECT, UNMAPPED_RCG, ShimFactory, action_url, call, raw_exchange, start_server
 from shim.runtime.legacy_stub import DEMO_GROUP, UNMIGRATED_GROUP, legacy_stub_app
@@ -323,6 +324,49 @@ async def test_large_chunked_answer_streams_intact(make_shim, upstream) -> None:
     assert reply.status == 200
     assert reply.headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in reply.headers
     assert len(reply.body) == len(payload) and reply.body == payload
+
+
+async def test_a_chunked_answer_to_an_http_1_0_keep_alive_client_ends_with_the_connection(make_shim, upstream) -> None:
+    """HTTP/1.0 has no chunked framing: an answer the legacy side sent chunked reaches an HTTP/1.0
+    client without a length, so its end can only be the connection's end. The shim closes it (and
+    never says keep-alive); otherwise the client waits forever and would read the next answer on
+    the connection as part of this body."""
+    async def respond(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"volumes": ')
+        await response.write(b"[]}")
+        await response.write_eof()
+        return response
+
+    shim = await shim_to(make_shim, await upstream(respond))
+    address = URL(shim)
+    reader, writer = await asyncio.open_connection(address.host, address.port)
+    request = b"GET /v2/p/volumes HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+    writer.write(request + request)  # a second request the client would send on a kept-alive connection
+    try:
+        data = await asyncio.wait_for(reader.read(), 5)  # until the shim closes the connection
+    finally:
+        writer.close()
+
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200")
+    assert b"keep-alive" not in head.lower() and b"content-length" not in head.lower()
+    assert body == b'{"volumes": []}'  # one answer, then the end of the connection
+
+
+async def test_a_sized_answer_to_an_http_1_0_keep_alive_client_keeps_the_connection(make_shim, upstream) -> None:
+    shim = await shim_to(make_shim, await upstream())
+    address = URL(shim)
+    reader, writer = await asyncio.open_connection(address.host, address.port)
+    writer.write(b"GET /v2/p/one HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+                 b"GET /v2/p/two HTTP/1.0\r\nHost: x\r\n\r\n")
+    try:
+        data = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert data.count(b"HTTP/1.0 200") == 2 and data.count(b'{"upstream": true}') == 2
 
 
 async def test_head_and_204_have_no_body(make_shim, upstream) -> None:

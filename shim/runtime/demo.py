@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from shim.config import settings_from_mapping
+from shim.config import Settings, settings_from_mapping
 from shim.mappings import default_mappings_dir, load_mappings
 from shim.runtime.legacy_stub import legacy_stub_app
 from shim.runtime.server import start_site, wait_for_stop_signal
 from shim.simulator import SdrsSimulator, SimulatorSettings
 from shim.simulator.server import seed_demo_group
 from shim.web.app import build_app
+from shim.web.logs import configure_logging
 
 PROJECT = "0970dd7a1300f5672ff2c003c60ae115"
 RCG = "bd35d31b-7ab9-47fc-84c6-3d326c6fa6cb"
@@ -73,23 +74,30 @@ def demo_steps(urls: DemoUrls) -> list[Step]:
     ]
 
 
+def demo_settings(port: int, sdrs_url: str, legacy_url: str) -> Settings:
+    """The demo shim's settings: quiet (warnings only) unless SHIM_LOG_LEVEL / SHIM_LOG_FORMAT say
+    otherwise (the environment overrides these values as it overrides a config file)."""
+    return settings_from_mapping(
+        {"listen": {"host": "127.0.0.1", "port": port},
+         "upstreams": {"sdrs": sdrs_url, "legacy": legacy_url},
+         "mappings": str(default_mappings_dir()),
+         "log_level": "warning"},
+        source="demo", base_dir=default_mappings_dir(),
+    )
+
+
 async def run_demo(port: int, check: bool, job_seconds: float) -> int:
     sim = SdrsSimulator(SimulatorSettings(job_init_seconds=1.0, job_run_seconds=job_seconds))
     seed_demo_group(sim)
     sim_runner, sim_port = await start_site(sim.app(), "127.0.0.1", 0)
     legacy_runner, legacy_port = await start_site(legacy_stub_app(), "127.0.0.1", 0)
     sdrs_url, legacy_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{legacy_port}"
-    settings = settings_from_mapping(
-        {"listen": {"host": "127.0.0.1", "port": port},
-         "upstreams": {"sdrs": sdrs_url, "legacy": legacy_url},
-         "mappings": str(default_mappings_dir()),
-         "state": {"backend": "memory"}},  # the demo keeps nothing between runs
-        source="demo", base_dir=default_mappings_dir(),
-    )
+    settings = demo_settings(port, sdrs_url, legacy_url)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     runners: list[web.AppRunner] = [sim_runner, legacy_runner]
     try:
         shim_runner, shim_port = await start_site(
-            build_app(settings, load_mappings(settings.mappings)), "127.0.0.1", port
+            build_app(settings, load_mappings(settings.mappings)), "127.0.0.1", port, settings=settings
         )
         runners.append(shim_runner)
         urls = DemoUrls(f"http://127.0.0.1:{shim_port}", sdrs_url, legacy_url)

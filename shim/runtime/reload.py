@@ -28,6 +28,8 @@ RELOADABLE = (
     "log_level",
     "limits.action_body_bytes",
     "limits.max_concurrent_translated",
+    "limits.sdrs_list_items",
+    "timeouts.sdrs_list",
     "actions.completion",
     "actions.confirm_timeout_seconds",
     "actions.poll_initial_seconds",

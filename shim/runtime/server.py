@@ -29,6 +29,7 @@ from shim.mappings import Mappings
 from shim.runtime.reload import reload_config
 from shim.web.app import build_app
 from shim.web.logs import JsonAccessLogger
+from shim.web.protocol import ConnectionBounds, ShimRunner
 from shim.web.shim_state import STATE, ShimState
 
 log = logging.getLogger("shim")
@@ -37,6 +38,7 @@ access_log = logging.getLogger("shim.access")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _TLS_CLOSE_SECONDS = 0.25  # aiohttp's advice: let TLS transports close before the loop stops
+RELOAD_MIN_INTERVAL_SECONDS = 0.2  # at most five reloads a second, however many SIGHUPs arrive
 
 
 class ListenError(Exception):
@@ -44,11 +46,17 @@ class ListenError(Exception):
 
 
 def make_runner(app: web.Application, settings: Settings | None = None) -> web.AppRunner:
-    """A runner for `app`; with the shim's `settings`: JSON access log and the drain time."""
+    """A runner for `app`; with the shim's `settings` (the app is the shim's): JSON access log, the
+    drain time, and bounded connections and request heads (shim/web/protocol.py)."""
     if settings is None:
         return web.AppRunner(app, access_log=None, handle_signals=False)
-    return web.AppRunner(
-        app, handle_signals=False, access_log=access_log, access_log_class=JsonAccessLogger,
+    state = app[STATE]
+    bounds = ConnectionBounds(head_seconds=settings.timeouts.request_head,
+                              head_bytes=settings.limits.request_head_bytes,
+                              max_connections=settings.limits.client_connections)
+    return ShimRunner(
+        app, bounds=bounds, metrics=state.metrics, errors=lambda: state.mappings.errors,
+        handle_signals=False, access_log=access_log, access_log_class=JsonAccessLogger,
         # aiohttp waits this long for in-flight handlers on cleanup, then cancels them.
         shutdown_timeout=settings.lifecycle.drain_seconds,
     )
@@ -134,20 +142,37 @@ def _signal_handlers(stop: asyncio.Event, state: ShimState, config_path: Path | 
             log.info("already draining; the signal changes nothing")
         stop.set()
 
-    def on_reload() -> None:
+    reload_due: asyncio.TimerHandle | None = None
+    last_reload = -RELOAD_MIN_INTERVAL_SECONDS
+
+    def reload_now() -> None:
+        nonlocal reload_due, last_reload
+        reload_due, last_reload = None, loop.time()
         if config_path is None:
             log.warning("SIGHUP: no config file to reload from")
         else:
             reload_config(state, config_path)
 
+    def on_reload() -> None:
+        # SIGHUPs that arrive together (a config watcher, a burst of kill -HUP) are one reload, and
+        # reloads are spaced out: a flood of signals never starves the requests being served.
+        nonlocal reload_due
+        if reload_due is None:
+            reload_due = loop.call_at(max(loop.time(), last_reload + RELOAD_MIN_INTERVAL_SECONDS), reload_now)
+
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_stop)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
+    # A worker of `--workers N` starts with these signals blocked (see run_workers): one sent while
+    # it was starting has waited, and is handled now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     try:
         yield
     finally:
         for sig in (*STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        if reload_due is not None:
+            reload_due.cancel()
 
 
 # -- --workers N: a parent process and N workers on one port --------------------------------------
@@ -190,10 +215,18 @@ def run_workers(config_path: Path, settings: Settings, workers: int) -> int:
 
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)
-    for _ in range(workers):
-        if not stopping:
+    log.info("starting workers", extra={"address": f"{settings.listen.host}:{port}", "port": port,
+                                        "pid": os.getpid(), "workers": workers})
+    # A worker inherits the signal mask: with these blocked, a SIGHUP (or SIGTERM) that arrives before
+    # its handlers are installed waits for them instead of killing it with the default action. The
+    # parent's own copies wait until every worker is spawned, then are forwarded to all of them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    try:
+        for _ in range(workers):
             child = subprocess.Popen(command, env=env, preexec_fn=_die_with(os.getpid()))
             children[child.pid] = child
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     log.info("workers started", extra={"address": f"{settings.listen.host}:{port}", "port": port,
                                        "pid": os.getpid(), "worker_pids": sorted(children)})
     failed = False

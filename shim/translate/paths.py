@@ -10,13 +10,20 @@ import re
 
 from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION
 
+_COLLECTIONS = frozenset({RCG_COLLECTION, PAIR_COLLECTION})
 _TRANSLATED_URL = re.compile(
     r"^/v2/[^/]+/(?:" + re.escape(RCG_COLLECTION) + "|" + re.escape(PAIR_COLLECTION) + r")(?:/|$)"
 )
 
-
 _UNRESERVED_ESCAPE = re.compile(r"%(2[dDeE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE])")
 _SLASH_ESCAPE = re.compile(r"%(2[fF]|5[cC])")
+# Servlet containers cut `;params` off each segment (Tomcat, Jetty); `%3B` is read the same way here.
+_SEGMENT_PARAMETERS = re.compile(r"(?:;|%3[bB]).*", re.DOTALL)
+# Whitespace and control characters, raw or escaped (`%20`, `%09`, `%0A`, `%00`, ...): servers that
+# strip or ignore them would read `action%20` as `action`.
+_BLANKS = re.compile(r"%(?:[01][0-9a-fA-F]|20|7[fF])|[\s\x00-\x1f\x7f]")
+# OpenStack Routes maps `{id}.json` / `.xml` to `{id}` with a format.
+_FORMAT_SUFFIX = re.compile(r"\.(?:json|xml)$", re.IGNORECASE)
 
 
 def _decode_unreserved(raw_path: str) -> str:
@@ -24,26 +31,45 @@ def _decode_unreserved(raw_path: str) -> str:
     return _UNRESERVED_ESCAPE.sub(lambda match: chr(int(match[1], 16)), raw_path)
 
 
+def _canonical_segment(segment: str) -> str:
+    segment = _SEGMENT_PARAMETERS.sub("", segment)
+    segment = _BLANKS.sub("", segment)
+    return _FORMAT_SUFFIX.sub("", segment)
+
+
+def _fold_fixed_words(segments: list[str]) -> list[str]:
+    """`v2`, the collection names and `action` compared without case (ids and project keep theirs)."""
+    if len(segments) >= 3 and segments[0].lower() == "v2" and segments[2].lower() in _COLLECTIONS:
+        segments = ["v2", segments[1], segments[2].lower(), *segments[3:]]
+        if len(segments) >= 5 and segments[4].lower() == "action":
+            segments[4] = "action"
+    return segments
+
+
 def canonical_path(raw_path: str) -> str:
     """The path as the most eager normalising server reads it: unreserved escapes decoded, encoded
-    slashes and backslashes taken as `/`, dot segments resolved, empty segments (`//`, a trailing
-    `/`) merged."""
+    slashes and backslashes taken as `/`; per segment, `;parameters`, whitespace and control
+    characters (raw or escaped) and a `.json`/`.xml` format suffix dropped; dot segments resolved,
+    empty segments (`//`, a trailing `/`) merged; `v2`, the collection names and `action` in lower
+    case."""
     decoded = _SLASH_ESCAPE.sub("/", _decode_unreserved(raw_path))
     segments: list[str] = []
-    for segment in decoded.split("/"):
+    for raw_segment in decoded.split("/"):
+        segment = _canonical_segment(raw_segment)
         if segment == "..":
             if segments:
                 segments.pop()
         elif segment not in ("", "."):
             segments.append(segment)
-    return "/" + "/".join(segments)
+    return "/" + "/".join(_fold_fixed_words(segments))
 
 
 def disguises_a_translated_url(raw_path: str) -> bool:
-    """A spelling of a URL the shim translates that differs from it in structure (`//v2/...`, `/./`,
-    dot segments, `%2F`, a trailing slash). Relayed as is, a normalising legacy endpoint could act
-    on a migrated group behind the shim's back (a reprotect without the duplicate guard). Mere
-    escapes of unreserved characters change nothing: routing decodes them too."""
+    """A path that, read canonically, names a URL the shim translates (the group or pair collection
+    of any project, or anything under them) but is not spelled canonically: `//v2/...`, dot
+    segments, `%2F`, a trailing slash, `;x`, `.json`, `%20`, `V2`. Relayed as is, a normalising
+    legacy endpoint could act on a migrated group behind the shim's back (a reprotect without the
+    duplicate guard). Mere escapes of unreserved characters change nothing: routing decodes them too."""
     canonical = canonical_path(raw_path)
     return canonical != _decode_unreserved(raw_path) and _TRANSLATED_URL.match(canonical) is not None
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from shim.translate.legacy import LegacyError
-from shim.translate.sdrs_models import SdrsAnswer, SdrsNotSent, SdrsTimeout, SdrsTransportError
+from shim.translate.sdrs_models import SdrsAnswer, SdrsAnswerTooLarge, SdrsNotSent, SdrsTimeout, SdrsTransportError
 from shim.translate.tables import SdrsErrorTable
 
 DEFAULT_RETRY_AFTER_SECONDS = 5
@@ -76,12 +76,15 @@ def legacy_error_for_answer(answer: SdrsAnswer, table: SdrsErrorTable, doing: st
 
 
 def legacy_error_for_transport(err: SdrsTransportError, doing: str) -> LegacyError:
-    """Unreachable SDRS -> 503 (try again later); a too-slow SDRS -> 504."""
+    """Unreachable SDRS -> 503 (try again later); a too-slow SDRS -> 504; an answer larger than the
+    shim reads -> 502."""
     if isinstance(err, SdrsTimeout):
         return LegacyError(504, f"SDRS did not answer in time while trying to {doing}.")
     if isinstance(err, SdrsNotSent):
         return LegacyError(503, f"SDRS is unreachable while trying to {doing}: no connection could be made, so "
                                 "nothing was sent to it; it is safe to retry.", retry_after=DEFAULT_RETRY_AFTER_SECONDS)
+    if isinstance(err, SdrsAnswerTooLarge):
+        return LegacyError(502, f"SDRS's answer was too large while trying to {doing} ({err}).")
     # The cause (addresses, exception text) goes to the shim's log, not to the client.
     return LegacyError(
         503, f"SDRS is unreachable while trying to {doing}.", retry_after=DEFAULT_RETRY_AFTER_SECONDS

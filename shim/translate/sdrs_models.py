@@ -113,6 +113,8 @@ SDRS_PAIR_STATUSES = frozenset({
 class SdrsTransportError(Exception):
     """SDRS gave no usable HTTP answer."""
 
+    label = "unreachable"  # for metrics and the audit line's sdrs_status
+
 
 class SdrsUnreachable(SdrsTransportError):
     """Connection refused, reset or closed before a complete answer."""
@@ -125,6 +127,14 @@ class SdrsNotSent(SdrsUnreachable):
 
 class SdrsTimeout(SdrsTransportError):
     """SDRS did not answer within the configured timeouts."""
+
+    label = "timeout"
+
+
+class SdrsAnswerTooLarge(SdrsTransportError):
+    """SDRS's answer is larger than the shim reads (`limits.upstream_body_bytes`): a gateway fault."""
+
+    label = "too_large"
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiohttp
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -27,7 +28,10 @@ from shim.config import Timeouts
 from shim.context import REQUEST_ID, REQUEST_ID_HEADERS
 from shim.translate.legacy import LegacyError
 from shim.translate.signing import EMPTY_PAYLOAD_HASH
+from shim.upstreams.bodies import AnswerTooLarge, read_capped
 from shim.upstreams.headers import forwarded_request_headers, without_hop_by_hop
+from shim.upstreams.peer_errors import describe_peer_error
+from shim.upstreams.request_body import BODY_STALLED, read_body_prefix, stalled_error, stream_body
 from shim.upstreams.resign import VERIFIED, resign
 
 log = logging.getLogger("shim.passthrough")
@@ -35,27 +39,75 @@ log = logging.getLogger("shim.passthrough")
 # aiohttp would otherwise add headers the client never sent (`Accept: */*`, its own User-Agent and
 # Accept-Encoding, `Content-Type: application/octet-stream` for a streamed body): skip them all.
 _SKIP_AUTO_HEADERS = frozenset({hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE})
-_UPLOAD_CHUNK = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 _RETRY_AFTER_SECONDS = 5
+_POOL_RETRY_AFTER_SECONDS = 1
+
+
+class LegacyObserver(Protocol):
+    """Told about the pool and about each exchange with the legacy endpoint (for metrics); must not
+    raise or block."""
+
+    def pool_changed(self, in_use: int, refused: bool) -> None: ...
+
+    def exchange_done(self, status: int | None, failure: str | None) -> None:
+        """`status` of an answer, or the `failure` kind: timeout, unreachable, malformed, too_large."""
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """How the client's request body is read: bodies up to `buffer_bytes` whole, before a pooled
+    connection is taken; a pause over `idle_seconds` ends the request (408)."""
+
+    buffer_bytes: int = 65536
+    idle_seconds: float = 30.0
 
 
 class LegacyPassthrough:
-    """One pooled client session toward the legacy EVS endpoint, for the app's lifetime."""
+    """One pooled client session toward the legacy EVS endpoint, for the app's lifetime.
+
+    The pool is never waited for: a request that finds all `pool_connections` in use gets a legacy
+    503 with Retry-After at once (instead of a 504 after the connect timeout), and a request body is
+    read before a connection is taken when it is small, so a few slow clients cannot hold the pool.
+    """
 
     def __init__(
         self, base_url: str | None, timeouts: Timeouts, pool_connections: int, preserve_host: bool = False,
         *, tls: ssl.SSLContext | None = None, trust_env: bool = False,
+        max_answer_bytes: int = 4 * 1048576, body_limits: BodyLimits | None = None,
+        observer: LegacyObserver | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.preserve_host = preserve_host
         self._tls = tls  # None: aiohttp's default verification
         self._trust_env = trust_env
+        self._max_answer_bytes = max_answer_bytes  # what get_json reads whole; relayed answers stream
+        self._body_limits = body_limits or BodyLimits()
         self._timeout = aiohttp.ClientTimeout(
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
         )
         self._pool_connections = pool_connections
+        self._in_use = 0
+        self._observer = observer
         self._session: aiohttp.ClientSession | None = None
+
+    def _take_connection(self) -> None:
+        """Count one of the pool's connections as in use, or a legacy 503 at once when none is free.
+        (Not a contextmanager: LegacyError is frozen and contextlib rewrites a raised error's traceback.)"""
+        if self._in_use >= self._pool_connections:
+            if self._observer is not None:
+                self._observer.pool_changed(self._in_use, True)
+            raise LegacyError(503, f"All {self._pool_connections} connections to the legacy EVS endpoint are "
+                                   "in use (limits.pool_connections); try again shortly.",
+                              retry_after=_POOL_RETRY_AFTER_SECONDS)
+        self._in_use += 1
+        if self._observer is not None:
+            self._observer.pool_changed(self._in_use, False)
+
+    def _give_back_connection(self) -> None:
+        self._in_use -= 1
+        if self._observer is not None:
+            self._observer.pool_changed(self._in_use, False)
 
     async def start(self) -> None:
         if self.base_url is None or self._session is not None:
@@ -137,47 +189,77 @@ class LegacyPassthrough:
         verified = request.get(VERIFIED)
         if body is None and verified is not None:
             body = verified.body  # read to check its signed hash: it goes on as checked
-        data: bytes | AsyncIterator[bytes] | None
-        if body is not None:
-            data = body
-        elif request.body_exists:
-            # Content-Length, when the client sent one, stays in the headers and aiohttp sends the
-            # stream with that length; without it aiohttp sends the stream chunked.
-            data = _stream_body(request)
-        else:
-            data = None  # no body: a GET must not gain `Transfer-Encoding: chunked`
-        # Note: aiohttp adds `Content-Length: 0` to a body-less DELETE/POST/PUT/PATCH; harmless.
+        data: bytes | AsyncIterator[bytes] | None = body
+        if body is None and request.body_exists:
+            # A small body is read first (the pool is not held while a slow client sends it); a
+            # larger one streams: Content-Length, when the client sent one, stays in the headers and
+            # aiohttp sends the stream with that length; without it aiohttp sends it chunked.
+            limits = self._body_limits
+            prefix, complete = await read_body_prefix(request, limits.buffer_bytes, limits.idle_seconds)
+            if complete:
+                body = data = prefix
+            else:
+                data = stream_body(request, prefix, limits.idle_seconds)
+        # No body: a GET must not gain `Transfer-Encoding: chunked`. (aiohttp adds `Content-Length: 0`
+        # to a body-less DELETE/POST/PUT/PATCH; harmless.)
         url = self.target_url(request)
         headers = self.upstream_headers(request, body)
         if verified is not None:
             # Signed again for the Host this request goes out with; the body hash is what the client
             # signed (a hash checked above, UNSIGNED-PAYLOAD for a streamed body, or the empty body's).
             resign(headers, verified.key, request.method, url, verified.payload_hash, verified.signed_headers)
+        self._take_connection()
+        try:
+            upstream = await self._request(request, url, data, headers)
+            try:
+                return await self._relay(request, upstream)
+            finally:
+                # After a complete body the connection goes back to the pool; after a cut-off one
+                # `release` finds the protocol unusable and closes it.
+                upstream.release()
+        finally:
+            self._give_back_connection()
+
+    async def _request(
+        self, request: web.Request, url: URL, data: bytes | AsyncIterator[bytes] | None, headers: CIMultiDict[str]
+    ) -> aiohttp.ClientResponse:
+        """The legacy endpoint's answer (head) to `request`, or the legacy error for its failure."""
+        assert self._session is not None
         try:
             upstream = await self._session.request(
                 request.method, url, headers=headers, data=data, allow_redirects=False,
             )
-        except TimeoutError as err:  # also aiohttp's ConnectionTimeoutError/SocketTimeoutError
+        except Exception as err:
+            if request.get(BODY_STALLED):  # the client stopped sending: the upload (and its connection) is cut
+                raise stalled_error(self._body_limits.idle_seconds) from None
+            raise self._failure(request, err) from None
+        self._exchange_done(upstream.status, None)
+        return upstream
+
+    def _exchange_done(self, status: int | None, failure: str | None) -> None:
+        if self._observer is not None:
+            self._observer.exchange_done(status, failure)
+
+    def _failure(self, request: web.Request, err: Exception) -> Exception:
+        """The legacy error for a failed exchange (logged once, counted); anything unexpected as it is."""
+        if isinstance(err, TimeoutError):  # also aiohttp's ConnectionTimeoutError/SocketTimeoutError
             _warn(request, "timed out before answering", err)
-            raise LegacyError(504, "The legacy EVS endpoint did not answer in time.") from None
-        except aiohttp.ClientResponseError as err:  # unparseable status line or headers
+            self._exchange_done(None, "timeout")
+            return LegacyError(504, "The legacy EVS endpoint did not answer in time.")
+        if isinstance(err, aiohttp.ClientResponseError):  # unparseable status line or headers
             _warn(request, "sent a malformed answer", err)
-            raise LegacyError(502, "The legacy EVS endpoint sent a malformed answer.") from None
-        except aiohttp.ClientConnectionError as err:  # refused, reset, closed before answering
+            self._exchange_done(None, "malformed")
+            return LegacyError(502, "The legacy EVS endpoint sent a malformed answer.")
+        if isinstance(err, aiohttp.ClientConnectionError):  # refused, reset, closed before answering
             _warn(request, "is unreachable", err)
-            raise LegacyError(
-                503, "The legacy EVS endpoint is unreachable; try again later.",
-                retry_after=_RETRY_AFTER_SECONDS,
-            ) from None
-        except aiohttp.ClientError as err:
+            self._exchange_done(None, "unreachable")
+            return LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
+                               retry_after=_RETRY_AFTER_SECONDS)
+        if isinstance(err, aiohttp.ClientError):
             _warn(request, "failed", err)
-            raise LegacyError(502, "The legacy EVS endpoint failed to answer.") from None
-        try:
-            return await self._relay(request, upstream)
-        finally:
-            # After a complete body the connection goes back to the pool; after a cut-off one
-            # `release` finds the protocol unusable and closes it.
-            upstream.release()
+            self._exchange_done(None, "unreachable")
+            return LegacyError(502, "The legacy EVS endpoint failed to answer.")
+        return err
 
     async def get_json(self, request: web.Request, query: dict[str, str]) -> tuple[int, Any]:
         """GET the request's path with `query` from the legacy endpoint, for the shim to read itself
@@ -193,16 +275,28 @@ class LegacyPassthrough:
         if verified is not None:
             resign(headers, verified.key, hdrs.METH_GET, url, EMPTY_PAYLOAD_HASH, verified.signed_headers)
         try:
-            async with self._session.get(url, headers=headers, allow_redirects=False) as upstream:
-                body = await upstream.read()
-                status = upstream.status
+            self._take_connection()
+            try:
+                async with self._session.get(url, headers=headers, allow_redirects=False) as upstream:
+                    body = await read_capped(upstream, self._max_answer_bytes)
+                    status = upstream.status
+            finally:
+                self._give_back_connection()
+        except AnswerTooLarge as err:
+            _warn(request, "sent a list larger than the shim reads (limits.upstream_body_bytes)", err)
+            self._exchange_done(None, "too_large")
+            raise LegacyError(502, f"The legacy EVS endpoint's list is too large for the migration proxy "
+                                   f"({err}).") from None
         except TimeoutError as err:
             _warn(request, "timed out before answering", err)
+            self._exchange_done(None, "timeout")
             raise LegacyError(504, "The legacy EVS endpoint did not answer in time.") from None
         except aiohttp.ClientError as err:
             _warn(request, "is unreachable", err)
+            self._exchange_done(None, "unreachable")
             raise LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
                               retry_after=_RETRY_AFTER_SECONDS) from None
+        self._exchange_done(status, None)
         try:
             return status, json.loads(body)
         except ValueError:
@@ -216,6 +310,10 @@ class LegacyPassthrough:
             reason=upstream.reason,
             headers=without_hop_by_hop(upstream.headers),
         )
+        if request.version < HttpVersion11 and _ends_with_the_connection(request, upstream):
+            # HTTP/1.0 has no chunked framing: the body ends where the connection does. (aiohttp
+            # would send it unframed yet keep the connection for a keep-alive client.)
+            response.force_close()
         try:
             await response.prepare(request)
         except ConnectionError:
@@ -238,18 +336,18 @@ class LegacyPassthrough:
         return response
 
 
+def _ends_with_the_connection(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    """An answer with a body but no length (the legacy side sent it chunked)."""
+    has_body = request.method != hdrs.METH_HEAD and upstream.status not in _NO_BODY_STATUSES
+    return has_body and upstream.content_length is None
+
+
 def _is_utf8(value: str) -> bool:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
-
-
-async def _stream_body(request: web.Request) -> AsyncIterator[bytes]:
-    """The client's body as it arrives (aiohttp streams an async generator without buffering it)."""
-    async for chunk in request.content.iter_chunked(_UPLOAD_CHUNK):
-        yield chunk
 
 
 def _abort(request: web.Request, response: web.StreamResponse) -> None:
@@ -268,14 +366,6 @@ def _warn(request: web.BaseRequest, what: str, err: BaseException) -> None:
     """One warning line: method, path without query, error kind. Never header values."""
     log.warning(
         "legacy EVS endpoint %s: %s %s (%s)",
-        what, request.method, request.path, _describe(err),
+        what, request.method, request.path, describe_peer_error(err),
         extra={"request_id": request.get(REQUEST_ID), "error": type(err).__name__},
     )
-
-
-def _describe(err: BaseException) -> str:
-    # ClientResponseError's str() includes the full URL with its query; keep to status and message.
-    if isinstance(err, aiohttp.ClientResponseError):
-        return f"{type(err).__name__}: {err.status} {err.message}"[:300]
-    text = str(err)
-    return f"{type(err).__name__}: {text}"[:300] if text else type(err).__name__

@@ -1,7 +1,7 @@
 """Thin HTTP edge toward SDRS v1: one pooled session, explicit timeouts, no interpretation.
 
-Transport failures become `SdrsUnreachable` / `SdrsTimeout`; every HTTP answer, error or not, comes
-back as an `SdrsAnswer` for the pure translation code to judge. Action POSTs are sent exactly once:
+Transport failures become `SdrsUnreachable` / `SdrsTimeout` / `SdrsAnswerTooLarge`; every HTTP answer,
+error or not, comes back as an `SdrsAnswer` for the pure translation code to judge. Action POSTs are sent exactly once:
 nothing here retries.
 """
 
@@ -19,12 +19,20 @@ from yarl import URL
 
 from shim import __version__
 from shim.config import Timeouts
-from shim.translate.sdrs_models import SdrsAnswer, SdrsNotSent, SdrsTimeout, SdrsTransportError, SdrsUnreachable
+from shim.translate.sdrs_models import (
+    SdrsAnswer,
+    SdrsAnswerTooLarge,
+    SdrsNotSent,
+    SdrsTimeout,
+    SdrsTransportError,
+    SdrsUnreachable,
+)
 from shim.translate.signing import KeyPair, payload_hash_of_body
+from shim.upstreams.bodies import AnswerTooLarge, read_capped
+from shim.upstreams.peer_errors import describe_peer_error
 from shim.upstreams.resign import resign
 
 USER_AGENT = f"evs-sdrs-shim/{__version__}"
-MAX_ANSWER_BYTES = 4 * 1024 * 1024  # SDRS answers are small JSON documents
 
 
 # Told about every exchange once it ends: (monotonic start time, the answer or None, the transport
@@ -35,12 +43,13 @@ SdrsObserver = Callable[[float, "SdrsAnswer | None", "SdrsTransportError | None"
 class SdrsClient:
     def __init__(
         self, base_url: str, timeouts: Timeouts, pool_connections: int, observer: SdrsObserver | None = None,
-        *, tls: ssl.SSLContext | None = None, trust_env: bool = False,
+        *, tls: ssl.SSLContext | None = None, trust_env: bool = False, max_answer_bytes: int = 4 * 1048576,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._observer = observer
         self._tls = tls  # None: aiohttp's default verification
         self._trust_env = trust_env
+        self._max_answer_bytes = max_answer_bytes  # SDRS answers are small JSON documents
         self._timeout = aiohttp.ClientTimeout(
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
         )
@@ -116,26 +125,17 @@ class SdrsClient:
             async with self._session.request(
                 method, url, data=data, headers=outgoing, allow_redirects=False,
             ) as response:
-                body = await _read_capped(response)
+                body = await read_capped(response, self._max_answer_bytes)
                 return SdrsAnswer(response.status, body, CIMultiDict(response.headers))
+        except AnswerTooLarge as err:
+            raise SdrsAnswerTooLarge(f"{err} ({method} {path})") from None
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as err:
             # Raised before a byte was written (connect, or waiting for a pooled connection).
-            raise SdrsNotSent(f"no connection to SDRS: {type(err).__name__}: {err}") from err
+            raise SdrsNotSent(f"no connection to SDRS: {describe_peer_error(err)}") from err
         except TimeoutError as err:
             raise SdrsTimeout(f"no answer from SDRS within the timeout ({method} {path})") from err
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as err:
-            raise SdrsUnreachable(f"{type(err).__name__}: {err}") from err
-        except aiohttp.ClientResponseError as err:  # malformed HTTP from SDRS
-            raise SdrsUnreachable(f"malformed answer: {err.message}") from err
+            raise SdrsUnreachable(describe_peer_error(err)) from err
+        except aiohttp.ClientResponseError as err:  # malformed HTTP from SDRS; its text quotes the bytes
+            raise SdrsUnreachable(f"malformed answer ({describe_peer_error(err)})") from err
 
-
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    """The whole body (a short or cut-off body raises ClientPayloadError); past the cap, unreachable."""
-    if response.content_length is not None and response.content_length <= MAX_ANSWER_BYTES:
-        return await response.read()  # sized and small: one read
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > MAX_ANSWER_BYTES:
-            raise SdrsUnreachable(f"answer larger than {MAX_ANSWER_BYTES} bytes")
-    return bytes(body)

@@ -42,7 +42,8 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
     if request.method != "POST":
         raise LegacyError(405, f"Method {request.method} is not allowed on an action URL; use POST.",
                           headers=(("Allow", "POST"),))
-    action = parse_action_body(await read_capped_body(request, state.settings.limits.action_body_bytes))
+    action = parse_action_body(await read_capped_body(request, state.settings.limits.action_body_bytes,
+                                                      state.settings.timeouts.request_body_idle))
     audit = request[AUDIT]
     audit["action"] = action.key
     translation = TRANSLATED_ACTIONS.get(action.key)

@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 
 from shim import __version__, tls
 from shim.config import Settings
-from shim.context import AUDIT, PASSTHROUGH, REQUEST_ID, REQUEST_ID_HEADERS, ROUTE, TRANSLATED
+from shim.context import AUDIT, PASSTHROUGH, REQUEST_ID, REQUEST_ID_HEADERS, REQUEST_SECRETS, ROUTE, TRANSLATED
 from shim.credentials import KeyRing, load_key_ring
 from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
@@ -27,10 +27,11 @@ from shim.state.store import StoreUnavailable
 from shim.translate.legacy import LegacyError
 from shim.translate.paths import canonical_path, disguises_a_translated_url, names_a_translated_url
 from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_ROUTES
-from shim.upstreams.passthrough import LegacyPassthrough
+from shim.upstreams.passthrough import BodyLimits, LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
 from shim.web import action_handlers, read_handlers
 from shim.web.incoming import verify_signature
+from shim.web.logs import request_secrets
 from shim.web.metrics import CURRENT_TIMING, RequestTiming, ShimMetrics, status_label
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
 from shim.web.shim_state import STATE, ShimState
@@ -48,6 +49,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     legacy error: never a traceback."""
     request[REQUEST_ID] = incoming_request_id(request.headers) or new_request_id()
     request[AUDIT] = {}
+    REQUEST_SECRETS.set(request_secrets(request.headers))  # this request's task only: no reset needed
     if request.match_info.route.name in MANAGEMENT_ROUTE_NAMES:
         response, _ = await _answer(request, handler, legacy=False)
         return response
@@ -99,7 +101,10 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
             handler = action_handlers.passthrough  # matched on the decoded path only: not about a group
         return await handler(request), False
     except LegacyError as err:
-        return legacy_error_response(err, state.mappings.errors), True
+        response = legacy_error_response(err, state.mappings.errors)
+        if err.status == 408:
+            await _answer_and_close(request, response)
+        return response, True
     except web.HTTPRequestEntityTooLarge:
         return legacy_error_response(
             LegacyError(400, "Request body is too large."), state.mappings.errors
@@ -115,6 +120,17 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
             LegacyError(500, "The shim failed to handle the request; see its log."),
             state.mappings.errors,
         ), True
+
+
+async def _answer_and_close(request: web.Request, response: web.Response) -> None:
+    """Send `response`, then close the connection at once: the request's body stalled unfinished,
+    and aiohttp would otherwise keep reading it for its lingering time."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client is gone already
+    request.protocol.force_close()  # the transport flushes what was written, then closes
 
 
 def _request_done(
@@ -214,10 +230,14 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
         mappings=mappings,
         sdrs=SdrsClient(upstreams.sdrs, settings.timeouts.sdrs, limits.pool_connections,
                         observer=shim_metrics.sdrs_observer(lambda: app[STATE].mappings.errors.codes),
-                        tls=upstream_tls, trust_env=upstreams.trust_env),
+                        tls=upstream_tls, trust_env=upstreams.trust_env, max_answer_bytes=limits.upstream_body_bytes),
         legacy=LegacyPassthrough(upstreams.legacy, settings.timeouts.legacy, limits.pool_connections,
                                  preserve_host=settings.passthrough.preserve_host,
-                                 tls=upstream_tls, trust_env=upstreams.trust_env),
+                                 tls=upstream_tls, trust_env=upstreams.trust_env,
+                                 max_answer_bytes=limits.upstream_body_bytes,
+                                 body_limits=BodyLimits(limits.request_buffer_bytes,
+                                                        settings.timeouts.request_body_idle),
+                                 observer=shim_metrics.legacy_observer),
         actions=ActionGuard(build_store(settings.state), settings.actions.settle_seconds,
                             settings.state.lease_seconds),
         metrics=shim_metrics,

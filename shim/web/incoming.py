@@ -19,8 +19,9 @@ from shim.translate.signing import (
     payload_hash_without_body,
     verify,
 )
+from shim.upstreams.request_body import read_body_prefix
 from shim.upstreams.resign import VERIFIED, VerifiedSignature
-from shim.upstreams.sdrs_calls import SdrsCalls
+from shim.upstreams.sdrs_calls import ListBounds, SdrsCalls
 from shim.web.shim_state import ShimState
 
 log = logging.getLogger("shim.auth")
@@ -46,8 +47,9 @@ async def verify_signature(request: web.Request, state: ShimState) -> None:
         payload_hash = payload_hash_without_body(request.headers, request.body_exists)
         if payload_hash is None:  # the body's hash is signed: read it whole and check it first
             limit = state.settings.limits.signed_body_bytes
-            body = await read_capped_body(request, limit, f"Malformed request body: an AK/SK-signed body whose "
-                                                         f"hash is signed may be at most {limit} bytes.")
+            body = await read_capped_body(request, limit, state.settings.timeouts.request_body_idle,
+                                          f"Malformed request body: an AK/SK-signed body whose hash is signed "
+                                          f"may be at most {limit} bytes.")
             payload_hash = payload_hash_of_body(request.headers, body)
         signed = SignedRequest(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
                                request.headers, payload_hash)
@@ -73,8 +75,17 @@ def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
         headers.update({name: request.headers[name] for name in CARRIED_TO_SDRS if name in request.headers})
         # The SDKs scope a signed call by X-Project-Id; the path's project is the client's own.
         headers.setdefault("X-Project-Id", request.match_info["project_id"].lower())
-    return SdrsCalls(state.sdrs, headers, state.mappings.errors, request[AUDIT],
+    settings = state.settings
+    bounds = ListBounds(settings.limits.sdrs_list_items, settings.timeouts.sdrs_list,
+                        client_connected=lambda: client_connected(request))
+    return SdrsCalls(state.sdrs, headers, state.mappings.errors, request[AUDIT], bounds,
                      key=verified.key if verified is not None else None)
+
+
+def client_connected(request: web.BaseRequest) -> bool:
+    """False once the client's connection is closed (aiohttp drops the transport on connection_lost)."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
 
 
 def auth_token(request: web.Request) -> str:
@@ -87,23 +98,18 @@ def auth_token(request: web.Request) -> str:
     raise LegacyError(401, "Authentication required: send X-Auth-Token.")
 
 
-async def read_capped_body(request: web.Request, limit: int, too_large_message: str | None = None) -> bytes:
-    """The whole body, or a legacy 400 when it is larger than `limit` bytes (read once: a body the
-    signature check has read already is taken from there)."""
+async def read_capped_body(
+    request: web.Request, limit: int, idle: float, too_large_message: str | None = None,
+) -> bytes:
+    """The whole body, or a legacy 400 when it is larger than `limit` bytes (408 when it stalls for
+    `idle` seconds). Read once: a body the signature check has read already is taken from there."""
     too_large = LegacyError(400, too_large_message or f"Malformed request body: larger than {limit} bytes.")
     verified = request.get(VERIFIED)
     if verified is not None and verified.body is not None:
         if len(verified.body) > limit:
             raise too_large
         return verified.body
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    body = await request.content.read(limit + 1)
-    while len(body) <= limit:
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            break
-        body += chunk
-    if len(body) > limit:
+    body, complete = await read_body_prefix(request, limit, idle)
+    if not complete:
         raise too_large
     return body

@@ -28,10 +28,11 @@ from shim.config import Settings
 from shim.context import PASSTHROUGH
 from shim.mappings import Mappings
 from shim.translate.sdrs_answers import sdrs_error_code
-from shim.translate.sdrs_models import SdrsAnswer, SdrsTimeout, SdrsTransportError
+from shim.translate.sdrs_models import SdrsAnswer, SdrsTransportError
 
 NO_UPSTREAM_ANSWER = "none"
 OTHER = "other"
+GATEWAY_STATUSES = frozenset({502, 503, 504})  # a gateway in front of the upstream could not reach it
 disable_created_metrics()  # no `*_created` series: they double the output and nothing here reads them
 
 # Up to the legacy passthrough's longest default timeout (300 s).
@@ -69,11 +70,11 @@ def status_label(status: int | str | None) -> str:
         return NO_UPSTREAM_ANSWER
     if isinstance(status, int):
         return str(status) if 100 <= status <= 599 else OTHER
-    return status if status in ("timeout", "unreachable", "cancelled") else OTHER
+    return status if status in ("timeout", "unreachable", "too_large", "cancelled") else OTHER
 
 
 def transport_label(error: SdrsTransportError | None) -> str:
-    return "timeout" if isinstance(error, SdrsTimeout) else "unreachable"
+    return "unreachable" if error is None else error.label
 
 
 def config_digest(settings: Settings, mappings: Mappings) -> str:
@@ -135,6 +136,40 @@ class ShimMetrics:
         self.state_store_up = Gauge(
             "shim_state_store_up", "1 while the state store answers; 0: actions are refused (503)", registry=registry
         )
+        self.legacy_pool_in_use = Gauge(
+            "shim_legacy_pool_in_use", "Connections to the legacy endpoint in use (at most limits.pool_connections)",
+            registry=registry,
+        )
+        self.legacy_pool_refused = Counter(
+            "shim_legacy_pool_refused", "Requests refused with 503 at once because every connection to the legacy "
+            "endpoint was in use", registry=registry,
+        )
+        self.upstream_up = Gauge(
+            "shim_upstream_up", "1 when the last exchange with the upstream got an answer (other than 502, 503, "
+            "504), 0 when it failed; readiness (/readyz) does not depend on it", ["upstream"], registry=registry,
+        )
+        self.upstream_failures = Counter(
+            "shim_upstream_failures", "Failed exchanges with an upstream, by kind: timeout, unreachable, malformed, "
+            "too_large, gateway_status (it answered 502, 503 or 504)", ["upstream", "kind"], registry=registry,
+        )
+        self.legacy_observer = _LegacyMetrics(self)
+        self.client_connections = Gauge(
+            "shim_client_connections", "Open client connections (at most limits.client_connections)",
+            registry=registry,
+        )
+        self.client_connections_refused = Counter(
+            "shim_client_connections_refused", "New client connections closed at once: limits.client_connections "
+            "reached and none idle", registry=registry,
+        )
+        self.client_connections_reclaimed = Counter(
+            "shim_client_connections_reclaimed", "Idle keep-alive client connections closed to make room for a "
+            "new one at limits.client_connections", registry=registry,
+        )
+        self.request_heads_refused = Counter(
+            "shim_request_heads_refused", "Request heads refused before any handler ran, by reason: timeout "
+            "(timeouts.request_head), too_large (limits.request_head_bytes), malformed (the HTTP parser)",
+            ["reason"], registry=registry,
+        )
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once: labels() takes a lock and builds a key each time."""
@@ -155,12 +190,22 @@ class ShimMetrics:
         self.config_generation.inc()
         return digest
 
+    def upstream_done(self, upstream: str, status: int | None, failure: str | None) -> None:
+        """One exchange with `upstream` ("sdrs" or "legacy"): an answer's status, or a failure kind.
+        A transport failure or a gateway status (502, 503, 504) marks the upstream down."""
+        down = failure is not None or status in GATEWAY_STATUSES
+        self._child(self.upstream_up, upstream).set(0 if down else 1)
+        if down:
+            self._child(self.upstream_failures, upstream, failure or "gateway_status").inc()
+
     def sdrs_observer(self, known_codes: Callable[[], Collection[str]]) -> Callable[..., None]:
         """The `SdrsClient` observer: SDRS stage time, error codes, and the request's SDRS span."""
 
         def observe(started: float, answer: SdrsAnswer | None, error: SdrsTransportError | None) -> None:
             ended = time.monotonic()
             self._child(self.stage_seconds, "sdrs").observe(ended - started)
+            self.upstream_done("sdrs", answer.status if answer is not None else None,
+                               transport_label(error) if error is not None else None)
             timing = CURRENT_TIMING.get()
             if timing is not None:
                 timing.sdrs_exchange(started, ended)
@@ -184,6 +229,21 @@ class ShimMetrics:
             return
         for stage, seconds in translated_stages(timing, ended).items():
             self._child(self.stage_seconds, stage).observe(seconds)
+
+
+class _LegacyMetrics:
+    """The legacy passthrough's observer (shim/upstreams/passthrough.py LegacyObserver)."""
+
+    def __init__(self, metrics: ShimMetrics) -> None:
+        self._metrics = metrics
+
+    def pool_changed(self, in_use: int, refused: bool) -> None:
+        self._metrics.legacy_pool_in_use.set(in_use)
+        if refused:
+            self._metrics.legacy_pool_refused.inc()
+
+    def exchange_done(self, status: int | None, failure: str | None) -> None:
+        self._metrics.upstream_done("legacy", status, failure)
 
 
 def translated_stages(timing: RequestTiming, ended: float) -> dict[str, float]:

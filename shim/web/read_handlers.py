@@ -204,7 +204,7 @@ async def _inspected_write(
     mapped = project_mappings(state.mappings, request.match_info["project_id"])
     if not mapped or not request.headers.get("X-Auth-Token"):
         return await to_legacy(request, item=item)  # nothing to protect, or the legacy side refuses it
-    body = await read_capped_body(request, INSPECTED_BODY_BYTES)
+    body = await read_capped_body(request, INSPECTED_BODY_BYTES, state.settings.timeouts.request_body_idle)
     try:
         document = json.loads(body)
     except ValueError:

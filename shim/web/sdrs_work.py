@@ -101,7 +101,7 @@ async def send_calls(
         await claim.before_post()
         try:
             try:
-                answer = await calls.exchange(call.method, call.path, call.body)
+                answer = await calls.exchange(call.method, call.path, call.body, doing)
             except SdrsTransportError as err:
                 raise legacy_error_for_transport(err, doing) from err
             job_id = parse_answer(answer, JobAccepted, calls.errors, doing).job_id

@@ -38,7 +38,9 @@ DELETE_PAIR_WORK = Work(DELETE_PAIR, "delete a replication pair of", alongside_s
 
 async def update_group(request: web.Request, state: ShimState, entry: GroupMapping) -> web.StreamResponse:
     """PUT .../{rcg_id}: rename in SDRS, keep the description, delete the removed pairs (jobs); 202."""
-    update = parse_group_update(await read_capped_body(request, state.settings.limits.action_body_bytes), entry)
+    body = await read_capped_body(request, state.settings.limits.action_body_bytes,
+                             state.settings.timeouts.request_body_idle)
+    update = parse_group_update(body, entry)
     calls = sdrs_calls(request, state)
     job_ids: list[str] = []
     request[AUDIT]["job_ids"] = job_ids
