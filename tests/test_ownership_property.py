@@ -101,6 +101,14 @@ class World:
             self.thread.join(10)
             self.loop.close()
 
+    def mapped_disks(self) -> set[str]:
+        """The disks of the mapped group's pairs now (state derived from the simulator's clock)."""
+        async def read() -> set[str]:
+            return {disk for pair in self.sim.state.list_pairs(PROJECT) if pair.server_group_id == GROUP
+                    for disk in pair.volume_ids}
+
+        return set(self.run(read()))
+
     def send(self, method: str, target: str, body: bytes = b"") -> int:
         head = [f"{method} {target} HTTP/1.1", "Host: shim.local", f"X-Auth-Token: {TOKEN}",
                 "Accept: application/json", "Connection: close"]
@@ -187,10 +195,11 @@ def test_no_call_about_a_mapped_group_reaches_legacy_and_none_about_an_unmapped_
     for method, target, body in sequence:
         legacy_before, sdrs_before = len(world.legacy.requests), len(world.sim.requests)
         # The mapped group, every pair it ever had (a pair the shim removed stays SDRS's), and the disks
-        # of the pairs it has now (a removed pair's disks are free for the legacy side).
-        mapped_now = world.ids.mapped[:3] + [disk for pair in world.sim.state.pairs.values()
-                                             if pair.server_group_id == GROUP for disk in pair.volume_ids]
+        # of the pairs it has all along the request (a removed pair's disks are free for the legacy side;
+        # a delete job may end while the request is handled).
+        disks_before = world.mapped_disks()
         status = world.send(method, target, body)
+        mapped_now = world.ids.mapped[:3] + sorted(disks_before & world.mapped_disks())
         assert status < 600
         for seen in world.legacy.requests[legacy_before:]:
             text = seen.path + " " + seen.body.decode("utf-8", "replace")

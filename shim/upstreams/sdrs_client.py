@@ -1,8 +1,11 @@
-"""Thin HTTP edge toward SDRS v1: one pooled session, explicit timeouts, no interpretation.
+"""Thin HTTP edge toward SDRS v1: pooled keep-alive connections, explicit timeouts, no interpretation.
 
-Transport failures become `SdrsUnreachable` / `SdrsTimeout` / `SdrsAnswerTooLarge`; every HTTP answer,
-error or not, comes back as an `SdrsAnswer` for the pure translation code to judge. Action POSTs are sent exactly once:
-nothing here retries.
+Exchanges go over `shim.upstreams.http1` (httptools: a few microseconds of CPU per exchange instead of
+aiohttp's tens), except through an egress proxy (`upstreams.trust_env` with a proxy that applies to
+SDRS), which aiohttp's client handles. Transport failures become `SdrsNotSent` (nothing left the
+shim) / `SdrsUnreachable` / `SdrsTimeout` / `SdrsAnswerTooLarge`; every HTTP answer, error or not,
+comes back as an `SdrsAnswer` for the pure translation code to judge. Nothing but a GET is ever sent
+twice (once more, on a new connection, when a kept-alive one closed before answering).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -28,7 +32,9 @@ from shim.translate.sdrs_models import (
     SdrsUnreachable,
 )
 from shim.translate.signing import KeyPair, payload_hash_of_body
+from shim.upstreams import http1
 from shim.upstreams.bodies import AnswerTooLarge, read_capped
+from shim.upstreams.http1 import Http1Pool
 from shim.upstreams.peer_errors import describe_peer_error
 from shim.upstreams.resign import resign
 
@@ -54,9 +60,24 @@ class SdrsClient:
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
         )
         self._pool_connections = pool_connections
+        self._timeouts = timeouts
         self._session: aiohttp.ClientSession | None = None
+        self._pool: Http1Pool | None = None
+        origin = URL(self.base_url)
+        self._host_header = origin.raw_authority
+        self._fixed_headers = (("Host", self._host_header), ("User-Agent", USER_AGENT), ("Accept", "application/json"))
 
     async def start(self) -> None:
+        origin = URL(self.base_url)
+        if not (self._trust_env and get_env_proxy_for_url_or_none(origin)):
+            tls = (self._tls or ssl.create_default_context()) if origin.scheme == "https" else None
+            timeouts = self._timeouts
+            self._pool = Http1Pool(
+                origin.raw_host or "", origin.port or (443 if origin.scheme == "https" else 80), tls=tls,
+                limit=self._pool_connections, connect_timeout=timeouts.connect, read_timeout=timeouts.read,
+                total_timeout=timeouts.total, max_body=self._max_answer_bytes,
+            )
+            return
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._pool_connections, ssl=self._tls or True),
             timeout=self._timeout,
@@ -72,6 +93,9 @@ class SdrsClient:
         self._session._retry_connection = False
 
     async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -101,8 +125,10 @@ class SdrsClient:
         try:
             return await self._exchange_once(method, path, headers, json_body, key)
         except SdrsUnreachable as err:
-            if method != "GET" or isinstance(err, SdrsNotSent) or not isinstance(
-                err.__cause__, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
+            dropped = err.__cause__
+            if method != "GET" or isinstance(err, SdrsNotSent) or not (
+                isinstance(dropped, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+                or isinstance(dropped, http1.NoAnswer)
             ):
                 raise
             return await self._exchange_once(method, path, headers, json_body, key)
@@ -110,6 +136,8 @@ class SdrsClient:
     async def _exchange_once(
         self, method: str, path: str, headers: dict[str, str], json_body: Any | None, key: KeyPair | None
     ) -> SdrsAnswer:
+        if self._pool is not None:
+            return await self._exchange_http1(method, path, headers, json_body, key)
         assert self._session is not None, "SdrsClient.start() was not awaited"
         url = URL(self.base_url + path, encoded=True)  # encoded=True: the path is built from validated ids
         data = None
@@ -139,3 +167,38 @@ class SdrsClient:
         except aiohttp.ClientResponseError as err:  # malformed HTTP from SDRS; its text quotes the bytes
             raise SdrsUnreachable(f"malformed answer ({describe_peer_error(err)})") from err
 
+    async def _exchange_http1(
+        self, method: str, path: str, headers: dict[str, str], json_body: Any | None, key: KeyPair | None
+    ) -> SdrsAnswer:
+        assert self._pool is not None
+        data = None if json_body is None else json.dumps(json_body).encode()
+        fields: list[tuple[str, str]] = [*self._fixed_headers, *headers.items()]
+        if data is not None:
+            fields.append(("Content-Type", "application/json"))
+        if key is not None:
+            signed = CIMultiDict(fields)
+            resign(signed, key, method, URL(self.base_url + path, encoded=True),
+                   payload_hash_of_body(signed, data or b""))
+            fields = list(signed.items())
+        try:
+            answer = await self._pool.request(method, path, fields, data)
+        except http1.NotSent as err:
+            raise SdrsNotSent(str(err)) from err
+        except http1.AnswerTimeout as err:
+            raise SdrsTimeout(f"no answer from SDRS within the timeout ({method} {path})") from err
+        except http1.AnswerTooLarge as err:
+            raise SdrsAnswerTooLarge(f"{err} ({method} {path})") from None
+        except http1.MalformedAnswer as err:
+            raise SdrsUnreachable(str(err)) from err
+        except http1.NoAnswer as err:
+            raise SdrsUnreachable(str(err)) from err
+        return SdrsAnswer(answer.status, answer.body, CIMultiDict(answer.headers))
+
+
+def get_env_proxy_for_url_or_none(url: URL) -> URL | None:
+    """The egress proxy HTTP(S)_PROXY / NO_PROXY name for `url` (as aiohttp's trust_env reads them)."""
+    try:
+        proxy, _ = get_env_proxy_for_url(url)
+    except LookupError:
+        return None
+    return proxy
