@@ -159,7 +159,7 @@ def test_the_example_config_lists_valid_keys_with_their_defaults():
     assert result.returncode == 0, result.stderr
     data = yaml.safe_load(example.read_text())
     defaults = Settings(upstreams={"sdrs": "http://127.0.0.1:8777"}).model_dump(mode="json")
-    for section in ("timeouts", "passthrough", "limits", "actions", "lifecycle"):
+    for section in ("timeouts", "passthrough", "limits", "actions", "lifecycle", "shadow"):
         assert data[section] == defaults[section], section
     defaults["state"].pop("path")  # environment-dependent: the example names the rule in a comment
     assert data["state"] == defaults["state"]

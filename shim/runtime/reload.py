@@ -34,6 +34,7 @@ RELOADABLE = (
     "actions.poll_max_seconds",
     "limits.signed_body_bytes",
     "aksk",  # the key files are read again too: a rotated Secret takes effect on SIGHUP
+    "shadow",
 )
 # While https is served, its certificate and key are read again (into the running listener); turning
 # https on or off needs a restart.

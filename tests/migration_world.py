@@ -1,0 +1,103 @@
+"""A migration in progress, on loopback: the SDRS simulator holds protection groups, the legacy EVS
+stand-in holds the legacy copy of each (same RCG id, its own pair ids, the same disks), and a shim
+maps them in the three modes. Shared by the migration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from conftest import GROUP, PROJECT, RCG, TOKEN, Reply, ShimFactory, call, start_server
+from shim.legacy_sim import LegacySimSettings
+from shim.legacy_sim.server import LegacySimulator
+from shim.simulator import SdrsSimulator, SimulatorSettings
+
+SHADOW_RCG = "5a0e6c1d-2b3f-4d5e-8f60-718293a4b5c6"
+SHADOW_GROUP = "6b1f7d2e-3c40-4e5f-9a61-8293a4b5c6d7"
+PARKED_RCG = "7c2a8e3f-4d51-4f60-8b72-93a4b5c6d7e8"
+PARKED_GROUP = "8d3b9f40-5e62-4071-9c83-a4b5c6d7e8f9"
+READ_HEADERS = {"Accept": "application/json", "User-Agent": "golangsdk/2.0.0", "X-Auth-Token": TOKEN}
+GROUPS = f"/v2/{PROJECT}/os-vendor-replication-consistency-groups"
+PAIRS = f"/v2/{PROJECT}/os-vendor-replications"
+
+
+def entry(rcg: str, group: str, mode: str | None = None, project: str = PROJECT) -> dict[str, str]:
+    document = {"project_id": project, "replication_consistency_group_id": rcg, "protection_group_id": group}
+    return document if mode is None else {**document, "mode": mode}
+
+
+def legacy_copy(sim: SdrsSimulator, legacy: LegacySimulator, group_id: str, rcg_id: str, **options: Any) -> Any:
+    """The legacy copy of an SDRS group: the same RCG id, as many pairs, each on an SDRS pair's disks,
+    production in the SDRS group's production AZ (what a faithful copy shows)."""
+    group = sim.group(PROJECT, group_id)
+    options.setdefault("priority_station", group.production_availability_zone)
+    copy = legacy.add_group(PROJECT, group_id=rcg_id, name=f"legacy-{rcg_id[:8]}", pair_count=len(group.pairs),
+                            **options)
+    for pair_id, sdrs_pair in zip(copy.replication_ids, group.pairs, strict=True):
+        legacy.pair(PROJECT, pair_id).volume_ids = sdrs_pair.volume_ids
+    return copy
+
+
+@dataclass
+class MigrationWorld:
+    shim: str
+    sim: SdrsSimulator
+    legacy: LegacySimulator
+    sdrs_url: str
+    legacy_url: str
+
+    async def get(self, path: str) -> Reply:
+        return await call("GET", self.shim + path, headers=READ_HEADERS)
+
+    async def report(self) -> dict[str, Any]:
+        reply = await call("GET", self.shim + "/migration")
+        assert reply.status == 200, reply.body
+        return reply.json()
+
+    async def group_report(self, rcg_id: str) -> dict[str, Any]:
+        (found,) = [group for group in (await self.report())["groups"] if group["rcg_id"] == rcg_id]
+        return found
+
+    async def wait_for(self, rcg_id: str, done: Callable[[dict[str, Any]], bool], seconds: float = 10.0
+                       ) -> dict[str, Any]:
+        """Poll /migration until the group's entry satisfies `done` (shadow work runs after the answer)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            found = await self.group_report(rcg_id)
+            if done(found):
+                return found
+            assert time.monotonic() < deadline, f"shadow work did not finish: {found}"
+            await asyncio.sleep(0.02)
+
+    def sdrs_paths(self) -> list[str]:
+        return [path for _, path, _ in self.sim.requests]
+
+
+async def migration_world(make_shim: ShimFactory, mapping: list[dict[str, str]] | None = None,
+                          projects: list[dict[str, str]] | None = None, **config: Any
+                          ) -> AsyncIterator[MigrationWorld]:
+    """SDRS: GROUP (failed-over), SHADOW_GROUP and PARKED_GROUP (protected), two pairs each; the legacy
+    stand-in: their faithful legacy copies. The mapping: GROUP sdrs, SHADOW_GROUP shadow, PARKED_GROUP
+    legacy, unless `mapping` says otherwise."""
+    sim = SdrsSimulator(SimulatorSettings(job_init_seconds=0.05, job_run_seconds=0.2))
+    legacy = LegacySimulator(LegacySimSettings(transition_seconds=0.05, copy_seconds=0.05))
+    sim.add_protection_group(PROJECT, GROUP, status="failed-over", pair_count=2, priority_station="target")
+    sim.add_protection_group(PROJECT, SHADOW_GROUP, status="protected", pair_count=2, name="pg-shadow")
+    sim.add_protection_group(PROJECT, PARKED_GROUP, status="protected", pair_count=2, name="pg-parked")
+    legacy_copy(sim, legacy, GROUP, RCG, status="failovered", replication_status="active-stopped")
+    legacy_copy(sim, legacy, SHADOW_GROUP, SHADOW_RCG)
+    legacy_copy(sim, legacy, PARKED_GROUP, PARKED_RCG)
+    sim_runner, sdrs_url = await start_server(sim.app())
+    legacy_runner, legacy_url = await start_server(legacy.app())
+    mapping = mapping if mapping is not None else [
+        entry(RCG, GROUP), entry(SHADOW_RCG, SHADOW_GROUP, "shadow"), entry(PARKED_RCG, PARKED_GROUP, "legacy")]
+    config.setdefault("shadow", {"interval_seconds": 0})
+    shim = await make_shim(sdrs=sdrs_url, legacy=legacy_url, mapping=mapping, projects=projects, **config)
+    try:
+        yield MigrationWorld(shim, sim, legacy, sdrs_url, legacy_url)
+    finally:
+        await sim_runner.cleanup()
+        await legacy_runner.cleanup()
