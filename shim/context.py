@@ -3,7 +3,7 @@ kernel below every layer: it imports nothing of the shim)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -23,3 +23,20 @@ PASSTHROUGH = "passthrough"
 
 # Every answer carries both (golangsdk reads X-Request-Id; OpenStack clients X-Openstack-Request-Id).
 REQUEST_ID_HEADERS = ("X-Request-Id", "X-Openstack-Request-Id")
+
+
+class RelayObserver(Protocol):
+    """Sees one relayed exchange as it streams (shadow mode, README Migration): it keeps bounded copies
+    and must neither block nor raise, so the relay stays exactly what it is without it."""
+
+    def request_chunk(self, chunk: bytes) -> None: ...
+
+    def answer_chunk(self, chunk: bytes) -> None: ...
+
+    def answer_complete(self, status: int) -> None:
+        """The whole answer reached the client (or, for a list the shim merges, the shim)."""
+
+
+# Set by the web layer on a call whose legacy answer is compared off the client's path; the legacy
+# passthrough tells it what it relays.
+RELAY_OBSERVER = web.RequestKey("relay_observer", RelayObserver)

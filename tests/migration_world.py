@@ -5,15 +5,22 @@ maps them in the three modes. Shared by the migration tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import json
+import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import GROUP, PROJECT, RCG, TOKEN, Reply, ShimFactory, call, start_server
 from shim.legacy_sim import LegacySimSettings
 from shim.legacy_sim.server import LegacySimulator
 from shim.simulator import SdrsSimulator, SimulatorSettings
+from shim.web.logs import configure_logging
 
 SHADOW_RCG = "5a0e6c1d-2b3f-4d5e-8f60-718293a4b5c6"
 SHADOW_GROUP = "6b1f7d2e-3c40-4e5f-9a61-8293a4b5c6d7"
@@ -101,3 +108,34 @@ async def migration_world(make_shim: ShimFactory, mapping: list[dict[str, str]] 
     finally:
         await sim_runner.cleanup()
         await legacy_runner.cleanup()
+
+
+# -- what the shim wrote: log lines and metrics ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log line the shim writes, at DEBUG, through its own formatter (as `shim serve` writes them)."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    buffer = io.StringIO()
+    configure_logging("debug", stream=buffer)
+    try:
+        yield buffer
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
+def log_records(buffer: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+async def metric(shim: str, name: str, **labels: str) -> float:
+    """One sample of the shim's /metrics (0 when absent)."""
+    reply = await call("GET", f"{shim}/metrics")
+    for family in text_string_to_metric_families(reply.body.decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items()):
+                return sample.value
+    return 0.0

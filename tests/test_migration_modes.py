@@ -83,8 +83,9 @@ async def test_a_legacy_or_shadow_groups_calls_are_answered_by_the_legacy_endpoi
 
     assert group.status == 200 and group.json()["replication_consistency_group"]["name"] == f"legacy-{rcg[:8]}"
     assert action.status == 200
-    assert [(seen.method, seen.path, seen.body) for seen in world.legacy.requests] == [
-        ("GET", f"{GROUPS}/{rcg.upper()}", b""), ("POST", f"{GROUPS}/{rcg}/action", STOP_BODY)]
+    relayed = [(seen.method, seen.path, seen.body) for seen in world.legacy.requests
+               if not seen.path.startswith(PAIRS)]  # the shadow comparison's own read of the pairs aside
+    assert relayed == [("GET", f"{GROUPS}/{rcg.upper()}", b""), ("POST", f"{GROUPS}/{rcg}/action", STOP_BODY)]
     assert world.legacy.group(PROJECT, rcg).replication_status == "active-stopped"  # the legacy side acted
     assert world.sim.write_calls == [] and world.sim.action_calls == []
 

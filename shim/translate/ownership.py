@@ -57,8 +57,7 @@ def project_mappings(mappings: Mappings, project_id: str) -> dict[str, GroupMapp
 def shadow_entries(mappings: Mappings, project_id: str) -> dict[str, GroupMapping]:
     """id_key(RCG) -> entry for every group of the project in mode `shadow`: the legacy endpoint serves
     them, and the shim compares what SDRS would have answered."""
-    return {id_key(entry.rcg_id): entry for entry in mappings.entries_of_project(project_id).values()
-            if entry.mode == "shadow"}
+    return mappings.shadow_by_project.get(id_key(project_id), {})
 
 
 @dataclass(frozen=True)

@@ -146,16 +146,21 @@ class Mappings:
     project_modes: dict[str, Mode] = field(default_factory=dict)  # id_key(project) -> its default mode
     by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # id_key(project) -> id_key(pg) -> entry
     sdrs_by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # the same, mode sdrs only
+    shadow_by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # -> id_key(rcg) -> shadow entry
 
     def __post_init__(self) -> None:
         by_project: dict[str, dict[str, GroupMapping]] = {}
         sdrs_by_project: dict[str, dict[str, GroupMapping]] = {}
-        for (project, _), entry in self.groups.items():
+        shadow_by_project: dict[str, dict[str, GroupMapping]] = {}
+        for (project, rcg), entry in self.groups.items():
             by_project.setdefault(project, {})[id_key(entry.protection_group_id)] = entry
             if entry.mode == "sdrs":
                 sdrs_by_project.setdefault(project, {})[id_key(entry.protection_group_id)] = entry
+            elif entry.mode == "shadow":
+                shadow_by_project.setdefault(project, {})[rcg] = entry
         object.__setattr__(self, "by_project", by_project)
         object.__setattr__(self, "sdrs_by_project", sdrs_by_project)
+        object.__setattr__(self, "shadow_by_project", shadow_by_project)
 
     def entry(self, project_id: str, rcg_id: str) -> GroupMapping | None:
         """The mapping entry of this group, whatever its mode; None when the file does not name it."""

@@ -24,7 +24,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from shim.config import Timeouts
-from shim.context import REQUEST_ID, REQUEST_ID_HEADERS
+from shim.context import RELAY_OBSERVER, REQUEST_ID, REQUEST_ID_HEADERS, RelayObserver
 from shim.translate.legacy import LegacyError
 from shim.translate.signing import EMPTY_PAYLOAD_HASH
 from shim.upstreams.headers import forwarded_request_headers, without_hop_by_hop
@@ -137,13 +137,16 @@ class LegacyPassthrough:
         verified = request.get(VERIFIED)
         if body is None and verified is not None:
             body = verified.body  # read to check its signed hash: it goes on as checked
+        observer = request.get(RELAY_OBSERVER)  # shadow mode: sees what is relayed, changes nothing
         data: bytes | AsyncIterator[bytes] | None
         if body is not None:
             data = body
+            if observer is not None:
+                observer.request_chunk(body)
         elif request.body_exists:
             # Content-Length, when the client sent one, stays in the headers and aiohttp sends the
             # stream with that length; without it aiohttp sends the stream chunked.
-            data = _stream_body(request)
+            data = _stream_body(request, observer)
         else:
             data = None  # no body: a GET must not gain `Transfer-Encoding: chunked`
         # Note: aiohttp adds `Content-Length: 0` to a body-less DELETE/POST/PUT/PATCH; harmless.
@@ -173,22 +176,23 @@ class LegacyPassthrough:
             _warn(request, "failed", err)
             raise LegacyError(502, "The legacy EVS endpoint failed to answer.") from None
         try:
-            return await self._relay(request, upstream)
+            return await self._relay(request, upstream, observer)
         finally:
             # After a complete body the connection goes back to the pool; after a cut-off one
             # `release` finds the protocol unusable and closes it.
             upstream.release()
 
-    async def get_json(self, request: web.Request, query: dict[str, str]) -> tuple[int, Any]:
-        """GET the request's path with `query` from the legacy endpoint, for the shim to read itself
-        (a merged list): the client's end-to-end headers, an uncompressed JSON answer."""
+    async def get_json(self, request: web.Request, query: dict[str, str], path: str | None = None) -> tuple[int, Any]:
+        """GET the request's path (or `path`) with `query` from the legacy endpoint, for the shim to read
+        itself (a merged list; shadow mode's reads): the client's end-to-end headers, an uncompressed
+        JSON answer."""
         if self.base_url is None or self._session is None:
             raise LegacyError(501, "No legacy EVS endpoint is configured.")
         headers = self.upstream_headers(request, None)
         for name in (hdrs.CONTENT_LENGTH, hdrs.CONTENT_TYPE, hdrs.ACCEPT_ENCODING):
             headers.popall(name, None)
         headers[hdrs.ACCEPT] = "application/json"
-        url = URL(self.base_url + request.rel_url.raw_path, encoded=True).with_query(query)
+        url = URL(self.base_url + (path or request.rel_url.raw_path), encoded=True).with_query(query)
         verified = request.get(VERIFIED)
         if verified is not None:
             resign(headers, verified.key, hdrs.METH_GET, url, EMPTY_PAYLOAD_HASH, verified.signed_headers)
@@ -203,12 +207,18 @@ class LegacyPassthrough:
             _warn(request, "is unreachable", err)
             raise LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
                               retry_after=_RETRY_AFTER_SECONDS) from None
+        observer = request.get(RELAY_OBSERVER)
+        if observer is not None:
+            observer.answer_chunk(body)
+            observer.answer_complete(status)
         try:
             return status, json.loads(body)
         except ValueError:
             return status, None
 
-    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    async def _relay(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, observer: RelayObserver | None = None,
+    ) -> web.StreamResponse:
         # Content-Length is copied with the other headers, so a fixed-length answer stays
         # fixed-length; without one (the legacy side used chunked) aiohttp streams it chunked.
         response = web.StreamResponse(
@@ -227,6 +237,8 @@ class LegacyPassthrough:
                         await response.write(chunk)
                     except ConnectionError:
                         return response  # the client went away: stop reading from upstream
+                    if observer is not None:
+                        observer.answer_chunk(chunk)
             except (TimeoutError, aiohttp.ClientError) as err:
                 _warn(request, "failed while its answer was streaming; cutting the client connection", err)
                 _abort(request, response)
@@ -234,7 +246,9 @@ class LegacyPassthrough:
         try:
             await response.write_eof()
         except ConnectionError:
-            pass  # the client went away right at the end: nothing left to tell it
+            return response  # the client went away right at the end: nothing left to tell it
+        if observer is not None:
+            observer.answer_complete(upstream.status)
         return response
 
 
@@ -246,9 +260,11 @@ def _is_utf8(value: str) -> bool:
     return True
 
 
-async def _stream_body(request: web.Request) -> AsyncIterator[bytes]:
+async def _stream_body(request: web.Request, observer: RelayObserver | None = None) -> AsyncIterator[bytes]:
     """The client's body as it arrives (aiohttp streams an async generator without buffering it)."""
     async for chunk in request.content.iter_chunked(_UPLOAD_CHUNK):
+        if observer is not None:
+            observer.request_chunk(chunk)
         yield chunk
 
 

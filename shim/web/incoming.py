@@ -65,6 +65,18 @@ def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
     verified = request.get(VERIFIED)
     token = None if verified is not None else auth_token(request)
     state.translated.admit(request)  # limits.max_concurrent_translated: a legacy 503 before any SDRS call
+    return _calls_for(request, state, token, request[AUDIT])
+
+
+def background_sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
+    """SDRS calls made with this request's credentials after its answer (shadow mode): they hold no
+    translated slot and write no audit record (401 LegacyError without credentials)."""
+    token = None if request.get(VERIFIED) is not None else auth_token(request)
+    return _calls_for(request, state, token, {})
+
+
+def _calls_for(request: web.Request, state: ShimState, token: str | None, audit: dict[str, object]) -> SdrsCalls:
+    verified = request.get(VERIFIED)
     request_id = request[REQUEST_ID]
     headers = {"X-Request-Id": request_id, "X-Openstack-Request-Id": request_id}
     if token is not None:
@@ -73,7 +85,7 @@ def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
         headers.update({name: request.headers[name] for name in CARRIED_TO_SDRS if name in request.headers})
         # The SDKs scope a signed call by X-Project-Id; the path's project is the client's own.
         headers.setdefault("X-Project-Id", request.match_info["project_id"].lower())
-    return SdrsCalls(state.sdrs, headers, state.mappings.errors, request[AUDIT],
+    return SdrsCalls(state.sdrs, headers, state.mappings.errors, audit,
                      key=verified.key if verified is not None else None)
 
 

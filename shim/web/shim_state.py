@@ -13,6 +13,7 @@ from shim.config import Settings
 from shim.context import AUDIT
 from shim.credentials import NO_KEYS, KeyRing
 from shim.mappings import Mappings
+from shim.migration.shadow import ShadowRunner
 from shim.state.action_guard import ActionGuard
 from shim.translate.legacy import LegacyError
 from shim.upstreams.passthrough import LegacyPassthrough
@@ -83,10 +84,13 @@ class ShimState:
     server_tls: ssl.SSLContext | None = None  # the listener's when it serves https; SIGHUP reloads its certificate
     health: Health = field(default_factory=Health)
     translated: TranslatedSlots = field(init=False)
+    shadow: ShadowRunner = field(init=False)  # shadow mode's comparisons and dry runs (README, Migration)
     config_digest: str = ""
 
     def __post_init__(self) -> None:
         self.translated = TranslatedSlots(lambda: self.settings.limits.max_concurrent_translated, self.metrics)
+        self.shadow = ShadowRunner(lambda: self.settings, lambda: self.mappings, self.actions.store,
+                                   self.metrics.registry)
 
 
 STATE = web.AppKey("state", ShimState)
