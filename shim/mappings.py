@@ -177,3 +177,9 @@ def load_mappings(directory: Path) -> Mappings:
         source=directory,
         project_modes={id_key(project.project_id): project.mode for project in groups.projects},
     )
+
+
+def check_consistency_groups(path: Path, data: Any) -> None:
+    """Validate a consistency-groups document (`shim discover --write` before it writes one) as
+    `load_mappings` would; ConfigError names the file, entry and field."""
+    _validated(ConsistencyGroupsFile, path, data)

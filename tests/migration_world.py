@@ -83,12 +83,13 @@ class MigrationWorld:
         return [path for _, path, _ in self.sim.requests]
 
 
-async def migration_world(make_shim: ShimFactory, mapping: list[dict[str, str]] | None = None,
-                          projects: list[dict[str, str]] | None = None, **config: Any
-                          ) -> AsyncIterator[MigrationWorld]:
+DEFAULT_MODES = [entry(RCG, GROUP), entry(SHADOW_RCG, SHADOW_GROUP, "shadow"),
+                 entry(PARKED_RCG, PARKED_GROUP, "legacy")]
+
+
+async def upstreams() -> AsyncIterator[MigrationWorld]:
     """SDRS: GROUP (failed-over), SHADOW_GROUP and PARKED_GROUP (protected), two pairs each; the legacy
-    stand-in: their faithful legacy copies. The mapping: GROUP sdrs, SHADOW_GROUP shadow, PARKED_GROUP
-    legacy, unless `mapping` says otherwise."""
+    stand-in: their faithful legacy copies. Both running; no shim yet (`shim` is "")."""
     sim = SdrsSimulator(SimulatorSettings(job_init_seconds=0.05, job_run_seconds=0.2))
     legacy = LegacySimulator(LegacySimSettings(transition_seconds=0.05, copy_seconds=0.05))
     sim.add_protection_group(PROJECT, GROUP, status="failed-over", pair_count=2, priority_station="target")
@@ -99,15 +100,24 @@ async def migration_world(make_shim: ShimFactory, mapping: list[dict[str, str]] 
     legacy_copy(sim, legacy, PARKED_GROUP, PARKED_RCG)
     sim_runner, sdrs_url = await start_server(sim.app())
     legacy_runner, legacy_url = await start_server(legacy.app())
-    mapping = mapping if mapping is not None else [
-        entry(RCG, GROUP), entry(SHADOW_RCG, SHADOW_GROUP, "shadow"), entry(PARKED_RCG, PARKED_GROUP, "legacy")]
-    config.setdefault("shadow", {"interval_seconds": 0})
-    shim = await make_shim(sdrs=sdrs_url, legacy=legacy_url, mapping=mapping, projects=projects, **config)
     try:
-        yield MigrationWorld(shim, sim, legacy, sdrs_url, legacy_url)
+        yield MigrationWorld("", sim, legacy, sdrs_url, legacy_url)
     finally:
         await sim_runner.cleanup()
         await legacy_runner.cleanup()
+
+
+async def migration_world(make_shim: ShimFactory, mapping: list[dict[str, str]] | None = None,
+                          projects: list[dict[str, str]] | None = None, **config: Any
+                          ) -> AsyncIterator[MigrationWorld]:
+    """The upstreams above and a shim in front of them. The mapping: GROUP sdrs, SHADOW_GROUP shadow,
+    PARKED_GROUP legacy (DEFAULT_MODES), unless `mapping` says otherwise; every shadow read compared."""
+    async for world in upstreams():
+        config.setdefault("shadow", {"interval_seconds": 0})
+        world.shim = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url,
+                                     mapping=mapping if mapping is not None else DEFAULT_MODES, projects=projects,
+                                     **config)
+        yield world
 
 
 # -- what the shim wrote: log lines and metrics ------------------------------------------------------

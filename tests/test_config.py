@@ -141,7 +141,8 @@ def test_bad_error_table_is_refused_naming_the_field(tmp_path):
     assert "sdrs-errors.yaml: codes.SDRS.0001.legacy" in str(caught.value)
 
 
-@pytest.mark.parametrize("command", ["serve", "validate", "demo", "simulate"])
+@pytest.mark.parametrize("command", ["serve", "validate", "front-config", "demo", "simulate", "report", "explain",
+                                     "discover"])
 def test_every_subcommand_has_help(command):
     result = run_shim(command, "--help")
     assert result.returncode == 0

@@ -1,8 +1,9 @@
 """What shadow mode remembers per group in the state store (pure): counts, the last comparisons and
 the last dry run, under `shadow:{project}:{protection group}` (ids by `id_key`).
 
-Written with unfenced read-modify-write: two workers comparing the same group at the same instant may
-lose one count, which a report can live with; nothing here ever gates a client's answer.
+Written with unfenced read-modify-write, one at a time per group within a process: two workers (or
+shims sharing a store) comparing the same group at the same instant may lose one count, which a report
+can live with; nothing here ever gates a client's answer.
 """
 
 from __future__ import annotations

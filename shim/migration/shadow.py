@@ -101,6 +101,7 @@ class ShadowRunner:
         self.metrics = ShadowMetrics(registry)
         self._last_started: dict[str, float] = {}  # shadow_key -> monotonic time of its last comparison
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writing: dict[str, asyncio.Lock] = {}  # shadow_key -> one read-modify-write at a time here
 
     # -- on the client's path: cheap decisions only ---------------------------------------------
 
@@ -241,9 +242,10 @@ class ShadowRunner:
         """Read-modify-write the group's shadow record; a store failure is logged, never raised."""
         key = shadow_key(entry.project_id, entry.protection_group_id)
         try:
-            document = await self._store.get(key)
-            await self._store.put(key, {**change(document), "rcg_id": entry.rcg_id,
-                                        "protection_group_id": entry.protection_group_id})
+            async with self._writing.setdefault(key, asyncio.Lock()):
+                document = await self._store.get(key)
+                await self._store.put(key, {**change(document), "rcg_id": entry.rcg_id,
+                                            "protection_group_id": entry.protection_group_id})
         except StoreUnavailable as err:
             log.warning("state store unavailable: the shadow result is in the log and metrics only",
                         extra={**_ids(entry), "error": str(err)[:300]})
