@@ -142,7 +142,8 @@ async def test_shim_report_shows_what_a_running_shim_recorded_in_its_store(tmp_p
     assert "    status: legacy failovered, sdrs available" in lines
     assert any(line.startswith("  last dry run") and "os-stop-replication-consistency-group" in line
                and "sdrs mode would answer 200" in line for line in lines)
-    assert f"    would send POST /v1/{PROJECT}/server-groups/{SHADOW_GROUP}/action {{stop-server-group: {{}}}}" in lines
+    planned = f"/v1/{PROJECT}/server-groups/{SHADOW_GROUP}/action"
+    assert f'    would send POST {planned} {{"stop-server-group": {{}}}}' in lines
 
     status, out, err = await run_shim("report", "--config", str(config), "--json")
     assert status == 0, err

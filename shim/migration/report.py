@@ -8,6 +8,7 @@ shim that shares its store (the SQLite file, or Redis) shows what that shim reco
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -157,7 +158,7 @@ def _details(report: dict[str, Any]) -> list[str]:
                          f"{dry_run['legacy_status']}, sdrs mode would answer {dry_run['would_answer']} "
                          f"({dry_run['outcome']}; precondition {dry_run['precondition']}, SDRS status "
                          f"{dry_run['sdrs_status'] or 'not read'})")
-            lines += [f"    would send {call['method']} {call['path']} {_value(call['body'])}"
+            lines += [f"    would send {call['method']} {call['path']} {json.dumps(call['body'])}"
                       for call in dry_run["planned_calls"]]
             if dry_run["message"]:
                 lines.append(f"    {dry_run['message']}")
