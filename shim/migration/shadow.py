@@ -271,11 +271,13 @@ async def compare_group(
     SDRS's group and pairs as sdrs mode would show them. Reads only."""
     project_id, rcg_id, group_id = entry.project_id, entry.rcg_id, entry.protection_group_id
     try:
+        # SDRS first: while it is down, the legacy endpoint is not asked for anything more.
+        sdrs_group, sdrs_pairs = await asyncio.gather(calls.group(project_id, group_id),
+                                                      calls.pairs(project_id, group_id))
         legacy_reads = [legacy(f"/v2/{project_id}/{PAIR_COLLECTION}", {"replication_consistency_group_id": rcg_id})]
         if group_document is None:
             legacy_reads.append(legacy(f"/v2/{project_id}/{RCG_COLLECTION}/{rcg_id}", {}))
-        (pairs_status, pairs_document), *group_read, sdrs_group, sdrs_pairs = await asyncio.gather(
-            *legacy_reads, calls.group(project_id, group_id), calls.pairs(project_id, group_id))
+        (pairs_status, pairs_document), *group_read = await asyncio.gather(*legacy_reads)
         if group_read:
             status, document = group_read[0]
             group_document = _legacy_item(status, document, "replication_consistency_group", "group")
