@@ -1,4 +1,5 @@
-"""The `shim` command: serve, validate, demo, simulate. Every subcommand has --help."""
+"""The `shim` command: serve, validate, front-config, demo, simulate, and the migration tools report,
+explain, discover. Every subcommand has --help."""
 
 from __future__ import annotations
 
@@ -62,6 +63,44 @@ def build_parser() -> argparse.ArgumentParser:
                        "path is under nginx's -p prefix)")
     front.add_argument("--ca-file", default=DEFAULT_CA_FILE, metavar="PATH",
                        help=f"CA bundle nginx checks an https legacy endpoint against (default {DEFAULT_CA_FILE})")
+
+    report = commands.add_parser(
+        "report", help="print the migration report: per mapped group its mode, shadow results and last action",
+        description="Per mapped group: its mode, the last shadow comparisons (matches, mismatches by field, "
+        "when), the last dry run of a shadow action, and the last action the shim sent with its job outcome. "
+        "Read from the mapping files and the state store a running shim writes (state.backend sqlite or "
+        "redis); GET /migration on the shim answers the same as JSON (see README, Migration).")
+    report.add_argument("--config", type=Path, required=True, metavar="PATH", help="the shim's YAML config file")
+    report.add_argument("--json", action="store_true", help="print the JSON GET /migration answers instead")
+
+    explain = commands.add_parser(
+        "explain", help="say which side would serve a legacy call, and what it would send and answer",
+        description="Explain a legacy call without sending anything: which side owns it and why (mapping "
+        "entry, mode, project default), which SDRS calls the shim would make, what the legacy answer would "
+        "look like, and what shadow mode would compare.")
+    explain.add_argument("--config", type=Path, required=True, metavar="PATH", help="the shim's YAML config file")
+    explain.add_argument("method", metavar="METHOD", help="GET, POST, PUT, DELETE, ...")
+    explain.add_argument("url", metavar="URL", help="the legacy URL or path, e.g. /v2/{project_id}/os-vendor-"
+                         "replication-consistency-groups/{id}/action")
+    explain.add_argument("body", metavar="BODY", nargs="?",
+                         help='the request body, e.g. \'{"os-reprotect-replication-consistency-group": null}\'')
+
+    discover_cmd = commands.add_parser(
+        "discover", help="write mapping entries from evidence: legacy groups matched to SDRS groups by volume",
+        description="Read a project's legacy replication consistency groups and pairs and its SDRS protection "
+        "groups and pairs (GETs only), match them by their production volumes, and print the mapping file "
+        "with the new entries (in mode shadow) on stdout and a report of what could not be matched or is "
+        "ambiguous on stderr. The token comes from $OS_TOKEN or --token-file, never from an argument; "
+        "without one, a configured aksk key pair signs the calls.")
+    discover_cmd.add_argument("--config", type=Path, required=True, metavar="PATH",
+                              help="the shim's YAML config file (its upstreams and mappings directory)")
+    discover_cmd.add_argument("--project", required=True, metavar="ID", help="the project id")
+    discover_cmd.add_argument("--token-file", type=Path, metavar="PATH",
+                              help="a file holding the IAM token (default: the OS_TOKEN variable)")
+    discover_cmd.add_argument("--access-key", metavar="AK",
+                              help="sign with this configured aksk key pair instead of a token")
+    discover_cmd.add_argument("--write", action="store_true",
+                              help="add the new entries to the live consistency-groups.yaml (backed up first)")
 
     demo = commands.add_parser(
         "demo", help="run simulator, legacy stand-in and shim on loopback",
@@ -153,6 +192,8 @@ def _run(args: argparse.Namespace) -> int:
         print(render_nginx_conf(settings, mappings.errors, listen, source=str(args.config),
                                 access_log=args.access_log, ca_file=args.ca_file), end="")
         return 0
+    if args.command in ("report", "explain", "discover"):
+        return _migration_command(args)
     if args.command == "demo":
         from shim.runtime import demo
 
@@ -173,6 +214,28 @@ def _run(args: argparse.Namespace) -> int:
             raise ListenError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
         return 0
     raise AssertionError(args.command)
+
+
+def _migration_command(args: argparse.Namespace) -> int:
+    from shim.migration import commands
+
+    if args.command == "report":
+        from shim.config import load_settings
+        from shim.mappings import load_mappings
+
+        settings = load_settings(args.config)
+        print(commands.report(settings, load_mappings(settings.mappings), args.json), end="")
+        return 0
+    if args.command == "explain":
+        from shim.config import load_settings
+        from shim.mappings import load_mappings
+
+        print(commands.explanation(load_mappings(load_settings(args.config).mappings), args.method, args.url,
+                                   args.body), end="")
+        return 0
+    settings, mappings, keys = _load_checked(args.config)
+    return commands.discover_command(settings, mappings, keys, args.project, commands.read_token(args.token_file),
+                                     args.access_key, args.write)
 
 
 def _load_checked(config: Path) -> tuple[Settings, Mappings, KeyRing]:

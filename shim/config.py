@@ -170,6 +170,23 @@ class Actions(_Section):
     )
 
 
+class Shadow(_Section):
+    """Groups in mode `shadow` (README, Migration): the legacy endpoint answers; afterwards, off the
+    client's path, the shim compares what SDRS would have answered (reads) or would have done (actions)."""
+
+    interval_seconds: float = Field(
+        60.0, ge=0, le=86400, description="at most one comparison per group this often (per process); "
+        "reads in between are counted as skipped",
+    )
+    max_concurrent: int = Field(
+        4, ge=1, le=256, description="comparisons and dry runs at once; one more is dropped (counted)"
+    )
+    max_answer_bytes: int = Field(
+        1048576, ge=1024, le=64 * 1048576,
+        description="a legacy answer (or action body) larger than this is relayed but not compared (counted)",
+    )
+
+
 class Lifecycle(_Section):
     """SIGTERM: /readyz turns 503, after `readiness_grace_seconds` the listener closes, then in-flight
     requests get up to `drain_seconds` to finish before they are cut."""
@@ -244,6 +261,7 @@ class Settings(BaseSettings):
     actions: Actions = Actions()
     lifecycle: Lifecycle = Lifecycle()
     state: State = State()
+    shadow: Shadow = Shadow()
     aksk: list[AkskKeyPair] = Field(
         [], description="key pairs AK/SK-signed requests are verified and re-signed with (one per project)"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -35,3 +35,18 @@ REQUEST_ID_HEADERS = ("X-Request-Id", "X-Openstack-Request-Id")
 class ClientGone(asyncio.CancelledError):
     """The client disconnected, so nobody waits for this answer: the request's work stops as if
     cancelled (its metrics and audit line say `cancelled`), without a traceback."""
+class RelayObserver(Protocol):
+    """Sees one relayed exchange as it streams (shadow mode, README Migration): it keeps bounded copies
+    and must neither block nor raise, so the relay stays exactly what it is without it."""
+
+    def request_chunk(self, chunk: bytes) -> None: ...
+
+    def answer_chunk(self, chunk: bytes) -> None: ...
+
+    def answer_complete(self, status: int) -> None:
+        """The whole answer reached the client (or, for a list the shim merges, the shim)."""
+
+
+# Set by the web layer on a call whose legacy answer is compared off the client's path; the legacy
+# passthrough tells it what it relays.
+RELAY_OBSERVER = web.RequestKey("relay_observer", RelayObserver)

@@ -2,7 +2,8 @@
 how SDRS errors read to a legacy client. Loaded from YAML, validated by pydantic, immutable after load.
 
 Files in the mappings directory:
-- `consistency-groups.yaml`: legacy replication consistency group -> SDRS protection group, per project.
+- `consistency-groups.yaml`: legacy replication consistency group -> SDRS protection group, per project,
+  each with its mode (`legacy` | `shadow` | `sdrs`; default: its project's, under `projects:`, else `sdrs`).
 - `sdrs-errors.yaml`: SDRS error code / HTTP status -> legacy status, and the legacy fault names.
 - `statuses.yaml`: SDRS group / pair status -> legacy `status` and `replication_status`.
 When the directory has no `sdrs-errors.yaml` or `statuses.yaml`, the table shipped with the shim is used.
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shim.translate.legacy import canonical_id, canonical_project_id, id_key, is_legacy_id
-from shim.translate.tables import GroupMapping, Mappings, SdrsErrorTable, StatusTable
+from shim.translate.tables import DEFAULT_MODE, GroupMapping, Mappings, Mode, SdrsErrorTable, StatusTable
 from shim.validation import ConfigError, describe_validation_error, read_yaml
 
 CONSISTENCY_GROUPS_FILE = "consistency-groups.yaml"
@@ -58,9 +59,16 @@ class ConsistencyGroupMapping(_Strict):
     project_id: ProjectId
     replication_consistency_group_id: ResourceId
     protection_group_id: ResourceId
+    mode: Mode | None = None  # None: the project's default, else sdrs
+
+
+class ProjectDefault(_Strict):
+    project_id: ProjectId
+    mode: Mode
 
 
 class ConsistencyGroupsFile(_Strict):
+    projects: list[ProjectDefault] = []
     consistency_groups: list[ConsistencyGroupMapping] = []
 
     @model_validator(mode="after")
@@ -70,18 +78,58 @@ class ConsistencyGroupsFile(_Strict):
             for index, entry in enumerate(self.consistency_groups):
                 key = (id_key(entry.project_id), id_key(getattr(entry, field_name)))
                 if key in first_entry:
-                    raise _DuplicateEntry(index, field_name, getattr(entry, field_name), first_entry[key],
-                                          entry.project_id)
+                    raise _InvalidEntry(f"consistency_groups[{index}].{field_name}",
+                                        f"{getattr(entry, field_name)} is already mapped by "
+                                        f"consistency_groups[{first_entry[key]}] in project {entry.project_id}")
                 first_entry[key] = index
         return self
 
+    @model_validator(mode="after")
+    def _each_project_once(self) -> ConsistencyGroupsFile:
+        first_entry: dict[str, int] = {}
+        for index, project in enumerate(self.projects):
+            key = id_key(project.project_id)
+            if key in first_entry:
+                raise _InvalidEntry(f"projects[{index}].project_id", f"{project.project_id} already has its "
+                                    f"default mode in projects[{first_entry[key]}]")
+            first_entry[key] = index
+        return self
 
-class _DuplicateEntry(ValueError):
-    def __init__(self, index: int, field_name: str, value: str, first: int, project_id: str) -> None:
-        self.location = f"consistency_groups[{index}].{field_name}"
-        super().__init__(
-            f"{value} is already mapped by consistency_groups[{first}] in project {project_id}"
-        )
+    @model_validator(mode="after")
+    def _migrated_projects_serve_every_entry_from_sdrs(self) -> ConsistencyGroupsFile:
+        """A project whose default is `sdrs` has switched the legacy RCG API off: none of its groups
+        can be served by the legacy endpoint any more."""
+        migrated = {id_key(project.project_id): index for index, project in enumerate(self.projects)
+                    if project.mode == "sdrs"}
+        for index, entry in enumerate(self.consistency_groups):
+            if entry.mode not in (None, "sdrs") and id_key(entry.project_id) in migrated:
+                raise _InvalidEntry(
+                    f"consistency_groups[{index}].mode",
+                    f"{entry.mode} is not possible in project {entry.project_id}: projects"
+                    f"[{migrated[id_key(entry.project_id)]}] makes it fully migrated (mode sdrs, no legacy RCG "
+                    f"endpoint); to roll one group back, remove the project's default first")
+        return self
+
+    def resolved(self) -> list[GroupMapping]:
+        """Every entry with its effective mode: its own, else its project's default, else sdrs."""
+        defaults = {id_key(project.project_id): project.mode for project in self.projects}
+        resolved = []
+        for entry in self.consistency_groups:
+            project_default = defaults.get(id_key(entry.project_id))
+            mode, source = ((entry.mode, "entry") if entry.mode is not None
+                            else (project_default, "project") if project_default is not None
+                            else (DEFAULT_MODE, "default"))
+            resolved.append(GroupMapping(entry.project_id, entry.replication_consistency_group_id,
+                                         entry.protection_group_id, mode, source))  # type: ignore[arg-type]
+        return resolved
+
+
+class _InvalidEntry(ValueError):
+    """A rule across entries broken: `location` names the entry and field at fault."""
+
+    def __init__(self, location: str, problem: str) -> None:
+        self.location = location
+        super().__init__(problem)
 
 
 def _validated(model: type[BaseModel], path: Path, data: Any) -> Any:
@@ -90,16 +138,16 @@ def _validated(model: type[BaseModel], path: Path, data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        duplicate = _find_duplicate(err)
-        if duplicate is not None:
-            raise ConfigError(f"{path}: {duplicate.location}: {duplicate}") from None
+        invalid = _find_invalid_entry(err)
+        if invalid is not None:
+            raise ConfigError(f"{path}: {invalid.location}: {invalid}") from None
         raise ConfigError(describe_validation_error(str(path), err)) from None
 
 
-def _find_duplicate(err: ValidationError) -> _DuplicateEntry | None:
+def _find_invalid_entry(err: ValidationError) -> _InvalidEntry | None:
     for item in err.errors():
         cause = (item.get("ctx") or {}).get("error")
-        if isinstance(cause, _DuplicateEntry):
+        if isinstance(cause, _InvalidEntry):
             return cause
     return None
 
@@ -123,12 +171,15 @@ def load_mappings(directory: Path) -> Mappings:
     errors: SdrsErrorTable = _load_table(directory, SDRS_ERRORS_FILE, SdrsErrorTable)
     statuses: StatusTable = _load_table(directory, STATUSES_FILE, StatusTable)
     return Mappings(
-        groups={
-            (id_key(entry.project_id), id_key(entry.replication_consistency_group_id)): GroupMapping(
-                entry.project_id, entry.replication_consistency_group_id, entry.protection_group_id)
-            for entry in groups.consistency_groups
-        },
+        groups={(id_key(entry.project_id), id_key(entry.rcg_id)): entry for entry in groups.resolved()},
         errors=errors,
         statuses=statuses,
         source=directory,
+        project_modes={id_key(project.project_id): project.mode for project in groups.projects},
     )
+
+
+def check_consistency_groups(path: Path, data: Any) -> None:
+    """Validate a consistency-groups document (`shim discover --write` before it writes one) as
+    `load_mappings` would; ConfigError names the file, entry and field."""
+    _validated(ConsistencyGroupsFile, path, data)

@@ -113,9 +113,13 @@ async def simulator() -> AsyncIterator[tuple[SdrsSimulator, str]]:
     await runner.cleanup()
 
 
-def write_mappings(directory: Path, entries: list[dict[str, str]]) -> Path:
+def write_mappings(directory: Path, entries: list[dict[str, str]], projects: list[dict[str, str]] | None = None
+                   ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "consistency-groups.yaml").write_text(yaml.safe_dump({"consistency_groups": entries}))
+    document: dict[str, Any] = {"consistency_groups": entries}
+    if projects is not None:
+        document["projects"] = projects  # default modes per project (README, Migration)
+    (directory / "consistency-groups.yaml").write_text(yaml.safe_dump(document))
     return directory
 
 
@@ -131,9 +135,10 @@ async def make_shim(tmp_path: Path) -> AsyncIterator[ShimFactory]:
     runners: list[web.AppRunner] = []
 
     async def factory(
-        *, sdrs: str, legacy: str | None = None, mapping: list[dict[str, str]] | None = None, **config: Any
+        *, sdrs: str, legacy: str | None = None, mapping: list[dict[str, str]] | None = None,
+        projects: list[dict[str, str]] | None = None, **config: Any
     ) -> str:
-        mappings_dir = write_mappings(tmp_path / f"mappings{len(runners)}", mapping or DEFAULT_MAPPING)
+        mappings_dir = write_mappings(tmp_path / f"mappings{len(runners)}", mapping or DEFAULT_MAPPING, projects)
         data = {"upstreams": {"sdrs": sdrs, "legacy": legacy}, "mappings": str(mappings_dir),
                 # the durable default, in a file of this test's own
                 "state": {"backend": "sqlite", "path": str(tmp_path / f"state{len(runners)}.sqlite3")}, **config}

@@ -183,7 +183,8 @@ def test_bad_error_table_is_refused_naming_the_field(tmp_path):
     assert "sdrs-errors.yaml: codes.SDRS.0001.legacy" in str(caught.value)
 
 
-@pytest.mark.parametrize("command", ["serve", "validate", "demo", "simulate"])
+@pytest.mark.parametrize("command", ["serve", "validate", "front-config", "demo", "simulate", "report", "explain",
+                                     "discover"])
 def test_every_subcommand_has_help(command):
     result = run_shim(command, "--help")
     assert result.returncode == 0
@@ -221,7 +222,7 @@ def test_the_example_config_lists_valid_keys_with_their_defaults():
     data = yaml.safe_load(example.read_text())
     defaults = Settings(upstreams={"sdrs": "http://127.0.0.1:8777"}).model_dump(mode="json")
     assert set(data) == set(defaults)  # every key, none unknown
-    for section in ("timeouts", "passthrough", "limits", "actions", "lifecycle"):
+    for section in ("timeouts", "passthrough", "limits", "actions", "lifecycle", "shadow"):
         assert data[section] == defaults[section], section
     defaults["state"].pop("path")  # environment-dependent: the example names the rule in a comment
     assert data["state"] == defaults["state"]

@@ -457,7 +457,7 @@ async def test_the_front_chooses_the_request_id_as_the_shim_does(make_world, sen
         assert shim_seen.header(name) == [sent.get(name, shims)]
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/migration"])
 async def test_the_shims_own_endpoints_are_reached_through_the_front(make_world, path):
     world = await make_world()
 

@@ -17,10 +17,12 @@ from shim import tls
 from shim.config import Settings, load_settings
 from shim.credentials import load_key_ring
 from shim.mappings import load_mappings
+from shim.migration.modes import mode_changes, project_mode_changes
 from shim.validation import ConfigError
 from shim.web.shim_state import ShimState
 
 log = logging.getLogger("shim.reload")
+migration_log = logging.getLogger("shim.migration")
 
 # Read per request (or per log record), so a new value takes effect at once.
 RELOADABLE = (
@@ -36,6 +38,7 @@ RELOADABLE = (
     "actions.poll_max_seconds",
     "limits.signed_body_bytes",
     "aksk",  # the key files are read again too: a rotated Secret takes effect on SIGHUP
+    "shadow",
 )
 # While https is served, its certificate and key are read again (into the running listener); turning
 # https on or off needs a restart.
@@ -59,7 +62,13 @@ def reload_config(state: ShimState, config_path: Path) -> bool:
     if kept:
         log.warning("reload: these settings change only on restart; the running values are kept: %s",
                     ", ".join(kept), extra={"kept_keys": kept})
+    changes, project_changes = mode_changes(state.mappings, mappings), project_mode_changes(state.mappings, mappings)
     state.settings, state.mappings, state.keys = effective, mappings, keys  # no await in between: one step
+    for change in changes:  # a mode change is a mapping change: audited, one line per group
+        migration_log.info("mode changed: %s -> %s", change["old_mode"], change["new_mode"], extra=change)
+    for change in project_changes:
+        migration_log.info("project default mode changed: %s -> %s", change["old_mode"], change["new_mode"],
+                           extra=change)
     state.config_digest = state.metrics.config_loaded(effective, mappings)
     state.metrics.config_reloads.labels("success").inc()
     logging.getLogger().setLevel(effective.log_level.upper())

@@ -11,6 +11,11 @@ about an unmapped group reaches SDRS. For a mapped group (SDRS owns it):
 For an unmapped group (the legacy endpoint owns it) every call is relayed unchanged, body as sent; so
 is every call of a project that maps no group. Ids are compared by `id_key` (case and dashes do not
 matter). The README's ownership table says the same for operators.
+
+Modes (README, Migration): only an entry in mode `sdrs` hands its group to SDRS. A `legacy` or
+`shadow` entry leaves the group to the legacy endpoint exactly as an unmapped one (`shadow_entries`
+tells the shim which of them to compare beside it); a project whose default mode is `sdrs` is fully
+migrated (`Mappings.fully_migrated`): the legacy endpoint owns none of its groups.
 """
 
 from __future__ import annotations
@@ -38,15 +43,21 @@ def require_legacy_ids(project_id: str, item_id: str | None = None, what: str = 
 
 
 def mapped_group(mappings: Mappings, project_id: str, rcg_id: str) -> GroupMapping | None:
-    """The mapping that hands this group to SDRS, or None (the legacy endpoint owns it)."""
+    """The mapping that hands this group to SDRS (mode `sdrs`), or None (the legacy endpoint owns it)."""
     require_legacy_ids(project_id, rcg_id, "replication consistency group id")
     return mappings.group(project_id, rcg_id)
 
 
 def project_mappings(mappings: Mappings, project_id: str) -> dict[str, GroupMapping]:
-    """id_key(protection group) -> entry for every group of the project that SDRS owns."""
+    """id_key(protection group) -> entry for every group of the project that SDRS owns (mode `sdrs`)."""
     require_legacy_ids(project_id)
     return mappings.groups_of_project(project_id)
+
+
+def shadow_entries(mappings: Mappings, project_id: str) -> dict[str, GroupMapping]:
+    """id_key(RCG) -> entry for every group of the project in mode `shadow`: the legacy endpoint serves
+    them, and the shim compares what SDRS would have answered."""
+    return mappings.shadow_by_project.get(id_key(project_id), {})
 
 
 @dataclass(frozen=True)

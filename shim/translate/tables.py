@@ -109,40 +109,85 @@ class StatusTable(_Strict):
         return self
 
 
+# Who serves a mapped group (README, Migration): `sdrs` SDRS (translated); `shadow` the legacy endpoint,
+# with the shim comparing SDRS's view beside it; `legacy` the legacy endpoint alone (parked, rolled back).
+Mode = Literal["legacy", "shadow", "sdrs"]
+MODES: tuple[Mode, ...] = ("legacy", "shadow", "sdrs")
+DEFAULT_MODE: Mode = "sdrs"  # a mapping file without modes keeps its meaning: mapped means SDRS serves it
+# Where an entry's effective mode came from: its own `mode`, its project's default, or DEFAULT_MODE.
+ModeSource = Literal["entry", "project", "default"]
+
+
 @dataclass(frozen=True)
 class GroupMapping:
-    """One mapped group, ids in canonical form (`canonical_project_id`, `canonical_id`)."""
+    """One mapped group, ids in canonical form (`canonical_project_id`, `canonical_id`), with its
+    effective mode (resolved at load)."""
 
     project_id: str
     rcg_id: str
     protection_group_id: str
+    mode: Mode = DEFAULT_MODE
+    mode_source: ModeSource = "default"
 
 
 @dataclass(frozen=True)
 class Mappings:
     """Everything loaded from the mappings directory, ready for lookups. Every lookup compares ids by
-    `id_key`, so any spelling of an id finds its entry."""
+    `id_key`, so any spelling of an id finds its entry.
 
-    groups: dict[tuple[str, str], GroupMapping]  # (id_key(project), id_key(rcg)) -> entry
+    `group` and `groups_of_project` answer "does SDRS serve it" (entries in mode `sdrs` only), so
+    every handler that asks them leaves `legacy` and `shadow` groups to the legacy endpoint; `entry`
+    and `entries_of_project` find an entry whatever its mode."""
+
+    groups: dict[tuple[str, str], GroupMapping]  # (id_key(project), id_key(rcg)) -> entry, any mode
     errors: SdrsErrorTable
     statuses: StatusTable
     source: Path
+    project_modes: dict[str, Mode] = field(default_factory=dict)  # id_key(project) -> its default mode
     by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # id_key(project) -> id_key(pg) -> entry
+    sdrs_by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # the same, mode sdrs only
+    shadow_by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # -> id_key(rcg) -> shadow entry
 
     def __post_init__(self) -> None:
         by_project: dict[str, dict[str, GroupMapping]] = {}
-        for (project, _), entry in self.groups.items():
+        sdrs_by_project: dict[str, dict[str, GroupMapping]] = {}
+        shadow_by_project: dict[str, dict[str, GroupMapping]] = {}
+        for (project, rcg), entry in self.groups.items():
             by_project.setdefault(project, {})[id_key(entry.protection_group_id)] = entry
+            if entry.mode == "sdrs":
+                sdrs_by_project.setdefault(project, {})[id_key(entry.protection_group_id)] = entry
+            elif entry.mode == "shadow":
+                shadow_by_project.setdefault(project, {})[rcg] = entry
         object.__setattr__(self, "by_project", by_project)
+        object.__setattr__(self, "sdrs_by_project", sdrs_by_project)
+        object.__setattr__(self, "shadow_by_project", shadow_by_project)
+
+    def entry(self, project_id: str, rcg_id: str) -> GroupMapping | None:
+        """The mapping entry of this group, whatever its mode; None when the file does not name it."""
+        return self.groups.get((id_key(project_id), id_key(rcg_id)))
 
     def group(self, project_id: str, rcg_id: str) -> GroupMapping | None:
-        """A mapping belongs to its project: the same RCG id under another project is unmapped."""
-        return self.groups.get((id_key(project_id), id_key(rcg_id)))
+        """The entry that hands this group to SDRS (mode `sdrs`). A mapping belongs to its project:
+        the same RCG id under another project is unmapped."""
+        found = self.entry(project_id, rcg_id)
+        return found if found is not None and found.mode == "sdrs" else None
 
     def protection_group_for(self, project_id: str, rcg_id: str) -> str | None:
         found = self.group(project_id, rcg_id)
         return found.protection_group_id if found else None
 
     def groups_of_project(self, project_id: str) -> dict[str, GroupMapping]:
-        """id_key(protection group id) -> entry, for every mapped group of the project."""
+        """id_key(protection group id) -> entry, for every group of the project SDRS serves."""
+        return self.sdrs_by_project.get(id_key(project_id), {})
+
+    def entries_of_project(self, project_id: str) -> dict[str, GroupMapping]:
+        """id_key(protection group id) -> entry, for every mapped group of the project, any mode."""
         return self.by_project.get(id_key(project_id), {})
+
+    def project_mode(self, project_id: str) -> Mode | None:
+        """The project's default mode (`projects:` in the mapping file), None when it has none."""
+        return self.project_modes.get(id_key(project_id))
+
+    def fully_migrated(self, project_id: str) -> bool:
+        """A project whose default is `sdrs` no longer uses the legacy RCG API at all."""
+        return self.project_modes.get(id_key(project_id)) == "sdrs"

@@ -25,5 +25,6 @@ TRANSLATED_COLLECTIONS: tuple[str, ...] = tuple(
     dict.fromkeys(path.removeprefix(PROJECT_PREFIX).split("/")[0] for path in TRANSLATED_ROUTES.values())
 )
 
-# The shim's own endpoints (GET): never passed through, never counted as legacy traffic.
-MANAGEMENT_PATHS: tuple[str, ...] = ("/healthz", "/readyz", "/metrics")
+# The shim's own endpoints (GET): never passed through, never counted as legacy traffic. `/migration` is
+# the migration report (README, Migration).
+MANAGEMENT_PATHS: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/migration")

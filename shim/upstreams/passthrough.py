@@ -25,7 +25,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from shim.config import Timeouts
-from shim.context import REQUEST_ID, REQUEST_ID_HEADERS
+from shim.context import RELAY_OBSERVER, REQUEST_ID, REQUEST_ID_HEADERS, RelayObserver
 from shim.translate.legacy import LegacyError
 from shim.translate.signing import EMPTY_PAYLOAD_HASH
 from shim.upstreams.bodies import AnswerTooLarge, read_capped
@@ -189,6 +189,7 @@ class LegacyPassthrough:
         verified = request.get(VERIFIED)
         if body is None and verified is not None:
             body = verified.body  # read to check its signed hash: it goes on as checked
+        observer = request.get(RELAY_OBSERVER)  # shadow mode: sees what is relayed, changes nothing
         data: bytes | AsyncIterator[bytes] | None = body
         if body is None and request.body_exists:
             # A small body is read first (the pool is not held while a slow client sends it); a
@@ -199,7 +200,9 @@ class LegacyPassthrough:
             if complete:
                 body = data = prefix
             else:
-                data = stream_body(request, prefix, limits.idle_seconds)
+                data = _observed(stream_body(request, prefix, limits.idle_seconds), observer)
+        if body is not None and observer is not None:
+            observer.request_chunk(body)
         # No body: a GET must not gain `Transfer-Encoding: chunked`. (aiohttp adds `Content-Length: 0`
         # to a body-less DELETE/POST/PUT/PATCH; harmless.)
         url = self.target_url(request)
@@ -212,7 +215,7 @@ class LegacyPassthrough:
         try:
             upstream = await self._request(request, url, data, headers)
             try:
-                return await self._relay(request, upstream)
+                return await self._relay(request, upstream, observer)
             finally:
                 # After a complete body the connection goes back to the pool; after a cut-off one
                 # `release` finds the protocol unusable and closes it.
@@ -261,16 +264,17 @@ class LegacyPassthrough:
             return LegacyError(502, "The legacy EVS endpoint failed to answer.")
         return err
 
-    async def get_json(self, request: web.Request, query: dict[str, str]) -> tuple[int, Any]:
-        """GET the request's path with `query` from the legacy endpoint, for the shim to read itself
-        (a merged list): the client's end-to-end headers, an uncompressed JSON answer."""
+    async def get_json(self, request: web.Request, query: dict[str, str], path: str | None = None) -> tuple[int, Any]:
+        """GET the request's path (or `path`) with `query` from the legacy endpoint, for the shim to read
+        itself (a merged list; shadow mode's reads): the client's end-to-end headers, an uncompressed
+        JSON answer."""
         if self.base_url is None or self._session is None:
             raise LegacyError(501, "No legacy EVS endpoint is configured.")
         headers = self.upstream_headers(request, None)
         for name in (hdrs.CONTENT_LENGTH, hdrs.CONTENT_TYPE, hdrs.ACCEPT_ENCODING):
             headers.popall(name, None)
         headers[hdrs.ACCEPT] = "application/json"
-        url = URL(self.base_url + request.rel_url.raw_path, encoded=True).with_query(query)
+        url = URL(self.base_url + (path or request.rel_url.raw_path), encoded=True).with_query(query)
         verified = request.get(VERIFIED)
         if verified is not None:
             resign(headers, verified.key, hdrs.METH_GET, url, EMPTY_PAYLOAD_HASH, verified.signed_headers)
@@ -297,12 +301,18 @@ class LegacyPassthrough:
             raise LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
                               retry_after=_RETRY_AFTER_SECONDS) from None
         self._exchange_done(status, None)
+        observer = request.get(RELAY_OBSERVER)
+        if observer is not None:
+            observer.answer_chunk(body)
+            observer.answer_complete(status)
         try:
             return status, json.loads(body)
         except ValueError:
             return status, None
 
-    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    async def _relay(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, observer: RelayObserver | None = None,
+    ) -> web.StreamResponse:
         # Content-Length is copied with the other headers, so a fixed-length answer stays
         # fixed-length; without one (the legacy side used chunked) aiohttp streams it chunked.
         response = web.StreamResponse(
@@ -325,6 +335,8 @@ class LegacyPassthrough:
                         await response.write(chunk)
                     except ConnectionError:
                         return response  # the client went away: stop reading from upstream
+                    if observer is not None:
+                        observer.answer_chunk(chunk)
             except (TimeoutError, aiohttp.ClientError) as err:
                 _warn(request, "failed while its answer was streaming; cutting the client connection", err)
                 _abort(request, response)
@@ -332,7 +344,9 @@ class LegacyPassthrough:
         try:
             await response.write_eof()
         except ConnectionError:
-            pass  # the client went away right at the end: nothing left to tell it
+            return response  # the client went away right at the end: nothing left to tell it
+        if observer is not None:
+            observer.answer_complete(upstream.status)
         return response
 
 
@@ -348,6 +362,14 @@ def _is_utf8(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+async def _observed(chunks: AsyncIterator[bytes], observer: RelayObserver | None) -> AsyncIterator[bytes]:
+    """The streamed body as it goes, each chunk shown to the shadow observer first."""
+    async for chunk in chunks:
+        if observer is not None:
+            observer.request_chunk(chunk)
+        yield chunk
 
 
 def _abort(request: web.Request, response: web.StreamResponse) -> None:

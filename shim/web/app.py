@@ -33,6 +33,7 @@ from shim.web import action_handlers, read_handlers
 from shim.web.incoming import verify_signature
 from shim.web.logs import request_secrets
 from shim.web.metrics import CURRENT_TIMING, RequestTiming, ShimMetrics, status_label
+from shim.web.migration import after_shadow, migration_report, watch_shadow
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
 from shim.web.shim_state import STATE, ShimState
 
@@ -95,11 +96,15 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
         refuse_disguised_translated_url(request)
         if legacy and state.keys:  # no key pairs configured: nothing to verify, no await on the hot path
             await verify_signature(request, state)
-        if request.match_info.route.name in TRANSLATED_ROUTE_NAMES and not names_a_translated_url(
-            request.rel_url.raw_path
-        ):
-            handler = action_handlers.passthrough  # matched on the decoded path only: not about a group
-        return await handler(request), False
+        about_groups = request.match_info.route.name in TRANSLATED_ROUTE_NAMES
+        if about_groups and not names_a_translated_url(request.rel_url.raw_path):
+            handler, about_groups = action_handlers.passthrough, False  # matched on the decoded path only
+        if about_groups and legacy:
+            watch_shadow(request, state)  # shadow mode: observe the legacy answer (nothing is awaited)
+        response = await handler(request)
+        if about_groups and legacy:
+            after_shadow(request, state)  # the answer has been relayed: compare off the client's path
+        return response, False
     except LegacyError as err:
         response = legacy_error_response(err, state.mappings.errors)
         if err.status == 408:
@@ -247,7 +252,8 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
     # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too.
-    management_handlers = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
+    management_handlers = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics,
+                           "/migration": migration_report}
     for path in MANAGEMENT_PATHS:
         app.router.add_get(path, management_handlers[path], name=path.strip("/"))
     translated_handlers = {
@@ -274,6 +280,7 @@ async def _upstream_sessions(app: web.Application) -> AsyncIterator[None]:
     yield
     state.health.started = False
     watcher.cancel()
+    await state.shadow.close()  # shadow work still running needs the sessions: cancelled and awaited first
     await state.sdrs.close()
     await state.legacy.close()
     await state.actions.store.close()

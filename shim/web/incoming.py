@@ -67,6 +67,20 @@ def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
     verified = request.get(VERIFIED)
     token = None if verified is not None else auth_token(request)
     state.translated.admit(request)  # limits.max_concurrent_translated: a legacy 503 before any SDRS call
+    return _calls_for(request, state, token, request[AUDIT])
+
+
+def background_sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
+    """SDRS calls made with this request's credentials after its answer (shadow mode): they hold no
+    translated slot and write no audit record (401 LegacyError without credentials)."""
+    token = None if request.get(VERIFIED) is not None else auth_token(request)
+    return _calls_for(request, state, token, {}, follow_client=False)
+
+
+def _calls_for(
+    request: web.Request, state: ShimState, token: str | None, audit: dict[str, object], *, follow_client: bool = True,
+) -> SdrsCalls:
+    verified = request.get(VERIFIED)
     request_id = request[REQUEST_ID]
     headers = {"X-Request-Id": request_id, "X-Openstack-Request-Id": request_id}
     if token is not None:
@@ -76,9 +90,10 @@ def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
         # The SDKs scope a signed call by X-Project-Id; the path's project is the client's own.
         headers.setdefault("X-Project-Id", request.match_info["project_id"].lower())
     settings = state.settings
+    # A list stops when its client went away; background work (after the answer) has no client to follow.
     bounds = ListBounds(settings.limits.sdrs_list_items, settings.timeouts.sdrs_list,
-                        client_connected=lambda: client_connected(request))
-    return SdrsCalls(state.sdrs, headers, state.mappings.errors, request[AUDIT], bounds,
+                        client_connected=(lambda: client_connected(request)) if follow_client else (lambda: True))
+    return SdrsCalls(state.sdrs, headers, state.mappings.errors, audit, bounds,
                      key=verified.key if verified is not None else None)
 
 

@@ -82,8 +82,10 @@ def config_digest(settings: Settings, mappings: Mappings) -> str:
     document = {
         "settings": settings.model_dump(mode="json"),
         "groups": sorted(
-            [entry.project_id, entry.rcg_id, entry.protection_group_id] for entry in mappings.groups.values()
+            [entry.project_id, entry.rcg_id, entry.protection_group_id, entry.mode]
+            for entry in mappings.groups.values()
         ),
+        "project_modes": sorted(mappings.project_modes.items()),  # a mode change is a new config version
         "errors": mappings.errors.model_dump(mode="json"),
         "statuses": mappings.statuses.model_dump(mode="json"),
     }

@@ -316,8 +316,9 @@ def _first_values(request: web.Request) -> dict[str, str]:
 
 
 async def legacy_list(state: ShimState, request: web.Request, key: str) -> list[dict[str, Any]]:
-    """The legacy endpoint's items for this list, filtered by it, unpaged ([] with no legacy endpoint)."""
-    if state.legacy.base_url is None:
+    """The legacy endpoint's items for this list, filtered by it, unpaged ([] with no legacy endpoint, or in
+    a fully migrated project)."""
+    if state.legacy.base_url is None or state.mappings.fully_migrated(request.match_info["project_id"]):
         return []
     status, document = await state.legacy.get_json(request, upstream_list_query(_first_values(request)))
     if status != 200:

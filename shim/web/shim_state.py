@@ -13,6 +13,7 @@ from shim.config import Settings
 from shim.context import AUDIT
 from shim.credentials import NO_KEYS, KeyRing
 from shim.mappings import Mappings
+from shim.migration.shadow import ShadowRunner
 from shim.state.action_guard import ActionGuard
 from shim.state.group_notes import GroupNotes
 from shim.translate.legacy import LegacyError
@@ -85,11 +86,14 @@ class ShimState:
     health: Health = field(default_factory=Health)
     translated: TranslatedSlots = field(init=False)
     notes: GroupNotes = field(init=False)  # descriptions, removed pairs, deleted groups (same store as the guard)
+    shadow: ShadowRunner = field(init=False)  # shadow mode's comparisons and dry runs (README, Migration)
     config_digest: str = ""
 
     def __post_init__(self) -> None:
         self.translated = TranslatedSlots(lambda: self.settings.limits.max_concurrent_translated, self.metrics)
         self.notes = GroupNotes(self.actions.store)
+        self.shadow = ShadowRunner(lambda: self.settings, lambda: self.mappings, self.actions.store,
+                                   self.metrics.registry)
 
 
 STATE = web.AppKey("state", ShimState)

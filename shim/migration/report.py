@@ -1,0 +1,175 @@
+"""The migration report: per mapped group its mode, its shadow comparisons and dry runs, and the last
+action the shim sent for it with its job outcome. JSON for `GET /migration`, a table for `shim report`.
+
+Built from the mapping tables and the state store only (`build_report`), so `shim report` run beside a
+shim that shares its store (the SQLite file, or Redis) shows what that shim recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from shim.mappings import Mappings
+from shim.migration.compare import COMPARED_FIELDS
+from shim.migration.records import read_record, shadow_key
+from shim.state.records import GroupRecord, group_key
+from shim.state.store import StateStore, StoreUnavailable
+from shim.translate.tables import GroupMapping
+
+READS_AT_ONCE = 16  # store reads in flight while a report is built
+
+
+def iso(seconds: float | None) -> str | None:
+    """Wall-clock seconds as `2024-05-01T12:00:00Z`."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def last_action(document: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+    """The duplicate-action guard's record of the group as the report shows it: the last action this
+    shim (or one sharing its store) sent, and what it knows of its jobs. `finished` means the jobs were
+    seen ending; whether they succeeded is SDRS's answer to GET /v1/{project_id}/jobs/{job_id}."""
+    if not document:
+        return None
+    record = GroupRecord.from_document(document)
+    if not record.action and record.sending_since is None:
+        return None
+    if record.sending_since is not None or record.settle_until > now:
+        outcome = "unknown"  # a POST whose answer was lost: no action until the settle time has passed
+    elif record.pending_jobs(now):
+        outcome = "running"
+    else:
+        outcome = "finished" if not record.jobs_pending else "not seen finished"
+    return {"action": record.action or None, "job_ids": list(record.job_ids),
+            "started_at": iso(record.started_at or None), "outcome": outcome,
+            "settle_until": iso(record.settle_until) if record.settle_until > now else None}
+
+
+def shadow_summary(document: dict[str, Any] | None) -> dict[str, Any]:
+    record = read_record(document)
+    last = [{**comparison, "at": iso(comparison.get("at"))} for comparison in record["last"]]
+    dry_run = record["last_dry_run"]
+    if dry_run:
+        dry_run = {**dry_run, "at": iso(dry_run.get("at"))}
+    return {"comparisons": record["comparisons"], "mismatched_fields": record["mismatched_fields"], "last": last,
+            "dry_runs": record["dry_runs"], "last_dry_run": dry_run}
+
+
+def group_report(entry: GroupMapping, shadow: dict[str, Any] | None, guard: dict[str, Any] | None,
+                 now: float) -> dict[str, Any]:
+    return {"project_id": entry.project_id, "rcg_id": entry.rcg_id,
+            "protection_group_id": entry.protection_group_id, "mode": entry.mode, "mode_source": entry.mode_source,
+            "shadow": shadow_summary(shadow), "last_action": last_action(guard, now)}
+
+
+async def build_report(mappings: Mappings, store: StateStore) -> dict[str, Any]:
+    """Every mapped group with what the store holds for it; without the store, modes only."""
+    entries = sorted(mappings.groups.values(), key=lambda entry: (entry.project_id, entry.rcg_id))
+    available = True
+    limit = asyncio.Semaphore(READS_AT_ONCE)
+
+    async def read(key: str) -> dict[str, Any] | None:
+        nonlocal available
+        if not available:
+            return None
+        async with limit:
+            try:
+                return await store.get(key)
+            except StoreUnavailable:
+                available = False
+                return None
+
+    documents = await asyncio.gather(*(
+        asyncio.gather(read(shadow_key(entry.project_id, entry.protection_group_id)),
+                       read(group_key(entry.project_id, entry.protection_group_id)))
+        for entry in entries))
+    now = time.time()
+    return {
+        "generated_at": iso(now),
+        "state_store": "available" if available else "unavailable",
+        "compared_fields": list(COMPARED_FIELDS),
+        "projects": [{"project_id": project, "mode": mode, "fully_migrated": mode == "sdrs"}
+                     for project, mode in sorted(mappings.project_modes.items())],
+        "groups": [group_report(entry, shadow, guard, now) for entry, (shadow, guard) in zip(entries, documents,
+                                                                                                strict=True)],
+    }
+
+
+# -- the table `shim report` prints ------------------------------------------------------------------
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """The report for a terminal: one row per group, then the details behind the numbers."""
+    header = ("PROJECT", "RCG", "MODE", "MATCH", "MISMATCH", "ERROR", "MISMATCHED FIELDS", "LAST COMPARED",
+              "LAST ACTION")
+    rows = [header]
+    for group in report["groups"]:
+        shadow = group["shadow"]
+        counts = shadow["comparisons"]
+        fields = ", ".join(f"{name} x{count}" for name, count in sorted(shadow["mismatched_fields"].items())) or "-"
+        compared = shadow["last"][0] if shadow["last"] else None
+        when = f"{compared['at']} {compared['result']}" if compared else "-"
+        rows.append((group["project_id"], group["rcg_id"], _mode(group), str(counts.get("match", 0)),
+                     str(counts.get("mismatch", 0)), str(counts.get("error", 0)), fields, when,
+                     _action_cell(group["last_action"])))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = [f"Migration report, {report['generated_at']} (state store {report['state_store']})", ""]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    if not report["groups"]:
+        lines.append("(no mapped groups)")
+    lines += _details(report)
+    return "\n".join(lines) + "\n"
+
+
+def _mode(group: dict[str, Any]) -> str:
+    return group["mode"] + ("*" if group["mode_source"] == "project" else "")
+
+
+def _action_cell(action: dict[str, Any] | None) -> str:
+    if action is None:
+        return "-"
+    verb = (action["action"] or "action").removeprefix("os-").removesuffix("-replication-consistency-group")
+    jobs = f" (job {', '.join(action['job_ids'])})" if action["job_ids"] else ""
+    return f"{verb} {action['outcome']}{jobs}"
+
+
+def _details(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for group in report["groups"]:
+        shadow = group["shadow"]
+        mismatch = next((comparison for comparison in shadow["last"] if comparison["result"] != "match"), None)
+        dry_run = shadow["last_dry_run"]
+        if mismatch is None and dry_run is None:
+            continue
+        lines += ["", f"{group['rcg_id']} ({group['mode']}, protection group {group['protection_group_id']}):"]
+        if mismatch is not None and mismatch["result"] == "mismatch":
+            lines.append(f"  last mismatch {mismatch['at']} after {mismatch['trigger']}:")
+            lines += [f"    {name}: legacy {_value(values['legacy'])}, sdrs {_value(values['sdrs'])}"
+                      for name, values in mismatch["differences"].items()]
+        elif mismatch is not None:
+            lines.append(f"  last error {mismatch['at']} after {mismatch['trigger']}: {mismatch['error']}")
+        if dry_run is not None:
+            lines.append(f"  last dry run {dry_run['at']}: {dry_run['action'] or '(no action)'}: legacy answered "
+                         f"{dry_run['legacy_status']}, sdrs mode would answer {dry_run['would_answer']} "
+                         f"({dry_run['outcome']}; precondition {dry_run['precondition']}, SDRS status "
+                         f"{dry_run['sdrs_status'] or 'not read'})")
+            lines += [f"    would send {call['method']} {call['path']} {json.dumps(call['body'])}"
+                      for call in dry_run["planned_calls"]]
+            if dry_run["message"]:
+                lines.append(f"    {dry_run['message']}")
+    if any(group["mode_source"] == "project" for group in report["groups"]):
+        lines += ["", "* the mode is the project's default (projects: in consistency-groups.yaml)"]
+    return lines
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(str(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_value(item)}" for key, item in value.items()) + "}"
+    return "null" if value is None else str(value)

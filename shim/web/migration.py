@@ -1,0 +1,61 @@
+"""The web side of the migration tools: shadow mode's hooks around a legacy call, and `GET /migration`.
+
+`watch_shadow` runs before the handler of a translated route (a dictionary lookup when the project has
+no shadow group) and hands the legacy passthrough an observer; `after_shadow` runs once the handler
+has returned, when the legacy answer has been relayed, and schedules the work off the client's path.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from aiohttp import web
+
+from shim.context import RELAY_OBSERVER, REQUEST_ID
+from shim.migration.report import build_report
+from shim.migration.shadow import ShadowWatch
+from shim.translate.legacy import LegacyError
+from shim.web.incoming import background_sdrs_calls
+from shim.web.shim_state import STATE, ShimState
+
+_SHADOW_WATCH = web.RequestKey("shadow_watch", ShadowWatch)
+
+
+def watch_shadow(request: web.Request, state: ShimState) -> None:
+    """Observe this call's legacy answer when it is about shadow groups."""
+    project_id = request.match_info.get("project_id")
+    if project_id is None:
+        return
+    watch = state.shadow.watch(state.mappings, request.match_info.route.name, request.method, project_id,
+                               request.match_info.get("rcg_id"))
+    if watch is not None:
+        request[_SHADOW_WATCH] = watch
+        request[RELAY_OBSERVER] = watch.observation
+
+
+def after_shadow(request: web.Request, state: ShimState) -> None:
+    """The answer has been relayed: compare (or dry-run) with the client's credentials, in the background."""
+    watch = request.get(_SHADOW_WATCH)
+    if watch is None:
+        return
+    del request[_SHADOW_WATCH]
+    del request[RELAY_OBSERVER]  # the background reads of the legacy endpoint are not observed again
+    if watch.observation.status is None:
+        return
+    try:
+        calls = background_sdrs_calls(request, state)
+    except LegacyError:
+        state.shadow.skip("no_credentials")
+        return
+    # The legacy reads go out as the client's did: its end-to-end headers, re-signed when it signed.
+    state.shadow.start(watch, calls, partial(_legacy_get, state, request), request.get(REQUEST_ID))
+
+
+async def _legacy_get(state: ShimState, request: web.Request, path: str, query: dict[str, str]) -> tuple[int, object]:
+    return await state.legacy.get_json(request, query, path=path)
+
+
+async def migration_report(request: web.Request) -> web.Response:
+    """GET /migration: per mapped group its mode, shadow comparisons, dry runs and last action (JSON)."""
+    state = request.app[STATE]
+    return web.json_response(await build_report(state.mappings, state.actions.store))
