@@ -153,3 +153,28 @@ def test_group_keys_do_not_depend_on_the_spelling_of_either_id() -> None:
 def test_a_record_this_version_cannot_read_counts_as_an_action_on_its_way() -> None:
     record = GroupRecord.from_document({"sending_since": "garbage"})
     assert record.unsettled_for(now=10.0, settle_seconds=60) > 0
+
+
+async def test_sqlite_waits_for_another_processs_lock_off_the_event_loop(tmp_path: Path) -> None:
+    """A transaction first tries the event loop's connection, which never waits; while another
+    connection (another worker) holds the write lock it waits on the store's thread instead, and the
+    loop keeps serving meanwhile."""
+    import sqlite3
+
+    store = SqliteStore(tmp_path / "shim.sqlite3", timeout=5)
+    await store.open()
+    other = sqlite3.connect(tmp_path / "shim.sqlite3", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another worker in the middle of its transaction
+        write = asyncio.create_task(store.put("group:p:g", {"written": True}))
+        ticks = 0
+        for _ in range(10):  # the loop is not blocked while the write waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 10 and not write.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(write, 5)
+        assert await store.get("group:p:g") == {"written": True}
+    finally:
+        other.close()
+        await store.close()

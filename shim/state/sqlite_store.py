@@ -1,9 +1,14 @@
 """The durable default: a SQLite file (WAL mode), shared by every worker of one `shim serve`.
 
-One connection per process, used from one dedicated thread so the event loop never blocks on the
-file. Each operation is one short `BEGIN IMMEDIATE` transaction; a committed write survives SIGKILL
-of the process (WAL, `synchronous=NORMAL`: only a power loss can drop the last commits). Leases
-expire by wall-clock time, which every process of the host shares.
+Each operation is one short `BEGIN IMMEDIATE` transaction; a committed write survives SIGKILL of the
+process (WAL, `synchronous=NORMAL`: only a power loss can drop the last commits). Leases expire by
+wall-clock time, which every process of the host shares.
+
+Where it runs: a transaction takes tens of microseconds, while handing it to a thread and back costs
+more than that, so it is tried first on the event loop's own connection, which never waits for a
+lock (busy timeout 0). Only when another process holds the write lock at that moment does it go to
+a dedicated thread whose connection waits for the lock (up to `timeout`): the loop never blocks on
+another process.
 """
 
 from __future__ import annotations
@@ -34,37 +39,64 @@ class SqliteStore(StateStore):
         self.path = path
         self._timeout = timeout
         self._executor: ThreadPoolExecutor | None = None
-        self._connection: sqlite3.Connection | None = None
+        self._waiting: sqlite3.Connection | None = None  # the thread's: waits for the lock
+        self._loop_connection: sqlite3.Connection | None = None  # the event loop's: never waits
 
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shim-sqlite")
-        await self._run(self._connect)
+        try:
+            self._loop_connection = self._connect(busy_timeout=0.0)
+        except (sqlite3.Error, OSError) as err:
+            raise StoreUnavailable(f"{self.path}: {type(err).__name__}: {err}") from None
 
     async def close(self) -> None:
+        if self._loop_connection is not None:
+            self._loop_connection.close()
+            self._loop_connection = None
         if self._executor is None:
             return
         try:
-            await self._run(self._disconnect)
+            await self._in_thread(self._disconnect)
         except StoreUnavailable:
             pass
         self._executor.shutdown(wait=False)
         self._executor = None
 
-    def _connect(self) -> None:
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        connection = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+        connection = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
             connection.execute(statement)
-        self._connection = connection
+        return connection
 
     def _disconnect(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        if self._waiting is not None:
+            self._waiting.close()
+            self._waiting = None
 
-    async def _run(self, operation: Callable[[], T]) -> T:
+    async def _transact(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """One transaction: on the loop's connection when the lock is free, else on the thread's."""
+        if self._executor is None:
+            raise StoreUnavailable(f"{self.path}: the state store is not open")
+        try:
+            if self._loop_connection is None:
+                self._loop_connection = self._connect(busy_timeout=0.0)
+            return _transaction(self._loop_connection, body)
+        except sqlite3.OperationalError as err:
+            if not _busy(err):
+                raise StoreUnavailable(f"{self.path}: {type(err).__name__}: {err}") from None
+        except (sqlite3.Error, OSError) as err:
+            raise StoreUnavailable(f"{self.path}: {type(err).__name__}: {err}") from None
+        return await self._in_thread(lambda: _transaction(self._waiting_connection(), body))
+
+    def _waiting_connection(self) -> sqlite3.Connection:
+        if self._waiting is None:
+            self._waiting = self._connect(busy_timeout=self._timeout)
+        return self._waiting
+
+    async def _in_thread(self, operation: Callable[[], T]) -> T:
         """Run one operation on the store's thread; any failure or a slow file is StoreUnavailable."""
         if self._executor is None:
             raise StoreUnavailable(f"{self.path}: the state store is not open")
@@ -73,20 +105,6 @@ class SqliteStore(StateStore):
             return await asyncio.wait_for(loop.run_in_executor(self._executor, operation), self._timeout * 2)
         except (sqlite3.Error, OSError, TimeoutError) as err:
             raise StoreUnavailable(f"{self.path}: {type(err).__name__}: {err}") from None
-
-    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        if self._connection is None:
-            self._connect()
-        connection = self._connection
-        assert connection is not None
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            result = body(connection)
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
-        return result
 
     async def acquire(self, key: str, ttl: float) -> tuple[Lease, Document | None] | None:
         def body(db: sqlite3.Connection) -> tuple[Lease, Document | None] | None:
@@ -99,7 +117,7 @@ class SqliteStore(StateStore):
                        (key, lease.token, now + ttl))
             return lease, _read(db, key)
 
-        return await self._run(lambda: self._transaction(body))
+        return await self._transact(body)
 
     async def renew(self, lease: Lease, ttl: float) -> bool:
         def body(db: sqlite3.Connection) -> bool:
@@ -108,7 +126,7 @@ class SqliteStore(StateStore):
                                  (now + ttl, lease.key, lease.token, now))
             return updated.rowcount == 1
 
-        return await self._run(lambda: self._transaction(body))
+        return await self._transact(body)
 
     async def release(self, lease: Lease, document: Document | None = None) -> None:
         def body(db: sqlite3.Connection) -> None:
@@ -116,10 +134,10 @@ class SqliteStore(StateStore):
                 _write(db, lease.key, document)
             db.execute("DELETE FROM leases WHERE key = ? AND token = ?", (lease.key, lease.token))
 
-        await self._run(lambda: self._transaction(body))
+        await self._transact(body)
 
     async def get(self, key: str) -> Document | None:
-        return await self._run(lambda: self._transaction(lambda db: _read(db, key)))
+        return await self._transact(lambda db: _read(db, key))
 
     async def put(self, key: str, document: Document | None, *, fence: Lease | None = None) -> None:
         def body(db: sqlite3.Connection) -> None:
@@ -133,10 +151,27 @@ class SqliteStore(StateStore):
             else:
                 _write(db, key, document)
 
-        await self._run(lambda: self._transaction(body))
+        await self._transact(body)
 
     async def ping(self) -> None:
-        await self._run(lambda: self._transaction(lambda db: db.execute("SELECT 1").fetchone()))
+        await self._transact(lambda db: db.execute("SELECT 1").fetchone())
+
+
+def _transaction(connection: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(connection)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return result
+
+
+def _busy(err: sqlite3.OperationalError) -> bool:
+    """Another connection holds the write lock (SQLITE_BUSY / SQLITE_LOCKED)."""
+    code = getattr(err, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) if code is not None else "locked" in str(err)
 
 
 def _read(db: sqlite3.Connection, key: str) -> Document | None:
