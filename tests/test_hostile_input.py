@@ -17,18 +17,22 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 from yarl import URL
 
 from conftest import GROUP, OTHER_PROJECT, PROJECT, RCG, REPROTECT_BODY, TOKEN, UNMAPPED_RCG, start_server
 from shim.simulator import SdrsSimulator
+from shim.translate import paths
+from shim.translate.paths import canonical_path, disguises_a_translated_url
 from shim.web.logs import JsonFormatter
 
 COLLECTION = "os-vendor-replication-consistency-groups"
 ACTION_PATH = f"/v2/{PROJECT}/{COLLECTION}/{RCG}/action"
 READ_PATH = f"/v2/{PROJECT}/{COLLECTION}/{RCG}"
 LEGACY_STATUSES = {200, 400, 401, 403, 404, 405, 406, 408, 409, 500, 501, 502, 503, 504}
-NEW_REQUEST_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+NEW_REQUEST_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")  # version 4
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 FINAL = b"GET /final HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -846,3 +850,36 @@ async def test_a_slow_body_on_the_action_url_does_not_block_other_requests(world
         assert world.sim.action_calls == [(PROJECT, GROUP, "start-server-group")]
     finally:
         writer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the disguise check's shortcut (a path with nothing to decode and no collection name in it is
+# ruled out without canonicalising it) never changes its answer
+
+_NAMES = ["os-vendor-replication-consistency-groups", "os-vendor-replications"]
+
+
+def _spellings(name: str) -> list[str]:
+    """`name`, and ways a path can spell it that only decoding or dropping blanks reveals."""
+    return [name, name.upper(), f"%6F{name[1:]}", f"{name[:9]}\t{name[9:]}", f"{name[:9]} {name[9:]}",
+            f"{name[:9]}\x85{name[9:]}", f"{name}.json", f"{name[:9]}%20{name[9:]}", "volumes"]
+
+
+@st.composite
+def _paths(draw: st.DrawFn) -> str:
+    """Translated-looking paths: each segment spelled one way or another, odd separators, and now
+    and then a dot segment or other junk between them."""
+    name = draw(st.sampled_from(_NAMES))
+    segments = [draw(st.sampled_from(["v2", "V2", "%76%32", "v3"])), PROJECT,
+                draw(st.sampled_from(_spellings(name))), *draw(st.sampled_from([[], [RCG], [RCG, "action"]]))]
+    path = ""
+    for segment in segments:
+        path += draw(st.sampled_from(["/", "/", "/", "//", "%2F", "/./", "/x/../", "/\u00e9/", "\\"])) + segment
+    return path + draw(st.sampled_from(["", "", "/", ";x"]))
+
+
+@given(_paths())
+def test_the_disguise_shortcut_agrees_with_the_full_canonical_reading(path):
+    canonical = canonical_path(path)
+    full_answer = canonical != paths._decode_unreserved(path) and paths._TRANSLATED_URL.match(canonical) is not None
+    assert disguises_a_translated_url(path) == full_answer, path

@@ -298,7 +298,9 @@ async def test_workers_share_the_duplicate_action_guard(tmp_path, spawn, concurr
 
         assert statuses == [200] + [409] * 23
         assert sim.action_calls == [(PROJECT, GROUP, "start-server-group")]
-        audited = {record["pid"] for record in shim.messages("translated call")}
+        # Log lines are written in batches (at most 0.1 s late): wait for all 24 audit lines.
+        audited = {record["pid"] for record in await shim.wait_for(
+            lambda record: record.get("message") == "translated call", count=24)}
         assert len(audited) == 2  # both workers took part
     finally:
         await runner.cleanup()

@@ -53,7 +53,7 @@ from shim.web.logs import JsonFormatter
 
 LEGACY_STATUSES = {200, 400, 401, 403, 404, 405, 406, 408, 409, 500, 501, 502, 503, 504}
 COLLECTION = "os-vendor-replication-consistency-groups"
-NEW_REQUEST_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+NEW_REQUEST_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")  # version 4
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Every SDRS request the shim may make, whatever the legacy request: the mapped group of the
 # mapped project, its pairs, its jobs. Nothing from the client's path ever gets in.

@@ -11,6 +11,9 @@ import re
 from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION
 
 _COLLECTIONS = frozenset({RCG_COLLECTION, PAIR_COLLECTION})
+# What both collection names start with: a path without it (in any case, once decoded) names neither.
+_COLLECTION_STEM = "os-vendor-replication"
+assert all(name.startswith(_COLLECTION_STEM) for name in _COLLECTIONS)
 _TRANSLATED_URL = re.compile(
     r"^/v2/[^/]+/(?:" + re.escape(RCG_COLLECTION) + "|" + re.escape(PAIR_COLLECTION) + r")(?:/|$)"
 )
@@ -64,12 +67,19 @@ def canonical_path(raw_path: str) -> str:
     return "/" + "/".join(_fold_fixed_words(segments))
 
 
+def _plain(raw_path: str) -> bool:
+    """Printable ASCII without spaces: `_BLANKS` finds nothing to drop."""
+    return raw_path.isascii() and raw_path.isprintable() and " " not in raw_path
+
+
 def disguises_a_translated_url(raw_path: str) -> bool:
     """A path that, read canonically, names a URL the shim translates (the group or pair collection
     of any project, or anything under them) but is not spelled canonically: `//v2/...`, dot
     segments, `%2F`, a trailing slash, `;x`, `.json`, `%20`, `V2`. Relayed as is, a normalising
     legacy endpoint could act on a migrated group behind the shim's back (a reprotect without the
     duplicate guard). Mere escapes of unreserved characters change nothing: routing decodes them too."""
+    if "%" not in raw_path and _plain(raw_path) and _COLLECTION_STEM not in raw_path.lower():
+        return False  # nothing to decode and no blank to drop: no spelling of a collection name in it
     canonical = canonical_path(raw_path)
     return canonical != _decode_unreserved(raw_path) and _TRANSLATED_URL.match(canonical) is not None
 

@@ -1,5 +1,10 @@
 """Structured logs: one JSON object per line, with the request id, and secrets redacted.
 
+Lines go out through one `LineSink`: on the event loop's thread the shim's own process writes them
+in batches (every 0.1 s, at 64 KiB, at once for a warning or worse, and at exit), so an access line
+costs no system call of its own; the access line itself is built as one string, not as a logging
+record, when nothing but the sink would see the record (see `JsonAccessLogger`).
+
 Fields passed with `extra={...}` become top-level keys. Anything that looks like a credential
 (token, Authorization header, AK/SK signature), and the exact credentials of the request being
 handled wherever they appear, is replaced by "[REDACTED]" before it is written, whatever the level,
@@ -9,12 +14,16 @@ so a stray value in a message or an exception text cannot leak. Errors that quot
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import re
 import sys
+import threading
 import time
-from typing import Any
+from json.encoder import encode_basestring_ascii as _json_string
+from typing import Any, TextIO
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -55,16 +64,35 @@ def request_secrets(headers: Any) -> tuple[str, ...]:
     values, and the access key and signature inside an AK/SK Authorization header."""
     found: set[str] = set()
     for name in SECRET_HEADERS:
-        for value in headers.getall(name, ()):
+        if name not in headers:
+            continue
+        for value in headers.getall(name):
             found.add(value.strip())
-            found.update(_AUTHORIZATION_PARTS.findall(value))
-            found.update(part.strip() for part in value.split(" ", 1)[1:])  # `Bearer <token>`
+            if "=" in value:
+                found.update(_AUTHORIZATION_PARTS.findall(value))
+            if " " in value:
+                found.update(part.strip() for part in value.split(" ", 1)[1:])  # `Bearer <token>`
+    if not found:
+        return ()
     return tuple(sorted((value for value in found if len(value) >= _SHORTEST_SECRET), key=len, reverse=True))
+
+
+
+
+def _may_hold_credentials(text: str) -> bool:
+    """What every pattern above needs somewhere in `text`: a few substring checks rule most texts
+    out (ten times cheaper than the first pattern's scan)."""
+    lowered = text.lower()
+    return ("token" in lowered or "authorization" in lowered or "signature=" in lowered or "access=" in lowered
+            or "gAAAA" in text or "MII" in text or "PKIZ_" in text)
 
 
 def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     for secret in secrets:
-        text = text.replace(secret, REDACTED)
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    if not _may_hold_credentials(text):
+        return text
     for pattern in _SENSITIVE_TEXT:
         text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
     return text
@@ -91,8 +119,7 @@ class JsonFormatter(logging.Formatter):
     def document(self, record: logging.LogRecord) -> dict[str, Any]:
         """The record as a redacted mapping: time, level, logger, pid, message, then its extras."""
         document: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,  # tells the workers of `--workers N` apart
@@ -117,6 +144,15 @@ class JsonFormatter(logging.Formatter):
             document["exception"] = self.formatException(record.exc_info)
         return redact(document, secrets=REQUEST_SECRETS.get())  # type: ignore[no-any-return]
 
+    def access_line(self, level: int, logger: str, fields: dict[str, Any]) -> str:
+        """The line `format` writes for an access record with these (already redacted) `fields`:
+        request_id, method, path, status, duration_ms, route; built directly (JsonAccessLogger)."""
+        return (f'{{"time": "{timestamp(time.time())}", "level": "{logging.getLevelName(level).lower()}", '
+                f'"logger": {_json_string(logger)}, "pid": {_pid}, "message": "access", '
+                f'"request_id": {_json_value(fields["request_id"])}, "method": {_json_string(fields["method"])}, '
+                f'"path": {_json_string(fields["path"])}, "status": {fields["status"]:d}, '
+                f'"duration_ms": {fields["duration_ms"]!r}, "route": {_json_value(fields["route"])}}}\n')
+
 
 class TextFormatter(JsonFormatter):
     """`log_format: text`, for people reading it by hand: `time LEVEL logger: message key=value ...`,
@@ -130,6 +166,15 @@ class TextFormatter(JsonFormatter):
         extras = " ".join(f"{key}={_text_value(value)}" for key, value in document.items() if key not in self._HEAD)
         text = f"{line} {extras}" if extras else line
         return text + "\n" + document["exception"] if "exception" in document else text
+
+    def access_line(self, level: int, logger: str, fields: dict[str, Any]) -> str:
+        extras = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
+        return (f"{timestamp(time.time())} {logging.getLevelName(level):<7} {logger}: access "
+                f"pid={_pid} {extras}\n")
+
+
+def _json_value(value: str | None) -> str:
+    return "null" if value is None else _json_string(value)
 
 
 def _text_value(value: Any) -> str:
@@ -154,27 +199,165 @@ def _peer_quoting_errors(error: BaseException) -> list[str]:
 # Probes and scrapes: their access lines are DEBUG, so they do not drown the traffic.
 MANAGEMENT_PATHS = frozenset(url_space.MANAGEMENT_PATHS)
 
+_second = -1
+_second_text = ""
+_pid = os.getpid()  # the access line's; a forked child learns its own below
+
+
+def _learn_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_learn_pid)
+
+
+def timestamp(created: float) -> str:
+    """`2026-11-28T04:00:23.123Z` (UTC, milliseconds); the seconds part is formatted once a second."""
+    global _second, _second_text
+    whole = int(created)
+    if whole != _second:
+        _second, _second_text = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second_text}.{int((created - whole) * 1000):03d}Z"
+
+
+class LineSink:
+    """Where every log line goes. Buffered (the shim serving), lines written on the event loop's
+    thread wait at most `FLUSH_SECONDS` or `FLUSH_BYTES` and are written together; a line at WARNING
+    or worse, a line from another thread and the end of the process write everything at once, so
+    order is kept and nothing waits behind a problem. Unbuffered, each line is written as it comes."""
+
+    FLUSH_SECONDS = 0.1
+    FLUSH_BYTES = 65536
+
+    def __init__(self, stream: TextIO, buffered: bool) -> None:
+        self.stream = stream
+        self.buffered = buffered
+        self._pending: list[str] = []
+        self._pending_bytes = 0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop a flush is due on
+        self._lock = threading.Lock()
+
+    def write(self, line: str, urgent: bool = False) -> None:
+        """`line` ends with a newline."""
+        if not self.buffered or urgent:
+            self._write_now(line)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop on this thread (start-up, a worker thread): write at once
+            self._write_now(line)
+            return
+        with self._lock:
+            self._pending.append(line)
+            self._pending_bytes += len(line)
+            full = self._pending_bytes >= self.FLUSH_BYTES
+        if full:
+            self.flush()
+        elif self._timer_loop is not loop:  # none pending (or one on a loop that has since ended)
+            self._timer_loop = loop
+            loop.call_later(self.FLUSH_SECONDS, self._flush_from_timer)
+
+    def _flush_from_timer(self) -> None:
+        self._timer_loop = None
+        self.flush()
+
+    def _write_now(self, line: str) -> None:
+        with self._lock:
+            pending, self._pending, self._pending_bytes = self._pending, [], 0
+            pending.append(line)
+            self._emit("".join(pending))
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            pending, self._pending, self._pending_bytes = self._pending, [], 0
+            self._emit("".join(pending))
+
+    def _emit(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # stderr closed or gone: a log line is not worth a crash
+            pass
+
+
+class SinkHandler(logging.Handler):
+    """The root handler: formats a record and hands the line to the sink."""
+
+    def __init__(self, sink: LineSink) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.sink.write(line + "\n", urgent=record.levelno >= logging.WARNING)
+
+    def flush(self) -> None:
+        self.sink.flush()  # also at exit: logging.shutdown flushes every handler
+
 
 class JsonAccessLogger(AbstractAccessLogger):
-    """One line per answered request: method, path without query, status, duration, request id."""
+    """One line per answered request: method, path without query, status, duration, request id.
+
+    When the line would only reach the shim's own sink (no other handler or filter anywhere on the
+    way, as `shim serve` runs), it is built directly as the text the formatter would write: it is
+    the one line every request writes. Otherwise (a test's capture handler, say) it goes through
+    logging as a record with the same fields."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> None:
         path = request.rel_url.raw_path  # still percent-encoded; the query (filters, markers) is left out
         level = logging.DEBUG if path in MANAGEMENT_PATHS else logging.INFO
         if not self.logger.isEnabledFor(level):
             return
-        self.logger.log(level, "access", extra={
+        fields: dict[str, Any] = {
             "request_id": request.get(REQUEST_ID) or response.headers.get("X-Request-Id"),
             "method": request.method,
             "path": path,
             "status": response.status,
             "duration_ms": round(seconds * 1000, 3),
             "route": _route_kind(path, request),
-        })
+        }
+        handler = _only_sink_handler(self.logger, level)
+        if handler is None:
+            self.logger.log(level, "access", extra=fields)
+            return
+        fields["path"] = redact_text(path, REQUEST_SECRETS.get())
+        if fields["request_id"] is not None:
+            fields["request_id"] = redact_text(fields["request_id"])
+        line = handler.formatter.access_line(level, self.logger.name, fields)  # type: ignore[union-attr]
+        handler.sink.write(line)
 
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)  # INFO off means DEBUG is off too
+
+
+def _only_sink_handler(logger: logging.Logger, level: int) -> SinkHandler | None:
+    """The root's SinkHandler when it is the only handler (and no filter) a record of `logger` at
+    `level` would meet."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        if current.parent is None:  # the root
+            handlers = current.handlers
+            if len(handlers) != 1:
+                return None
+            handler = handlers[0]
+            if (not isinstance(handler, SinkHandler) or handler.filters or level < handler.level
+                    or not isinstance(handler.formatter, JsonFormatter)):
+                return None
+            return handler
+        if current.handlers or not current.propagate:
+            return None
+        current = current.parent
+    return None
 
 
 def _route_kind(path: str, request: web.BaseRequest) -> str | None:
@@ -188,11 +371,18 @@ def _route_kind(path: str, request: web.BaseRequest) -> str | None:
 
 LOG_FORMATTERS: dict[str, type[JsonFormatter]] = {"json": JsonFormatter, "text": TextFormatter}
 
-
-def configure_logging(level: str = "info", stream: Any = None, log_format: str = "json") -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(LOG_FORMATTERS[log_format]())
+def configure_logging(level: str = "info", stream: Any = None, log_format: str = "json",
+                      buffered: bool | None = None) -> None:
+    """Every line to `stream` (stderr by default) in `log_format`. `buffered` (the default for
+    stderr) batches lines on the event loop's thread: see LineSink."""
     root = logging.getLogger()
+    for old in root.handlers:
+        if isinstance(old, SinkHandler):
+            old.flush()
+    sink = LineSink(stream or sys.stderr, buffered=stream is None if buffered is None else buffered)
+    handler = SinkHandler(sink)
+    handler.setFormatter(LOG_FORMATTERS[log_format]())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # the shim writes its own: shim.access
+

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import uuid
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -16,12 +15,16 @@ from shim.translate.tables import SdrsErrorTable
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+# Version 4 (bits 76-79 = 0100) and the RFC 4122 variant (bits 62-63 = 10).
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 _ids = random.Random()  # seeded from os.urandom once; request ids need uniqueness, not secrecy
 
 
 def new_request_id() -> str:
     """Cinder's convention: `req-<uuid>` (a version-4 UUID)."""
-    return f"req-{uuid.UUID(int=_ids.getrandbits(128), version=4)}"
+    digits = f"{_ids.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"  # what uuid.UUID(version=4) sets
+    return f"req-{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def incoming_request_id(headers: Mapping[str, str]) -> str | None:
