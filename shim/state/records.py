@@ -16,7 +16,7 @@ group now? Not while:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shim.translate.legacy import id_key
@@ -61,9 +61,10 @@ class GroupRecord:
             return cls(sending_since=0.0, extra=extra)
 
     def to_document(self) -> dict[str, Any]:
-        document = {name: value for name, value in asdict(self).items() if name != "extra"}
-        document["job_ids"] = list(self.job_ids)
-        return {**self.extra, **document}
+        # Field by field: dataclasses.asdict deep-copies recursively, and this runs twice per action.
+        return {**self.extra, "action": self.action, "job_ids": list(self.job_ids), "jobs_pending": self.jobs_pending,
+                "started_at": self.started_at, "sending_since": self.sending_since,
+                "settle_until": self.settle_until}
 
     # -- the questions asked before an action ---------------------------------------------------
 

@@ -44,16 +44,20 @@ async def read_body_prefix(request: web.BaseRequest, limit: int, idle: float) ->
     A stall is a legacy 408."""
     if request.content_length is not None and request.content_length > limit:
         return b"", False
-    body = bytearray()
+    content = request.content
+    if content.is_eof():  # all of it has arrived (a small body usually comes with the head): no timer
+        body = content.read_nowait(limit + 1)
+        return body, len(body) <= limit
+    buffer = bytearray()
     try:
-        while len(body) <= limit:
-            chunk = await read_some(request, limit + 1 - len(body), idle)
+        while len(buffer) <= limit:
+            chunk = await read_some(request, limit + 1 - len(buffer), idle)
             if not chunk:
-                return bytes(body), True
-            body += chunk
+                return bytes(buffer), True
+            buffer += chunk
     except BodyStalled:
         raise stalled_error(idle) from None
-    return bytes(body), False
+    return bytes(buffer), False
 
 
 async def stream_body(request: web.BaseRequest, prefix: bytes, idle: float) -> AsyncIterator[bytes]:
