@@ -36,6 +36,7 @@ import textwrap
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,17 +56,58 @@ POST_HEADERS = [*GET_HEADERS, "Content-Type: application/json"]
 
 TARGET_PASSTHROUGH_VS_NGINX = 0.2
 TARGET_ADDED_P50_US = 250.0
+TARGET_FLOOR_CPU_RATIO = 1.15  # shim passthrough CPU per request (log_level info) / bare aiohttp proxy's
+TARGET_REPROTECT_CPU_US = 400.0
 TARGET_REPROTECT_RPS = 2000.0
+TARGET_DURABLE_SHARE = 0.8  # the durable default (sqlite) keeps at least this share of memory's req/s
+TARGET_WORKERS = {"passthrough": 1.6, "reprotect": 1.5}  # --workers 2 over one worker, req/s
 TARGET_RSS_MB = 80.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-ROWS = ("direct", "nginx", "aiohttp-floor", "passthrough", "reprotect")
-ROW_TITLES = {
-    "direct": "direct to upstream",
-    "nginx": "through nginx",
-    "aiohttp-floor": "bare aiohttp proxy (reference)",
-    "passthrough": "shim passthrough",
-    "reprotect": "shim reprotect (translated)",
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row: which process serves it, which request it sends, which processes help it."""
+
+    kind: str
+    title: str
+    server: str  # a key of SERVER_STARTERS
+    load: str  # "get" (the passthrough GET) or "reprotect" (the translated POST)
+    helpers: tuple[str, ...] = ()
+    all_concurrencies: bool = True  # False: measured at the highest concurrency only
+    cores: int = 1  # cores given to the server under test (2 for the --workers 2 rows)
+
+
+ROW_SPECS = (
+    RowSpec("direct", "direct to upstream", "upstream", "get"),
+    RowSpec("nginx", "through nginx", "nginx", "get", ("upstream",)),
+    RowSpec("aiohttp-floor", "bare aiohttp proxy (reference)", "aiohttp-floor", "get", ("upstream",)),
+    RowSpec("passthrough", "shim passthrough", "shim", "get", ("upstream",)),
+    RowSpec("passthrough-warning", "shim passthrough, log_level warning", "shim-warning", "get", ("upstream",),
+            all_concurrencies=False),
+    RowSpec("front", "nginx front: passthrough", "front", "get", ("upstream", "shim")),
+    RowSpec("reprotect", "shim reprotect (translated)", "shim", "reprotect", ("sdrs-sim",)),
+    RowSpec("front-reprotect", "nginx front: reprotect", "front", "reprotect", ("shim", "sdrs-sim"),
+            all_concurrencies=False),
+    RowSpec("reprotect-memory", "shim reprotect, state memory", "shim-memory", "reprotect", ("sdrs-sim",),
+            all_concurrencies=False),
+    RowSpec("reprotect-redis", "shim reprotect, state redis", "shim-redis", "reprotect", ("sdrs-sim", "redis"),
+            all_concurrencies=False),
+    RowSpec("passthrough-workers2", "shim passthrough, --workers 2", "shim-workers2", "get", ("upstream",),
+            all_concurrencies=False, cores=2),
+    RowSpec("reprotect-workers2", "shim reprotect, --workers 2", "shim-workers2", "reprotect", ("sdrs-sim",),
+            all_concurrencies=False, cores=2),
+)
+SPECS = {spec.kind: spec for spec in ROW_SPECS}
+ROWS = tuple(SPECS)
+ROW_TITLES = {spec.kind: spec.title for spec in ROW_SPECS}
+# The shims of the rows: (log level, state backend, workers). `shim` is the shipped default.
+SHIM_VARIANTS = {
+    "shim": ("info", "sqlite", 1),
+    "shim-warning": ("warning", "sqlite", 1),
+    "shim-memory": ("info", "memory", 1),
+    "shim-redis": ("info", "redis", 1),
+    "shim-workers2": ("info", "sqlite", 2),
 }
 
 WRK_SCRIPT = r"""
@@ -459,35 +501,39 @@ class Bench:
     server_cpus: set[int] | None = None
     other_cpus: set[int] | None = None
     shim_requests: Counter[str] = field(default_factory=Counter)  # requests served by the shim, by kind
+    why_not: dict[str, str] = field(default_factory=dict)  # servers not started, and why
     profiles: dict[str, str] = field(default_factory=dict)
 
-    # which process serves each row, and which others take part in it
-    SERVES = {"direct": "upstream", "nginx": "nginx", "aiohttp-floor": "aiohttp-floor", "passthrough": "shim",
-              "reprotect": "shim"}
-    HELPERS = {"direct": [], "nginx": ["upstream"], "aiohttp-floor": ["upstream"], "passthrough": ["upstream"],
-               "reprotect": ["sdrs-sim"]}
-
     def pin_for(self, kind: str) -> None:
-        """The server under test gets a core of its own; every other process shares the rest."""
+        """The server under test gets a core of its own (a row with `cores` 2: every core, shared with
+        the others); every other process shares the rest."""
         if self.server_cpus is None or self.other_cpus is None:
             return
+        spec = SPECS[kind]
+        every = self.server_cpus | self.other_cpus
         for name, server in self.servers.items():
-            cpus = self.server_cpus if name == self.SERVES[kind] else self.other_cpus
+            if spec.cores > 1:
+                cpus = every
+            else:
+                cpus = self.server_cpus if name == spec.server else self.other_cpus
             set_affinity(server.pids(), cpus)
 
     def measure(self, row: Row, profile: bool) -> None:
         """One more sample of `row` (warm-up first), or mark it skipped."""
         kind, concurrency = row.kind, row.concurrency
-        serving = self.servers.get(self.SERVES[kind])
-        if serving is None:
-            row.skipped = "nginx is not installed" if kind == "nginx" else "server not started"
+        spec = SPECS[kind]
+        serving = self.servers.get(spec.server)
+        missing = [name for name in (spec.server, *spec.helpers) if name not in self.servers]
+        if missing:
+            row.skipped = self.why_not.get(missing[0], f"{missing[0]} not started")
             return
+        assert serving is not None
         self.pin_for(kind)
-        load, port = self.loads[kind], serving.port
+        load, port = self.loads[spec.load], serving.port
         if self.args.warmup > 0:
             warm = run_client(self.client, port, load, concurrency, self.args.warmup, self.tmp, self.other_cpus)
             self.count(kind, warm.result)
-        involved = [serving] + [self.servers[name] for name in self.HELPERS[kind] if name in self.servers]
+        involved = [serving] + [self.servers[name] for name in spec.helpers if name in self.servers]
         ticks_before = {s.name: s.cpu_ticks() for s in involved}
         busy_before, irq_before = machine_ticks()
         run = run_client(self.client, port, load, concurrency, self.args.duration, self.tmp, self.other_cpus)
@@ -512,8 +558,10 @@ class Bench:
             self.profile(kind, concurrency)
 
     def count(self, kind: str, result: dict[str, Any]) -> None:
-        if kind in ("passthrough", "reprotect"):
-            self.shim_requests[kind] += result["requests"]
+        """Requests the default shim (`shim`, whose RSS is judged) served, by passthrough/reprotect."""
+        spec = SPECS[kind]
+        if spec.server == "shim" or (spec.load == "reprotect" and "shim" in spec.helpers):
+            self.shim_requests["passthrough" if spec.load == "get" else "reprotect"] += result["requests"]
 
     def soak(self, target: int) -> None:
         """More passthrough requests through the shim until it has served `target` of them."""
@@ -524,7 +572,7 @@ class Bench:
             rate = max(self.args.last_passthrough_rps, 200.0)
             seconds = int(min(60, max(1, missing / rate + 1)))
             print(f"  soak: {missing} more passthrough requests through the shim (~{seconds} s)", flush=True)
-            run = run_client(self.client, self.servers["shim"].port, self.loads["passthrough"], concurrency,
+            run = run_client(self.client, self.servers["shim"].port, self.loads["get"], concurrency,
                              seconds, self.tmp, self.other_cpus)
             if run.result["requests"] == 0:
                 raise BenchError("soak: the shim answered no request")
@@ -541,13 +589,15 @@ class Bench:
         raw = out / f"{kind}-c{concurrency}.txt"
         seconds = self.args.duration
         spy = subprocess.Popen(
-            [py_spy, "record", "--pid", str(self.servers["shim"].pid), "--rate", "250", "--format", "raw",
+            [py_spy, "record", "--pid", str(self.servers[SPECS[kind].server].pid), "--rate", "250", "--format",
+             "raw",
              "--output", str(raw), "--duration", str(seconds), "--idle"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             preexec_fn=(lambda: os.sched_setaffinity(0, self.other_cpus)) if self.other_cpus else None,
         )
         time.sleep(0.5)
-        run = run_client(self.client, self.servers["shim"].port, self.loads[kind], concurrency, seconds,
+        run = run_client(self.client, self.servers[SPECS[kind].server].port, self.loads[SPECS[kind].load],
+                         concurrency, seconds,
                          self.tmp, self.other_cpus)
         self.count(kind, run.result)
         _, err = spy.communicate(timeout=seconds + 30)
@@ -665,53 +715,102 @@ def write_inputs(tmp: Path, groups: list[tuple[str, str]]) -> dict[str, Path]:
 
 
 def start_servers(bench: Bench, files: dict[str, Path]) -> None:
+    """Start every process the chosen rows need (a row whose tool is missing is skipped later)."""
     tmp, cpus, python = bench.tmp, bench.other_cpus, sys.executable
-    upstream = start("upstream", [python, str(HERE / "upstream.py")], tmp, ready_line=True, cpus=cpus)
-    bench.servers["upstream"] = upstream
-    sim = start("sdrs-sim", [python, str(HERE / "sdrs_sim.py"), "--project", PROJECT,
-                             "--groups-file", str(files["groups"])], tmp, ready_line=True, cpus=cpus)
-    bench.servers["sdrs-sim"] = sim
-    shim_port = free_port()
-    config = tmp / "shim.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        listen: {{host: 127.0.0.1, port: {shim_port}}}
-        upstreams:
-          legacy: http://127.0.0.1:{upstream.port}
-          sdrs: http://127.0.0.1:{sim.port}
-        mappings: {files["mappings"]}
-        state: {{backend: sqlite, path: {tmp / "state.sqlite3"}}}
-        log_level: warning
-        """))
-    bench.servers["shim"] = start("shim", [python, "-m", "shim", "serve", "--config", str(config)], tmp,
-                                  ready_line=False, port=shim_port, cpus=cpus)
-    nginx = find_nginx()
-    if nginx and not bench.args.no_nginx:
+    needed = {name for kind in bench.args.rows for name in (SPECS[kind].server, *SPECS[kind].helpers)}
+    if "front" in needed:
+        needed.add("shim")
+    servers = bench.servers
+    if needed & {"upstream", "nginx", "aiohttp-floor", "front"} or any(n in SHIM_VARIANTS for n in needed):
+        servers["upstream"] = start("upstream", [python, str(HERE / "upstream.py")], tmp, ready_line=True, cpus=cpus)
+    if needed & {"sdrs-sim", *SHIM_VARIANTS}:
+        servers["sdrs-sim"] = start("sdrs-sim", [python, str(HERE / "sdrs_sim.py"), "--project", PROJECT,
+                                                 "--groups-file", str(files["groups"])],
+                                    tmp, ready_line=True, cpus=cpus)
+    redis = shutil.which("redis-server") or next(
+        (path for path in ("/usr/bin/redis-server",) if os.access(path, os.X_OK)), None)
+    if "shim-redis" in needed:
+        if redis is None:
+            bench.why_not["shim-redis"] = bench.why_not["redis"] = "redis-server is not installed"
+        else:
+            port = free_port()
+            servers["redis"] = start("redis", [redis, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                               "--appendonly", "no", "--dir", str(tmp)],
+                                     tmp, ready_line=False, port=port, cpus=cpus)
+    for name, (level, backend, workers) in SHIM_VARIANTS.items():
+        if name not in needed or (backend == "redis" and "redis" not in servers):
+            continue
+        if backend == "redis":
+            state = f"{{backend: redis, url: 'redis://127.0.0.1:{servers['redis'].port}/0', key_prefix: '{name}:'}}"
+        elif backend == "sqlite":
+            state = f"{{backend: sqlite, path: {tmp / (name + '.sqlite3')}}}"
+        else:
+            state = "{backend: memory}"
         port = free_port()
-        conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, upstream_port=upstream.port, port=port))
-        bench.servers["nginx"] = start("nginx", [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
-                                       tmp, ready_line=False, port=port, cpus=cpus)
-    if "aiohttp-floor" in bench.args.rows:
-        bench.servers["aiohttp-floor"] = start(
-            "aiohttp-floor", [python, str(HERE / "reference_proxy.py"), "--upstream", f"http://127.0.0.1:{upstream.port}"],
-            tmp, ready_line=True, cpus=cpus)
+        config = tmp / f"{name}.yaml"
+        config.write_text(textwrap.dedent(f"""\
+            listen: {{host: 127.0.0.1, port: {port}}}
+            upstreams:
+              legacy: http://127.0.0.1:{servers["upstream"].port}
+              sdrs: http://127.0.0.1:{servers["sdrs-sim"].port}
+            mappings: {files["mappings"]}
+            state: {state}
+            log_level: {level}
+            workers: {workers}
+            """))
+        servers[name] = start(name, [python, "-m", "shim", "serve", "--config", str(config)], tmp,
+                              ready_line=False, port=port, cpus=cpus)
+        if workers > 1:
+            time.sleep(1.0)  # every worker listening, not only the first
+    nginx = find_nginx()
+    if nginx is None or bench.args.no_nginx:
+        bench.why_not["nginx"] = bench.why_not["front"] = ("nginx is not installed" if nginx is None
+                                                           else "--no-nginx")
+    else:
+        if "nginx" in needed:
+            port = free_port()
+            conf = tmp / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(tmp=tmp, upstream_port=servers["upstream"].port, port=port))
+            servers["nginx"] = start("nginx", [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
+                                     tmp, ready_line=False, port=port, cpus=cpus)
+        if "front" in needed:
+            servers["front"] = start_front(nginx, tmp, cpus)
+    if "aiohttp-floor" in needed:
+        servers["aiohttp-floor"] = start(
+            "aiohttp-floor", [python, str(HERE / "reference_proxy.py"), "--upstream",
+                              f"http://127.0.0.1:{servers['upstream'].port}"], tmp, ready_line=True, cpus=cpus)
     bench.loads = {
-        "direct": Load("GET", files["get"], GET_HEADERS),
-        "nginx": Load("GET", files["get"], GET_HEADERS),
-        "aiohttp-floor": Load("GET", files["get"], GET_HEADERS),
-        "passthrough": Load("GET", files["get"], GET_HEADERS),
+        "get": Load("GET", files["get"], GET_HEADERS),
         "reprotect": Load("POST", files["reprotect"], POST_HEADERS, REPROTECT_BODY),
     }
     # Every server answers as the rows expect before anything is measured.
-    for kind, server_name in Bench.SERVES.items():
-        server = bench.servers.get(server_name)
+    for kind in bench.args.rows:
+        spec = SPECS[kind]
+        server = servers.get(spec.server)
         if server is None:
             continue
-        load = bench.loads[kind]
+        load = bench.loads[spec.load]
         path = load.paths_file.read_text().splitlines()[0]
         status, body = probe(server.port, load.method, path, load.body or None, load.headers)
         if status != 200:
             raise BenchError(f"probe of the {kind} row answered {status}: {body[:300]!r}\n{server.log_tail()}")
+
+
+def start_front(nginx: str, tmp: Path, cpus: set[int] | None) -> Server:
+    """nginx with the config `shim front-config` prints for the default shim: translated URLs to the
+    shim, everything else straight to the upstream (README, Behind nginx), JSON access lines on."""
+    directory = tmp / "front"
+    directory.mkdir()
+    port = free_port()
+    generated = subprocess.run(
+        [sys.executable, "-m", "shim", "front-config", "--config", str(tmp / "shim.yaml"),
+         "--listen", f"127.0.0.1:{port}", "--access-log", "access.log"],
+        cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=60)
+    if generated.returncode != 0:
+        raise BenchError(f"shim front-config failed: {generated.stderr.strip()[-500:]}")
+    (directory / "nginx.conf").write_text(generated.stdout)
+    return start("front", [nginx, "-e", "stderr", "-p", str(directory), "-c", str(directory / "nginx.conf")],
+                 tmp, ready_line=False, port=port, cpus=cpus)
 
 
 def find_nginx() -> str | None:
@@ -775,10 +874,12 @@ class Verdict:
     met: bool | None  # None: not evaluated
 
 
-def judge(rows: list[Row], rss_kb: int, shim_total: Counter[str]) -> list[Verdict]:
-    """The targets of issue section 5, each at the concurrency it names."""
+def judge(rows: list[Row], rss_kb: int, shim_total: Counter[str], cores: int) -> tuple[list[Verdict], list[str]]:
+    """The targets (issue 13's, issue 8's and the first benchmark's), and the ratios between rows
+    that explain them, each at the concurrency it names (`top`: the highest measured)."""
+    top = max((r.concurrency for r in rows), default=32)
 
-    def row(kind: str, concurrency: int) -> tuple[Row | None, str]:
+    def row(kind: str, concurrency: int = top) -> tuple[Row | None, str]:
         found = next((r for r in rows if r.kind == kind and r.concurrency == concurrency), None)
         if found is None:
             return None, f"{ROW_TITLES[kind]} at c={concurrency} not measured"
@@ -788,31 +889,62 @@ def judge(rows: list[Row], rss_kb: int, shim_total: Counter[str]) -> list[Verdic
             return None, f"{ROW_TITLES[kind]} at c={concurrency} had answers other than 200"
         return found, ""
 
-    verdicts = []
-    target = f"passthrough at c=32 >= {TARGET_PASSTHROUGH_VS_NGINX}x nginx req/s"
-    (shim, why_shim), (nginx, why_nginx) = row("passthrough", 32), row("nginx", 32)
-    if shim and nginx:
-        ratio = shim.rps / nginx.rps
-        verdicts.append(Verdict(target, f"{ratio:.2f}x ({shim.rps:,.0f} vs {nginx.rps:,.0f} req/s)",
-                                ratio >= TARGET_PASSTHROUGH_VS_NGINX))
+    verdicts: list[Verdict] = []
+
+    def compare(target: str, kinds: tuple[str, str], concurrency: int,
+                check: Callable[[Row, Row], tuple[str, bool | None]]) -> None:
+        (first, why_first), (second, why_second) = row(kinds[0], concurrency), row(kinds[1], concurrency)
+        if first and second:
+            measured, met = check(first, second)
+            verdicts.append(Verdict(target, measured, met))
+        else:
+            verdicts.append(Verdict(target, f"not evaluated ({why_first or why_second})", None))
+
+    def cpu_ratio(shim: Row, floor: Row) -> tuple[str, bool | None]:
+        ratio = shim.server_cpu_us / floor.server_cpu_us
+        return (f"{ratio:.2f}x ({shim.server_cpu_us:,.0f} vs {floor.server_cpu_us:,.0f} us)",
+                ratio <= TARGET_FLOOR_CPU_RATIO)
+
+    compare(f"passthrough CPU per request (log_level info) <= {TARGET_FLOOR_CPU_RATIO}x the bare aiohttp proxy's, "
+            f"c={top}", ("passthrough", "aiohttp-floor"), top, cpu_ratio)
+    reprotect, why = row("reprotect")
+    target = f"translated reprotect CPU per request <= {TARGET_REPROTECT_CPU_US:.0f} us, c={top}"
+    if reprotect:
+        verdicts.append(Verdict(target, f"{reprotect.server_cpu_us:,.0f} us",
+                                reprotect.server_cpu_us <= TARGET_REPROTECT_CPU_US))
     else:
-        verdicts.append(Verdict(target, f"not evaluated ({why_shim or why_nginx})", None))
-    target = f"added p50 over direct at c=1 <= {TARGET_ADDED_P50_US:.0f} us"
-    (shim1, why_shim), (direct1, why_direct) = row("passthrough", 1), row("direct", 1)
-    if shim1 and direct1:
-        added = shim1.p50_us - direct1.p50_us
-        verdicts.append(Verdict(target, f"{added:.0f} us ({shim1.p50_us:.0f} vs {direct1.p50_us:.0f} us)",
-                                added <= TARGET_ADDED_P50_US))
-    else:
-        verdicts.append(Verdict(target, f"not evaluated ({why_shim or why_direct})", None))
+        verdicts.append(Verdict(target, f"not evaluated ({why})", None))
     target = f"translated reprotect >= {TARGET_REPROTECT_RPS:,.0f} req/s"
-    measured = [r for r in (row("reprotect", c)[0] for c in (1, 32)) if r is not None]
+    measured = [r for r in (row("reprotect", c)[0] for c in sorted({r.concurrency for r in rows})) if r is not None]
     if measured:
         best = max(measured, key=lambda r: r.rps)
         verdicts.append(Verdict(target, f"{best.rps:,.0f} req/s (c={best.concurrency})",
                                 best.rps >= TARGET_REPROTECT_RPS))
     else:
-        verdicts.append(Verdict(target, f"not evaluated ({row('reprotect', 32)[1]})", None))
+        verdicts.append(Verdict(target, f"not evaluated ({why})", None))
+    compare(f"durable state (sqlite, the default) >= {TARGET_DURABLE_SHARE:.0%} of the memory backend's reprotect "
+            f"req/s, c={top}", ("reprotect", "reprotect-memory"), top,
+            lambda durable, memory: (f"{durable.rps / memory.rps:.2f}x ({durable.rps:,.0f} vs {memory.rps:,.0f} "
+                                     "req/s)", durable.rps / memory.rps >= TARGET_DURABLE_SHARE))
+    for load, goal in TARGET_WORKERS.items():
+        def scaling(two: Row, one: Row, goal: float = goal) -> tuple[str, bool | None]:
+            ratio = two.rps / one.rps
+            text = (f"{ratio:.2f}x ({two.rps:,.0f} vs {one.rps:,.0f} req/s; CPU per request "
+                    f"{two.server_cpu_us:,.0f} vs {one.server_cpu_us:,.0f} us)")
+            if cores < 4:
+                return (text + f"; not judged: {cores} cores hold both workers, the load generator and the "
+                        "stand-ins, so a second worker has no core of its own", None)
+            return text, ratio >= goal
+        compare(f"--workers 2 >= {goal}x one worker's {load} req/s, c={top}", (f"{load}-workers2", load), top,
+                scaling)
+    for kind in ("passthrough", "front"):
+        compare(f"{ROW_TITLES[kind]} at c={top} >= {TARGET_PASSTHROUGH_VS_NGINX}x nginx req/s", (kind, "nginx"), top,
+                lambda shim, nginx: (f"{shim.rps / nginx.rps:.2f}x ({shim.rps:,.0f} vs {nginx.rps:,.0f} req/s)",
+                                     shim.rps / nginx.rps >= TARGET_PASSTHROUGH_VS_NGINX))
+        compare(f"{ROW_TITLES[kind]}: added p50 over direct at c=1 <= {TARGET_ADDED_P50_US:.0f} us",
+                (kind, "direct"), 1,
+                lambda shim, direct: (f"{shim.p50_us - direct.p50_us:.0f} us ({shim.p50_us:.0f} vs "
+                                      f"{direct.p50_us:.0f} us)", shim.p50_us - direct.p50_us <= TARGET_ADDED_P50_US))
     target = f"shim RSS <= {TARGET_RSS_MB:.0f} MB after 100,000 requests"
     served = shim_total["passthrough"]
     rss_text = f"{rss_kb / 1024:.1f} MB after {served:,} passthrough + {shim_total['reprotect']:,} reprotect requests"
@@ -820,7 +952,35 @@ def judge(rows: list[Row], rss_kb: int, shim_total: Counter[str]) -> list[Verdic
         verdicts.append(Verdict(target, rss_text, rss_kb / 1024 <= TARGET_RSS_MB))
     else:
         verdicts.append(Verdict(target, rss_text + " (fewer than 100,000 passthrough: not evaluated)", None))
-    return verdicts
+    return verdicts, ratios(rows, top)
+
+
+# (numerator row, denominator row, what the ratio says)
+RATIOS = (
+    ("passthrough", "aiohttp-floor", "shim passthrough (info) / bare aiohttp proxy"),
+    ("passthrough-warning", "aiohttp-floor", "shim passthrough (warning) / bare aiohttp proxy"),
+    ("passthrough", "nginx", "shim passthrough / nginx"),
+    ("front", "nginx", "nginx front (passthrough straight to the legacy endpoint) / nginx alone"),
+    ("front-reprotect", "reprotect", "reprotect through the nginx front / reprotect to the shim directly"),
+    ("reprotect-memory", "reprotect", "reprotect, state memory / sqlite (the default)"),
+    ("reprotect-redis", "reprotect", "reprotect, state redis / sqlite (the default)"),
+    ("reprotect", "reprotect-memory", "reprotect, state sqlite / memory"),
+    ("passthrough-workers2", "passthrough", "passthrough, --workers 2 / one worker"),
+    ("reprotect-workers2", "reprotect", "reprotect, --workers 2 / one worker"),
+)
+
+
+def ratios(rows: list[Row], top: int) -> list[str]:
+    """One line per pair of rows measured at `top`: req/s and CPU per request as ratios, p50 apart."""
+    measured = {r.kind: r for r in rows if r.concurrency == top and r.samples and not r.skipped}
+    lines = []
+    for first, second, what in RATIOS:
+        if first in measured and second in measured:
+            a, b = measured[first], measured[second]
+            lines.append(f"{what}: req/s {a.rps / b.rps:.2f}x, CPU per request "
+                         f"{a.server_cpu_us / b.server_cpu_us:.2f}x ({a.server_cpu_us:,.0f} vs "
+                         f"{b.server_cpu_us:,.0f} us), p50 {a.p50_us - b.p50_us:+,.0f} us")
+    return lines
 
 
 def mark(met: bool | None) -> str:
@@ -852,8 +1012,8 @@ def table(rows: list[Row], markdown: bool) -> str:
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*c) for c in lines])
 
 
-def results_markdown(info: dict[str, str], rows: list[Row], verdicts: list[Verdict], bench: Bench,
-                     rss: dict[str, int], command: str, started: dt.datetime, elapsed: float) -> str:
+def results_markdown(info: dict[str, str], rows: list[Row], verdicts: list[Verdict], ratio_lines: list[str],
+                     bench: Bench, rss: dict[str, int], command: str, started: dt.datetime, elapsed: float) -> str:
     args = bench.args
     pinning = (f"the server under test pinned to CPU {sorted(bench.server_cpus)}, every other process "
                f"(load generator, upstream, SDRS simulator) to CPU {sorted(bench.other_cpus or [])}"
@@ -889,6 +1049,10 @@ def results_markdown(info: dict[str, str], rows: list[Row], verdicts: list[Verdi
         f"Shim memory after all rows: VmRSS {rss['VmRSS'] / 1024:.1f} MB, peak (VmHWM) "
         f"{rss['VmHWM'] / 1024:.1f} MB, after {bench.shim_requests['passthrough']:,} passthrough and "
         f"{bench.shim_requests['reprotect']:,} translated requests (warm-ups and soak included).",
+        "",
+        f"## Ratios (c={max(args.concurrency)}, same run)",
+        "",
+        *[f"- {line}" for line in ratio_lines],
         "",
         "## Targets",
         "",
@@ -1017,7 +1181,9 @@ def run_all(bench: Bench, info: dict[str, str], command: str, started: dt.dateti
         print("nginx is not installed (or --no-nginx): the nginx row is skipped and the passthrough-vs-nginx "
               "target is not evaluated. Install it with: apt-get install nginx", flush=True)
     kinds = [k for k in ROWS if k in args.rows]
-    rows = [Row(kind, concurrency) for concurrency in args.concurrency for kind in kinds]
+    top = max(args.concurrency)
+    rows = [Row(kind, concurrency) for concurrency in args.concurrency for kind in kinds
+            if SPECS[kind].all_concurrencies or concurrency == top]
     retries_left = args.retries
     for repetition in range(args.repeat):
         for row in rows:
@@ -1049,9 +1215,12 @@ def run_all(bench: Bench, info: dict[str, str], command: str, started: dt.dateti
             if sample.statuses.get("200", 0) != sample.requests or sample.errors:
                 print(f"  WARNING: not every answer was 200; this row measures errors, not the "
                       f"{ROW_TITLES[row.kind]} path", flush=True)
-    bench.soak(args.requests)
-    rss = proc_status(bench.servers["shim"].pid)
-    verdicts = judge(rows, rss.get("VmRSS", 0), bench.shim_requests)
+    if "shim" in bench.servers:
+        bench.soak(args.requests)
+    rss = proc_status(bench.servers["shim"].pid) if "shim" in bench.servers else {}
+    verdicts, ratio_lines = judge(rows, rss.get("VmRSS", 0), bench.shim_requests,
+                                  len(bench.server_cpus | bench.other_cpus) if bench.server_cpus and bench.other_cpus
+                                  else len(os.sched_getaffinity(0)))
     elapsed = time.monotonic() - clock
     print()
     print(table(rows, markdown=False))
@@ -1060,12 +1229,15 @@ def run_all(bench: Bench, info: dict[str, str], command: str, started: dt.dateti
           f"{bench.shim_requests['passthrough']:,} passthrough + {bench.shim_requests['reprotect']:,} "
           "reprotect requests")
     print()
+    for line in ratio_lines:
+        print(line)
+    print()
     for verdict in verdicts:
         print(f"[{mark(verdict.met):>13}] {verdict.target}: {verdict.measured}")
     for name, summary in bench.profiles.items():
         print(f"\nprofile of the shim, {name}:\n{textwrap.indent(summary, '  ')}")
     if args.results is not None:
-        write_results(args.results, results_markdown(info, rows, verdicts, bench,
+        write_results(args.results, results_markdown(info, rows, verdicts, ratio_lines, bench,
                                                       {"VmRSS": rss.get("VmRSS", 0), "VmHWM": rss.get("VmHWM", 0)},
                                                       command, started, elapsed))
         print(f"\nwrote {args.results}")

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -189,3 +192,35 @@ def test_every_field_of_a_group_record_survives_its_document():
     assert set(values) == {field.name for field in dataclasses.fields(GroupRecord)}
     record = GroupRecord(**values)
     assert GroupRecord.from_document(json.loads(json.dumps(record.to_document()))) == record
+
+
+_OPEN_AT_ONCE = """
+import asyncio, sys, time
+from pathlib import Path
+from shim.state.sqlite_store import SqliteStore
+
+async def main() -> None:
+    store = SqliteStore(Path(sys.argv[1]), timeout=5.0)
+    while time.time() < float(sys.argv[2]):  # every process starts at the same moment
+        pass
+    await store.open()
+    acquired = await store.acquire(sys.argv[3], 30)
+    assert acquired is not None
+    await store.release(acquired[0], {"by": sys.argv[3]})
+    await store.close()
+    print("ok")
+
+asyncio.run(main())
+"""
+
+
+def test_workers_opening_a_new_sqlite_file_at_the_same_moment_all_get_the_store(tmp_path: Path) -> None:
+    """`--workers N` start together: each makes the new file ready (WAL, tables) while the others do
+    the same, which SQLite answers with "locked" at once; none of them may start without its store."""
+    for round_number in range(4):
+        path = tmp_path / f"round{round_number}.sqlite3"
+        start_at = time.time() + 1.0
+        processes = [subprocess.Popen([sys.executable, "-c", _OPEN_AT_ONCE, str(path), str(start_at), f"key{n}"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(4)]
+        outcomes = [process.communicate(timeout=60) for process in processes]
+        assert all(out.strip() == "ok" for out, _ in outcomes), [err[-400:] for _, err in outcomes]

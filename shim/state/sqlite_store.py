@@ -25,6 +25,7 @@ from typing import TypeVar
 from shim.state.store import Document, Lease, LeaseLost, StateStore, StoreUnavailable, new_owner_token
 
 T = TypeVar("T")
+_LOOP_ATTEMPTS = 8  # tries on the event loop's connection before the waiting thread takes over
 
 # WITHOUT ROWID: each row lives in its key's b-tree only (no second index to update), which makes a
 # transaction touch half the pages (a reprotect's three cost 51 us of CPU instead of 74). A file made
@@ -49,8 +50,11 @@ class SqliteStore(StateStore):
 
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shim-sqlite")
+        # The file, WAL mode and the tables are made on the thread's connection, which waits for the
+        # lock: the workers of `--workers N` all open the file at the same moment.
+        await self._in_thread(self._waiting_connection)
         try:
-            self._loop_connection = self._connect(busy_timeout=0.0)
+            self._loop_connection = self._connect(busy_timeout=0.0, prepare=False)
         except (sqlite3.Error, OSError) as err:
             raise StoreUnavailable(f"{self.path}: {type(err).__name__}: {err}") from None
 
@@ -67,13 +71,20 @@ class SqliteStore(StateStore):
         self._executor.shutdown(wait=False)
         self._executor = None
 
-    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+    def _connect(self, busy_timeout: float, prepare: bool = True) -> sqlite3.Connection:
+        """A connection; with `prepare`, the file is also made ready (WAL, tables), which takes the
+        write lock: only on a connection that waits for it."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         connection = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            connection.execute(statement)
+        try:
+            connection.execute("PRAGMA synchronous=NORMAL")  # this connection's setting: no lock needed
+            if prepare:
+                connection.execute("PRAGMA journal_mode=WAL")  # the file's setting, kept in it
+                for statement in _SCHEMA:
+                    connection.execute(statement)
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     def _disconnect(self) -> None:
@@ -85,20 +96,35 @@ class SqliteStore(StateStore):
         """One transaction: on the loop's connection when the lock is free, else on the thread's."""
         if self._executor is None:
             raise StoreUnavailable(f"{self.path}: the state store is not open")
-        try:
-            if self._loop_connection is None:
-                self._loop_connection = self._connect(busy_timeout=0.0)
-            return _transaction(self._loop_connection, body)
-        except sqlite3.OperationalError as err:
-            if not _busy(err):
+        for _attempt in range(_LOOP_ATTEMPTS):
+            try:
+                if self._loop_connection is None:
+                    self._loop_connection = self._connect(busy_timeout=0.0, prepare=False)
+                return _transaction(self._loop_connection, body)
+            except sqlite3.OperationalError as err:
+                if not _busy(err):
+                    raise StoreUnavailable(f"{self.path}: {type(err).__name__}: {err}") from None
+            except (sqlite3.Error, OSError) as err:
                 raise StoreUnavailable(f"{self.path}: {type(err).__name__}: {err}") from None
-        except (sqlite3.Error, OSError) as err:
-            raise StoreUnavailable(f"{self.path}: {type(err).__name__}: {err}") from None
+            # Another worker's transaction (tens of microseconds) holds the lock: let this loop's
+            # other tasks run once, then try again, before paying for the thread (and SQLite's
+            # busy handler, which sleeps a whole millisecond at least).
+            await asyncio.sleep(0)
         return await self._in_thread(lambda: _transaction(self._waiting_connection(), body))
 
     def _waiting_connection(self) -> sqlite3.Connection:
         if self._waiting is None:
-            self._waiting = self._connect(busy_timeout=self._timeout)
+            deadline = time.monotonic() + self._timeout
+            while True:
+                try:
+                    self._waiting = self._connect(busy_timeout=self._timeout)
+                    break
+                except sqlite3.OperationalError as err:
+                    # Switching a new file to WAL while another worker does the same answers
+                    # "locked" at once (SQLite's busy handler is not asked): try again shortly.
+                    if not _busy(err) or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.01)
         return self._waiting
 
     async def _in_thread(self, operation: Callable[[], T]) -> T:
