@@ -1,17 +1,20 @@
-"""One-command benchmark of the shim: direct upstream vs nginx vs shim passthrough vs translated reprotect.
+"""One-command benchmark of the shim beside a direct upstream, nginx, a bare aiohttp proxy and the nginx front.
 
 Starts, each as its own OS process on 127.0.0.1 ephemeral ports: a fast upstream (benchmarks/upstream.py),
-the SDRS simulator with instant jobs (benchmarks/sdrs_sim.py), the shim (`python -m shim serve`, one
-process, uvloop when installed), a bare aiohttp proxy as a yardstick (benchmarks/reference_proxy.py)
-and, when installed, nginx (`worker_processes 1`, keepalive upstream). Then, at each concurrency, it
-measures requests/s, p50 and p99 latency, CPU per request and the RSS of the server under test for
-each row, checks every answer's status, and judges the targets of issue section 5.
+the SDRS simulator with instant jobs (benchmarks/sdrs_sim.py), the shim as shipped (`python -m shim serve`,
+one process, `log_level: info`, SQLite state, uvloop when installed) and variants of it (log level
+warning; memory and Redis state; `--workers 2`), a bare aiohttp proxy as a yardstick
+(benchmarks/reference_proxy.py) and, when installed, nginx (`worker_processes 1`, keepalive upstream),
+nginx running the config `shim front-config` generates, and redis-server. The rows are data (ROW_SPECS).
+At each concurrency it measures requests/s, p50 and p99 latency, CPU per request and the RSS of the
+server under test for each row, checks every answer's status, prints the ratios between rows and
+judges the targets (issues 8 and 13, and the first benchmark's).
 
-    .venv/bin/python benchmarks/run.py            # full run, writes benchmarks/RESULTS.md (4-6 min)
-    .venv/bin/python benchmarks/run.py --quick    # smoke run (~40 s), writes nothing
+    .venv/bin/python benchmarks/run.py            # full run, writes benchmarks/RESULTS.md (about 10 min)
+    .venv/bin/python benchmarks/run.py --quick    # smoke run (~2 min), writes nothing
 
 See benchmarks/README.md for what each row means and how to read the output. Installs nothing: a row
-whose tool is missing (nginx, wrk) is skipped or measured with the Python client, and says so.
+whose tool is missing (nginx, redis-server, wrk) is skipped or measured with the Python client, and says so.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class RowSpec:
     helpers: tuple[str, ...] = ()
     all_concurrencies: bool = True  # False: measured at the highest concurrency only
     cores: int = 1  # cores given to the server under test (2 for the --workers 2 rows)
+    pinned: str = ""  # the process given a core of its own, when not `server` (the one doing the work)
 
 
 ROW_SPECS = (
@@ -88,7 +92,7 @@ ROW_SPECS = (
     RowSpec("front", "nginx front: passthrough", "front", "get", ("upstream", "shim")),
     RowSpec("reprotect", "shim reprotect (translated)", "shim", "reprotect", ("sdrs-sim",)),
     RowSpec("front-reprotect", "nginx front: reprotect", "front", "reprotect", ("shim", "sdrs-sim"),
-            all_concurrencies=False),
+            all_concurrencies=False, pinned="shim"),
     RowSpec("reprotect-memory", "shim reprotect, state memory", "shim-memory", "reprotect", ("sdrs-sim",),
             all_concurrencies=False),
     RowSpec("reprotect-redis", "shim reprotect, state redis", "shim-redis", "reprotect", ("sdrs-sim", "redis"),
@@ -515,7 +519,7 @@ class Bench:
             if spec.cores > 1:
                 cpus = every
             else:
-                cpus = self.server_cpus if name == spec.server else self.other_cpus
+                cpus = self.server_cpus if name == (spec.pinned or spec.server) else self.other_cpus
             set_affinity(server.pids(), cpus)
 
     def measure(self, row: Row, profile: bool) -> None:
@@ -1083,7 +1087,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="benchmarks/run.py",
         description="Benchmark the shim against a direct upstream and nginx, all on 127.0.0.1, in one go.",
-        epilog="Example: .venv/bin/python benchmarks/run.py   (full run, 4-6 min, rewrites benchmarks/RESULTS.md)",
+        epilog="Example: .venv/bin/python benchmarks/run.py   (full run, about 10 min, rewrites benchmarks/RESULTS.md)",
     )
     parser.add_argument("--duration", type=int, default=6, metavar="S",
                         help="seconds measured per run of a row (default 6)")
