@@ -605,3 +605,20 @@ async def test_an_answer_head_beyond_the_limits_is_malformed(serve, head):
             await client.exchange("GET", "/", [])
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade",
+                                         b"HTTP/1.1 099 Too Early"], ids=["101", "below 100"])
+async def test_a_protocol_switch_or_a_status_below_100_is_malformed(serve, status_line):
+    async def odd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(status_line + b"\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    client = pool((await serve(odd)).port)
+    try:
+        with pytest.raises(MalformedAnswer):
+            await client.request("GET", "/", [], None)
+    finally:
+        await client.close()

@@ -218,6 +218,8 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()  # type: ignore[union-attr]
         if status < 200:
+            if status < 100:
+                raise MalformedAnswer(f"malformed answer: status {status}")
             if status == 101:  # the request asked for no protocol switch (Upgrade is hop-by-hop)
                 raise MalformedAnswer("malformed answer: 101 Switching Protocols")
             self._interim = True  # 100 Continue, 103 Early Hints...: the real answer follows
