@@ -5,6 +5,12 @@ body bytes and end-to-end headers, plus X-Forwarded-For / X-Forwarded-Proto. The
 as the legacy endpoint sent it: status, reason, every header value (repeats kept) and the body bytes
 (no decompression, no redirect following, no cookie jar), streamed in both directions.
 
+The exchange runs on the lean HTTP/1.1 client (shim/upstreams/http1.py), the per-request work kept
+to one pass over the client's headers and no URL object; aiohttp's client only through an egress
+proxy (shim/upstreams/legacy_via_proxy.py). A request with an idempotent method and a body that can
+be sent again goes once more, on a new connection, when the connection closed before any answer
+byte (a kept-alive connection the legacy endpoint had just closed), as aiohttp's client did.
+
 Failures before the answer has started become legacy errors (501 not configured, 502 malformed
 answer, 503 unreachable, 504 too slow). Once the answer is streaming, a failure can only cut the
 client's connection; the client then sees a short body, never a well-formed but wrong one.
@@ -19,7 +25,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
@@ -28,20 +33,29 @@ from shim.config import Timeouts
 from shim.context import RELAY_OBSERVER, REQUEST_ID, REQUEST_ID_HEADERS, RelayObserver
 from shim.translate.legacy import LegacyError
 from shim.translate.signing import EMPTY_PAYLOAD_HASH
-from shim.upstreams.bodies import AnswerTooLarge, read_capped
-from shim.upstreams.headers import forwarded_request_headers, without_hop_by_hop
+from shim.upstreams import http1
+from shim.upstreams.egress import direct_pool, needs_proxy
+from shim.upstreams.headers import NotUtf8Header, outgoing_request_fields, relayed_answer_fields
+from shim.upstreams.http1 import Http1Exchange, Http1Pool
+from shim.upstreams.legacy_via_proxy import ProxiedExchange, ProxiedLegacyClient
 from shim.upstreams.peer_errors import describe_peer_error
 from shim.upstreams.request_body import BODY_STALLED, read_body_prefix, stalled_error, stream_body
-from shim.upstreams.resign import VERIFIED, resign
+from shim.upstreams.resign import VERIFIED, VerifiedSignature, resign
 
 log = logging.getLogger("shim.passthrough")
 
-# aiohttp would otherwise add headers the client never sent (`Accept: */*`, its own User-Agent and
-# Accept-Encoding, `Content-Type: application/octet-stream` for a streamed body): skip them all.
-_SKIP_AUTO_HEADERS = frozenset({hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE})
 _NO_BODY_STATUSES = frozenset({204, 304})
+# Methods aiohttp's client sends without a body framing of their own; the others get
+# `Content-Length: 0` when the client sent no body (some servers want a length on a POST).
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Sent once more, on a new connection, when the legacy endpoint closed the connection before any
+# answer byte (RFC 9112 9.3.1; what aiohttp's client did here): methods RFC 9110 calls idempotent,
+# with a body that can be sent again (not one streaming from the client).
+_REPEATABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _RETRY_AFTER_SECONDS = 5
 _POOL_RETRY_AFTER_SECONDS = 1
+
+UpstreamAnswer = Http1Exchange | ProxiedExchange
 
 
 class LegacyObserver(Protocol):
@@ -64,7 +78,8 @@ class BodyLimits:
 
 
 class LegacyPassthrough:
-    """One pooled client session toward the legacy EVS endpoint, for the app's lifetime.
+    """Pooled connections toward the legacy EVS endpoint, for the app's lifetime: the lean HTTP/1.1
+    client (shim/upstreams/http1.py), or aiohttp's through an egress proxy (legacy_via_proxy.py).
 
     The pool is never waited for: a request that finds all `pool_connections` in use gets a legacy
     503 with Retry-After at once (instead of a 504 after the connect timeout), and a request body is
@@ -79,17 +94,18 @@ class LegacyPassthrough:
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.preserve_host = preserve_host
-        self._tls = tls  # None: aiohttp's default verification
+        self._tls = tls  # None: the system's CAs
         self._trust_env = trust_env
         self._max_answer_bytes = max_answer_bytes  # what get_json reads whole; relayed answers stream
         self._body_limits = body_limits or BodyLimits()
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
-        )
+        self._timeouts = timeouts
         self._pool_connections = pool_connections
         self._in_use = 0
         self._observer = observer
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Http1Pool | None = None
+        self._proxied: ProxiedLegacyClient | None = None
+        # The legacy endpoint's own Host, worked out once.
+        self._authority = URL(self.base_url).raw_authority if self.base_url else ""
 
     def _take_connection(self) -> None:
         """Count one of the pool's connections as in use, or a legacy 503 at once when none is free.
@@ -109,39 +125,32 @@ class LegacyPassthrough:
         if self._observer is not None:
             self._observer.pool_changed(self._in_use, False)
 
+    @property
+    def started(self) -> bool:
+        return self._pool is not None or self._proxied is not None
+
     async def start(self) -> None:
-        if self.base_url is None or self._session is not None:
+        if self.base_url is None or self.started:
             return  # nothing to connect to: forward() answers 501
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._pool_connections, ssl=self._tls or True),
-            timeout=self._timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),  # never keep one client's cookies for another
-            auto_decompress=False,  # gzip stays gzip: the body is relayed byte for byte
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
-            trust_env=self._trust_env,  # upstreams.trust_env: HTTPS_PROXY / NO_PROXY, else never a proxy
-        )
+        origin = URL(self.base_url)
+        if needs_proxy(origin, self._trust_env):  # upstreams.trust_env: HTTPS_PROXY / NO_PROXY
+            self._proxied = ProxiedLegacyClient(self._timeouts, self._pool_connections, tls=self._tls,
+                                                max_answer_bytes=self._max_answer_bytes)
+            await self._proxied.start()
+            return
+        # The pool's own limit is never reached: _take_connection refuses first.
+        self._pool = direct_pool(origin, tls=self._tls, limit=self._pool_connections, timeouts=self._timeouts,
+                                 max_body=self._max_answer_bytes, name="the legacy EVS endpoint")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        if self._proxied is not None:
+            await self._proxied.close()
+            self._proxied = None
 
-    def target_url(self, request: web.BaseRequest) -> URL:
-        """`base_url` + the raw path and query the client sent.
-
-        Only `base_url` chooses where the request goes: neither the Host header nor an absolute-form
-        request target (`GET http://elsewhere/...`) can redirect it. The path and query are taken
-        raw (still percent-encoded) and the URL is built with `encoded=True`, so bytes such as
-        `%2F` reach the legacy endpoint exactly as the client sent them.
-        """
-        assert self.base_url is not None
-        rel = request.rel_url
-        target = self.base_url + rel.raw_path
-        if rel.raw_query_string:
-            target += "?" + rel.raw_query_string
-        return URL(target, encoded=True)
-
-    def upstream_headers(self, request: web.BaseRequest, body: bytes | None) -> CIMultiDict[str]:
+    def upstream_headers(self, request: web.BaseRequest, body: bytes | None) -> list[tuple[str, str]]:
         """The client's end-to-end headers, X-Forwarded-*, and the request id when it sent none.
 
         `Host` becomes the legacy endpoint's own (a sidecar's clients address it as 127.0.0.1:8080,
@@ -149,30 +158,25 @@ class LegacyPassthrough:
         `X-Forwarded-Host`. With `preserve_host`, for clients that reach the shim under the legacy
         endpoint's own name (a DNS or hosts override), the client's Host is kept, which also keeps
         AK/SK signatures valid (they cover Host). Either way the TCP connection, TLS SNI and
-        certificate check use `base_url`'s host.
+        certificate check use `base_url`'s host. With `body` (the handler already read it), its real
+        length replaces whatever framing the client used.
         """
-        headers = forwarded_request_headers(request)
-        for name, value in headers.items():
-            if not _is_utf8(value):
-                # aiohttp decoded the bytes with surrogateescape and would drop them on the way
-                # out: refuse rather than relay an altered value.
-                raise LegacyError(400, f"The {name[:64]} header holds bytes that are not UTF-8 text; "
-                                       "it cannot be relayed unchanged.")
-        if not self.preserve_host and self.base_url is not None:
-            client_host = headers.popall(hdrs.HOST, None)
-            if client_host:
-                headers[hdrs.X_FORWARDED_HOST] = client_host[0]
-            headers[hdrs.HOST] = URL(self.base_url).raw_authority
+        return self._outgoing(request, body is not None)[0]
+
+    def _outgoing(self, request: web.BaseRequest, body_read: bool) -> tuple[list[tuple[str, str]], bool]:
         request_id = request.get(REQUEST_ID)
-        if request_id:
-            for name in REQUEST_ID_HEADERS:
-                if name not in headers:
-                    headers[name] = request_id
-        if body is not None:
-            # The handler already read the body: its real length replaces whatever framing the
-            # client used (aiohttp sets Content-Length from the bytes).
-            headers.popall(hdrs.CONTENT_LENGTH, None)
-        return headers
+        try:
+            return outgoing_request_fields(
+                request.headers.items(), peer=request.remote, scheme=request.scheme, host=self._authority,
+                keep_client_host=self.preserve_host,
+                request_ids=tuple((name, request_id) for name in REQUEST_ID_HEADERS) if request_id else (),
+                drop_length=body_read,
+            )
+        except NotUtf8Header as err:
+            # aiohttp decoded the bytes with surrogateescape and would drop them on the way out:
+            # refuse rather than relay an altered value.
+            raise LegacyError(400, f"The {err.name[:64]} header holds bytes that are not UTF-8 text; "
+                                   "it cannot be relayed unchanged.") from None
 
     async def forward(self, request: web.Request, body: bytes | None = None) -> web.StreamResponse:
         """Relay `request` to the legacy endpoint and stream its answer back.
@@ -180,7 +184,7 @@ class LegacyPassthrough:
         `body` is the request body when a handler has already read it; otherwise the body (if any)
         is streamed from the client as it arrives.
         """
-        if self.base_url is None or self._session is None:
+        if self.base_url is None or not self.started:
             raise LegacyError(
                 501,
                 "This call is not translated by the EVS-to-SDRS shim and no legacy EVS endpoint is "
@@ -190,49 +194,67 @@ class LegacyPassthrough:
         if body is None and verified is not None:
             body = verified.body  # read to check its signed hash: it goes on as checked
         observer = request.get(RELAY_OBSERVER)  # shadow mode: sees what is relayed, changes nothing
-        data: bytes | AsyncIterator[bytes] | None = body
+        data: http1.RequestBody = body
         if body is None and request.body_exists:
             # A small body is read first (the pool is not held while a slow client sends it); a
             # larger one streams: Content-Length, when the client sent one, stays in the headers and
-            # aiohttp sends the stream with that length; without it aiohttp sends it chunked.
+            # the stream goes with that length; without it, chunked.
             limits = self._body_limits
             prefix, complete = await read_body_prefix(request, limits.buffer_bytes, limits.idle_seconds)
             if complete:
                 body = data = prefix
             else:
-                data = _observed(stream_body(request, prefix, limits.idle_seconds), observer)
+                data = stream_body(request, prefix, limits.idle_seconds)
+                if observer is not None:
+                    data = _observed(data, observer)
         if body is not None and observer is not None:
             observer.request_chunk(body)
-        # No body: a GET must not gain `Transfer-Encoding: chunked`. (aiohttp adds `Content-Length: 0`
-        # to a body-less DELETE/POST/PUT/PATCH; harmless.)
-        url = self.target_url(request)
-        headers = self.upstream_headers(request, body)
+        target = request_target(request)
+        headers, has_length = self._outgoing(request, body is not None)
+        if data is None and not has_length and request.method not in _BODYLESS_METHODS:
+            data = b""  # `Content-Length: 0`, as aiohttp's client sent it; a GET gains no framing
         if verified is not None:
             # Signed again for the Host this request goes out with; the body hash is what the client
             # signed (a hash checked above, UNSIGNED-PAYLOAD for a streamed body, or the empty body's).
-            resign(headers, verified.key, request.method, url, verified.payload_hash, verified.signed_headers)
+            headers = self._resigned(headers, verified, request.method, target, verified.payload_hash)
         self._take_connection()
         try:
-            upstream = await self._request(request, url, data, headers)
+            upstream = await self._open(request, target, headers, data)
             try:
                 return await self._relay(request, upstream, observer)
             finally:
-                # After a complete body the connection goes back to the pool; after a cut-off one
-                # `release` finds the protocol unusable and closes it.
+                # After a complete answer the connection goes back to the pool; after a cut-off one
+                # it is closed.
                 upstream.release()
         finally:
             self._give_back_connection()
 
-    async def _request(
-        self, request: web.Request, url: URL, data: bytes | AsyncIterator[bytes] | None, headers: CIMultiDict[str]
-    ) -> aiohttp.ClientResponse:
+    def _resigned(self, headers: list[tuple[str, str]], verified: VerifiedSignature, method: str, target: str,
+                  payload_hash: str) -> list[tuple[str, str]]:
+        assert self.base_url is not None
+        signed = CIMultiDict(headers)
+        resign(signed, verified.key, method, URL(self.base_url + target, encoded=True), payload_hash,
+               verified.signed_headers)
+        return list(signed.items())
+
+    async def _open(
+        self, request: web.Request, target: str, headers: list[tuple[str, str]], data: http1.RequestBody,
+    ) -> UpstreamAnswer:
         """The legacy endpoint's answer (head) to `request`, or the legacy error for its failure."""
-        assert self._session is not None
+        method = request.method
         try:
-            upstream = await self._session.request(
-                request.method, url, headers=headers, data=data, allow_redirects=False,
-            )
-        except Exception as err:
+            if self._pool is None:
+                assert self._proxied is not None and self.base_url is not None
+                upstream: UpstreamAnswer = await self._proxied.exchange(method, self.base_url + target, headers, data)
+            else:
+                try:
+                    upstream = await self._pool.exchange(method, target, headers, data)
+                except http1.NoAnswer as err:
+                    replayable = data is None or isinstance(data, bytes)
+                    if err.answered or method not in _REPEATABLE_METHODS or not replayable:
+                        raise
+                    upstream = await self._pool.exchange(method, target, headers, data, fresh=True)
+        except (http1.Http1Error, TimeoutError) as err:
             if request.get(BODY_STALLED):  # the client stopped sending: the upload (and its connection) is cut
                 raise stalled_error(self._body_limits.idle_seconds) from None
             raise self._failure(request, err) from None
@@ -243,63 +265,61 @@ class LegacyPassthrough:
         if self._observer is not None:
             self._observer.exchange_done(status, failure)
 
-    def _failure(self, request: web.Request, err: Exception) -> Exception:
-        """The legacy error for a failed exchange (logged once, counted); anything unexpected as it is."""
-        if isinstance(err, TimeoutError):  # also aiohttp's ConnectionTimeoutError/SocketTimeoutError
+    def _failure(self, request: web.Request, err: Exception) -> LegacyError:
+        """The legacy error for a failed exchange (logged once, counted)."""
+        if isinstance(err, http1.ConnectTimeout | http1.AnswerTimeout | TimeoutError):
             _warn(request, "timed out before answering", err)
             self._exchange_done(None, "timeout")
             return LegacyError(504, "The legacy EVS endpoint did not answer in time.")
-        if isinstance(err, aiohttp.ClientResponseError):  # unparseable status line or headers
+        if isinstance(err, http1.MalformedAnswer):  # unparseable status line or headers
             _warn(request, "sent a malformed answer", err)
             self._exchange_done(None, "malformed")
             return LegacyError(502, "The legacy EVS endpoint sent a malformed answer.")
-        if isinstance(err, aiohttp.ClientConnectionError):  # refused, reset, closed before answering
+        if isinstance(err, http1.NotSent | http1.NoAnswer | http1.UploadFailed):  # refused, reset, closed
             _warn(request, "is unreachable", err)
             self._exchange_done(None, "unreachable")
             return LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
                                retry_after=_RETRY_AFTER_SECONDS)
-        if isinstance(err, aiohttp.ClientError):
-            _warn(request, "failed", err)
-            self._exchange_done(None, "unreachable")
-            return LegacyError(502, "The legacy EVS endpoint failed to answer.")
-        return err
+        _warn(request, "failed", err)
+        self._exchange_done(None, "unreachable")
+        return LegacyError(502, "The legacy EVS endpoint failed to answer.")
 
     async def get_json(self, request: web.Request, query: dict[str, str], path: str | None = None) -> tuple[int, Any]:
         """GET the request's path (or `path`) with `query` from the legacy endpoint, for the shim to read
         itself (a merged list; shadow mode's reads): the client's end-to-end headers, an uncompressed
         JSON answer."""
-        if self.base_url is None or self._session is None:
+        if self.base_url is None or not self.started:
             raise LegacyError(501, "No legacy EVS endpoint is configured.")
-        headers = self.upstream_headers(request, None)
+        fields = CIMultiDict(self._outgoing(request, False)[0])
         for name in (hdrs.CONTENT_LENGTH, hdrs.CONTENT_TYPE, hdrs.ACCEPT_ENCODING):
-            headers.popall(name, None)
-        headers[hdrs.ACCEPT] = "application/json"
+            fields.popall(name, None)
+        fields[hdrs.ACCEPT] = "application/json"
         url = URL(self.base_url + (path or request.rel_url.raw_path), encoded=True).with_query(query)
         verified = request.get(VERIFIED)
         if verified is not None:
-            resign(headers, verified.key, hdrs.METH_GET, url, EMPTY_PAYLOAD_HASH, verified.signed_headers)
+            resign(fields, verified.key, hdrs.METH_GET, url, EMPTY_PAYLOAD_HASH, verified.signed_headers)
+        headers = list(fields.items())
         try:
             self._take_connection()
             try:
-                async with self._session.get(url, headers=headers, allow_redirects=False) as upstream:
-                    body = await read_capped(upstream, self._max_answer_bytes)
-                    status = upstream.status
+                answer = await self._fetch(url, headers)
             finally:
                 self._give_back_connection()
-        except AnswerTooLarge as err:
+        except http1.AnswerTooLarge as err:
             _warn(request, "sent a list larger than the shim reads (limits.upstream_body_bytes)", err)
             self._exchange_done(None, "too_large")
             raise LegacyError(502, f"The legacy EVS endpoint's list is too large for the migration proxy "
                                    f"({err}).") from None
-        except TimeoutError as err:
+        except (http1.ConnectTimeout, http1.AnswerTimeout) as err:
             _warn(request, "timed out before answering", err)
             self._exchange_done(None, "timeout")
             raise LegacyError(504, "The legacy EVS endpoint did not answer in time.") from None
-        except aiohttp.ClientError as err:
+        except http1.Http1Error as err:
             _warn(request, "is unreachable", err)
             self._exchange_done(None, "unreachable")
             raise LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
                               retry_after=_RETRY_AFTER_SECONDS) from None
+        status, body = answer.status, answer.body
         self._exchange_done(status, None)
         observer = request.get(RELAY_OBSERVER)
         if observer is not None:
@@ -310,17 +330,32 @@ class LegacyPassthrough:
         except ValueError:
             return status, None
 
+    async def _fetch(self, url: URL, headers: list[tuple[str, str]]) -> http1.Http1Answer:
+        """One GET read whole (capped, not decompressed); once more on a new connection when a
+        kept-alive one closed before any answer byte."""
+        if self._pool is None:
+            assert self._proxied is not None
+            return await self._proxied.request(hdrs.METH_GET, str(url), headers)
+        target = url.raw_path_qs
+        try:
+            return await self._pool.request(hdrs.METH_GET, target, headers, None, decompress=False)
+        except http1.NoAnswer as err:
+            if err.answered:
+                raise
+            return await self._pool.request(hdrs.METH_GET, target, headers, None, decompress=False)
+
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, observer: RelayObserver | None = None,
+        self, request: web.Request, upstream: UpstreamAnswer, observer: RelayObserver | None = None,
     ) -> web.StreamResponse:
         # Content-Length is copied with the other headers, so a fixed-length answer stays
         # fixed-length; without one (the legacy side used chunked) aiohttp streams it chunked.
         response = web.StreamResponse(
             status=upstream.status,
-            reason=upstream.reason,
-            headers=without_hop_by_hop(upstream.headers),
+            reason=upstream.reason.decode("utf-8", "surrogateescape"),
+            headers=relayed_answer_fields(upstream.raw_headers),
         )
-        if request.version < HttpVersion11 and _ends_with_the_connection(request, upstream):
+        has_body = request.method != hdrs.METH_HEAD and upstream.status not in _NO_BODY_STATUSES
+        if request.version < HttpVersion11 and has_body and upstream.content_length is None:
             # HTTP/1.0 has no chunked framing: the body ends where the connection does. (aiohttp
             # would send it unframed yet keep the connection for a keep-alive client.)
             response.force_close()
@@ -328,16 +363,16 @@ class LegacyPassthrough:
             await response.prepare(request)
         except ConnectionError:
             return response  # the client went away; aiohttp notices on write_eof and moves on
-        if request.method != hdrs.METH_HEAD and upstream.status not in _NO_BODY_STATUSES:
+        if has_body:
             try:
-                async for chunk in upstream.content.iter_any():
+                while chunk := await upstream.read():
                     try:
                         await response.write(chunk)
                     except ConnectionError:
                         return response  # the client went away: stop reading from upstream
                     if observer is not None:
                         observer.answer_chunk(chunk)
-            except (TimeoutError, aiohttp.ClientError) as err:
+            except http1.Http1Error as err:
                 _warn(request, "failed while its answer was streaming; cutting the client connection", err)
                 _abort(request, response)
                 return response
@@ -350,25 +385,25 @@ class LegacyPassthrough:
         return response
 
 
-def _ends_with_the_connection(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
-    """An answer with a body but no length (the legacy side sent it chunked)."""
-    has_body = request.method != hdrs.METH_HEAD and upstream.status not in _NO_BODY_STATUSES
-    return has_body and upstream.content_length is None
+def request_target(request: web.BaseRequest) -> str:
+    """The raw path and query the client sent (still percent-encoded, so bytes such as `%2F` reach the
+    legacy endpoint exactly as sent).
+
+    Only `base_url` chooses where the request goes: neither the Host header nor an absolute-form
+    request target (`GET http://elsewhere/...`) can redirect it; a fragment and an empty query are
+    dropped. The target as received serves when it is plain origin-form (no URL object is built).
+    """
+    raw = request.raw_path
+    if raw.startswith("/") and "#" not in raw and not raw.endswith("?"):
+        return raw
+    rel = request.rel_url
+    return rel.raw_path + "?" + rel.raw_query_string if rel.raw_query_string else rel.raw_path
 
 
-def _is_utf8(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-async def _observed(chunks: AsyncIterator[bytes], observer: RelayObserver | None) -> AsyncIterator[bytes]:
+async def _observed(chunks: AsyncIterator[bytes], observer: RelayObserver) -> AsyncIterator[bytes]:
     """The streamed body as it goes, each chunk shown to the shadow observer first."""
     async for chunk in chunks:
-        if observer is not None:
-            observer.request_chunk(chunk)
+        observer.request_chunk(chunk)
         yield chunk
 
 

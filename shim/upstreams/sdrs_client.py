@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -34,6 +33,7 @@ from shim.translate.sdrs_models import (
 from shim.translate.signing import KeyPair, payload_hash_of_body
 from shim.upstreams import http1
 from shim.upstreams.bodies import AnswerTooLarge, read_capped
+from shim.upstreams.egress import direct_pool, needs_proxy
 from shim.upstreams.http1 import Http1Pool
 from shim.upstreams.peer_errors import describe_peer_error
 from shim.upstreams.resign import resign
@@ -69,14 +69,9 @@ class SdrsClient:
 
     async def start(self) -> None:
         origin = URL(self.base_url)
-        if not (self._trust_env and get_env_proxy_for_url_or_none(origin)):
-            tls = (self._tls or ssl.create_default_context()) if origin.scheme == "https" else None
-            timeouts = self._timeouts
-            self._pool = Http1Pool(
-                origin.raw_host or "", origin.port or (443 if origin.scheme == "https" else 80), tls=tls,
-                limit=self._pool_connections, connect_timeout=timeouts.connect, read_timeout=timeouts.read,
-                total_timeout=timeouts.total, max_body=self._max_answer_bytes,
-            )
+        if not needs_proxy(origin, self._trust_env):
+            self._pool = direct_pool(origin, tls=self._tls, limit=self._pool_connections, timeouts=self._timeouts,
+                                     max_body=self._max_answer_bytes, name="SDRS")
             return
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._pool_connections, ssl=self._tls or True),
@@ -194,11 +189,3 @@ class SdrsClient:
             raise SdrsUnreachable(str(err)) from err
         return SdrsAnswer(answer.status, answer.body, CIMultiDict(answer.headers))
 
-
-def get_env_proxy_for_url_or_none(url: URL) -> URL | None:
-    """The egress proxy HTTP(S)_PROXY / NO_PROXY name for `url` (as aiohttp's trust_env reads them)."""
-    try:
-        proxy, _ = get_env_proxy_for_url(url)
-    except LookupError:
-        return None
-    return proxy
