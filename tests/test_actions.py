@@ -300,3 +300,22 @@ async def test_confirmed_mode_gives_up_on_a_job_that_never_starts_and_never_rese
     assert retry.status == 409
     assert "INIT" in retry.fault()[1]["message"]
     assert len(sim.action_calls) == 1
+
+
+async def test_a_long_confirmed_action_keeps_its_lease_renewed(simulators, make_shim, tmp_path):
+    """A confirmed action that polls for longer than `state.lease_seconds` renews its lease: a second
+    shim on the same store (another worker) finds the group held all the while, not free."""
+    sim, sdrs_url = await simulators("failed-over", init=1.3, run=5.0)  # confirmed once RUNNING: after 1.3 s
+    state = {"backend": "sqlite", "path": str(tmp_path / "shared.sqlite3"), "lease_seconds": 0.3}
+    slow = await make_shim(sdrs=sdrs_url, mapping=MAPPING, state=state,
+                           actions={**CONFIRMED, "confirm_timeout_seconds": 5})
+    other = await make_shim(sdrs=sdrs_url, mapping=MAPPING, state=state)
+
+    first = asyncio.create_task(call("POST", slow + ACTION_URL, body=body(REPROTECT), headers=GO_HEADERS))
+    await asyncio.sleep(0.9)  # three lease lifetimes into the first action's wait
+    second = await call("POST", other + ACTION_URL, body=body(REPROTECT), headers=GO_HEADERS)
+
+    assert second.status == 409
+    assert "is in progress" in second.fault()[1]["message"]  # the lease, not the job, refused it
+    assert (await first).status == 200
+    assert len(sim.action_calls) == 1

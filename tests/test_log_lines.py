@@ -148,3 +148,29 @@ def test_a_second_event_loop_gets_its_own_flush_timer():
 
     asyncio.run(write_and_leave("first\n"))  # its loop ends before its timer fires
     assert asyncio.run(write_and_wait("second\n")) == "first\nsecond\n"
+
+
+AUDIT_FIELDS = [
+    {"project_id": PROJECT, "rcg_id": "r1", "job_ids": ["j1", "j2"], "sdrs_status": 200, "sdrs_code": None,
+     "legacy_status": "200", "duration_ms": 2.5},
+    # Credentials in any shape are redacted on both ways: a sensitive key, a token-like text, nested.
+    {"token": "not-a-secret-really", "detail": {"Authorization": "Bearer abc"}, "note": f"saw {TOKEN} here",
+     "headers": [["X-Auth-Token: gAAAAABsomething-long"]]},
+]
+
+
+@pytest.mark.parametrize("fields", AUDIT_FIELDS)
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()], ids=["json", "text"])
+def test_a_line_built_from_fields_is_the_line_the_formatter_writes_for_the_record(formatter, fields):
+    record = logging.makeLogRecord({"name": "shim.audit", "levelno": logging.INFO, "levelname": "INFO",
+                                    "msg": "translated call", "args": (), **fields})
+    built = formatter.fields_line(logging.INFO, "shim.audit", "translated call", fields)
+    formatted = formatter.format(record)
+    assert built.endswith("\n") and built.count("\n") == formatted.count("\n") + 1
+    if isinstance(formatter, TextFormatter):
+        assert built.split(" ", 1)[1] == formatted.split(" ", 1)[1] + "\n"  # all but the time
+    else:
+        built_document, formatted_document = json.loads(built), json.loads(formatted)
+        del built_document["time"], formatted_document["time"]
+        assert built_document == formatted_document
+    assert TOKEN not in built and "gAAAAABsomething" not in built and "abc" not in built.replace("[REDACTED]", "")

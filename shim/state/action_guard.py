@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from shim.state.records import GroupRecord, group_key
 from shim.state.store import Lease, LeaseLost, StateStore, StoreUnavailable
@@ -62,6 +63,9 @@ class GroupClaim:
         except StoreUnavailable as err:
             log.warning("state store unavailable before an action POST", extra={"error": str(err)[:300]})
             raise store_unavailable("it could not record the action before sending it") from None
+
+    def start_renewal(self, keeping: Coroutine[Any, Any, None]) -> None:
+        self._renewal = asyncio.get_running_loop().create_task(keeping)
 
     async def before_post(self) -> None:
         """Durably note that a POST is about to leave: no POST without that note and the lease."""
@@ -112,6 +116,7 @@ class ActionGuard:
             raise LegacyError(409, f"Another action on replication consistency group {rcg_id} is in progress.")
         lease, document = acquired
         claim = GroupClaim(self.store, lease, GroupRecord.from_document(document), self._settle_seconds)
+        renewal_due: asyncio.TimerHandle | None = None
         try:
             wait = claim.record.unsettled_for(time.time(), self._settle_seconds)
             if wait:
@@ -120,23 +125,28 @@ class ActionGuard:
                     f"known yet (SDRS did not answer it); retry in {wait} s.", retry_after=wait,
                 )
             claim.record = claim.record.settled(time.time())
-            claim._renewal = asyncio.create_task(self._keep(claim))
+            # Most actions end long before a renewal is due: a timer costs less than a task per action.
+            loop = asyncio.get_running_loop()
+            renewal_due = loop.call_later(self._lease_seconds / 3, lambda: claim.start_renewal(self._keep(claim)))
             yield claim
         finally:
+            if renewal_due is not None:
+                renewal_due.cancel()
             if claim._renewal is not None:
                 claim._renewal.cancel()
             await self._release(claim)
 
     async def _keep(self, claim: GroupClaim) -> None:
-        """Renew the lease while the action runs (a confirmed action may poll for a minute)."""
+        """Renew the lease, now and every third of its time, while the action runs (a confirmed
+        action may poll for a minute)."""
         while True:
-            await asyncio.sleep(self._lease_seconds / 3)
             try:
                 if not await self.store.renew(claim.lease, self._lease_seconds):
                     claim.lost = True
                     return
             except StoreUnavailable:
-                continue  # the next fenced write decides; the lease may still be held
+                pass  # the next fenced write decides; the lease may still be held
+            await asyncio.sleep(self._lease_seconds / 3)
 
     async def _release(self, claim: GroupClaim) -> None:
         try:

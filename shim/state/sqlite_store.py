@@ -140,12 +140,13 @@ class SqliteStore(StateStore):
     async def acquire(self, key: str, ttl: float) -> tuple[Lease, Document | None] | None:
         def body(db: sqlite3.Connection) -> tuple[Lease, Document | None] | None:
             now = time.time()
-            row = db.execute("SELECT expires_at FROM leases WHERE key = ?", (key,)).fetchone()
-            if row is not None and row[0] > now:
-                return None
             lease = Lease(key, new_owner_token())
-            db.execute("INSERT OR REPLACE INTO leases (key, token, expires_at) VALUES (?, ?, ?)",
-                       (key, lease.token, now + ttl))
+            # Taken when free or expired, in one statement: no row changes while another holds it.
+            taken = db.execute("INSERT INTO leases (key, token, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) "
+                               "DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at "
+                               "WHERE leases.expires_at <= ?", (key, lease.token, now + ttl, now))
+            if taken.rowcount != 1:
+                return None
             return lease, _read(db, key)
 
         return await self._transact(body)
@@ -172,6 +173,16 @@ class SqliteStore(StateStore):
 
     async def put(self, key: str, document: Document | None, *, fence: Lease | None = None) -> None:
         def body(db: sqlite3.Connection) -> None:
+            if fence is not None and document is not None:
+                # Written only while the lease is held, in one statement.
+                written = db.execute(
+                    "INSERT OR REPLACE INTO documents (key, value, updated_at) SELECT ?, ?, ? WHERE EXISTS "
+                    "(SELECT 1 FROM leases WHERE key = ? AND token = ? AND expires_at > ?)",
+                    (key, json.dumps(document, separators=(",", ":")), time.time(), fence.key, fence.token,
+                     time.time()))
+                if written.rowcount != 1:
+                    raise LeaseLost(fence.key)
+                return
             if fence is not None:
                 row = db.execute("SELECT 1 FROM leases WHERE key = ? AND token = ? AND expires_at > ?",
                                  (fence.key, fence.token, time.time())).fetchone()

@@ -31,7 +31,7 @@ from shim.upstreams.passthrough import BodyLimits, LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
 from shim.web import action_handlers, read_handlers
 from shim.web.incoming import verify_signature
-from shim.web.logs import request_secrets
+from shim.web.logs import log_fields, request_secrets
 from shim.web.metrics import CURRENT_TIMING, RequestTiming, ShimMetrics, status_label
 from shim.web.migration import after_shadow, migration_report, watch_shadow
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
@@ -165,7 +165,7 @@ def _write_audit(request: web.Request, audit: dict[str, Any], legacy_status: str
     record.setdefault("sdrs_status", None)
     record.setdefault("sdrs_code", None)
     record.setdefault("job_ids", [])
-    audit_log.info("translated call", extra=record)
+    log_fields(audit_log, logging.INFO, "translated call", record)
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:

@@ -99,14 +99,20 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 
 def redact(value: Any, key: str = "", secrets: tuple[str, ...] = ()) -> Any:
+    """`value` with every credential replaced: whole values under a sensitive key, and credential
+    texts (and the request's own `secrets`) inside strings, at any depth."""
     if key.lower() in SENSITIVE_KEYS:
         return REDACTED
-    if isinstance(value, dict):
-        return {k: redact(v, str(k), secrets) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v, secrets=secrets) for v in value]
+    return _redacted(value, secrets)
+
+
+def _redacted(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, str):
         return redact_text(value, secrets)
+    if isinstance(value, dict):
+        return {k: REDACTED if str(k).lower() in SENSITIVE_KEYS else _redacted(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v, secrets) for v in value]
     return value
 
 
@@ -114,7 +120,18 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line (`log_format: json`, the default)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(self.document(record), default=str)
+        return self.render(self.document(record))
+
+    def render(self, document: dict[str, Any]) -> str:
+        """A redacted document as its line (without the newline)."""
+        return json.dumps(document, default=str)
+
+    def fields_line(self, level: int, logger: str, message: str, fields: dict[str, Any]) -> str:
+        """The line (newline included) `format` writes for a record of `logger` at `level` with
+        `message` and these extras, built without a logging record (see `log_fields`)."""
+        document = {"time": timestamp(time.time()), "level": logging.getLevelName(level).lower(), "logger": logger,
+                    "pid": _pid, "message": message, **fields}
+        return self.render(redact(document, secrets=REQUEST_SECRETS.get())) + "\n"
 
     def document(self, record: logging.LogRecord) -> dict[str, Any]:
         """The record as a redacted mapping: time, level, logger, pid, message, then its extras."""
@@ -160,8 +177,7 @@ class TextFormatter(JsonFormatter):
 
     _HEAD = ("time", "level", "logger", "message", "exception")
 
-    def format(self, record: logging.LogRecord) -> str:
-        document = self.document(record)
+    def render(self, document: dict[str, Any]) -> str:
         line = f"{document['time']} {document['level'].upper():<7} {document['logger']}: {document['message']}"
         extras = " ".join(f"{key}={_text_value(value)}" for key, value in document.items() if key not in self._HEAD)
         text = f"{line} {extras}" if extras else line
@@ -358,6 +374,20 @@ def _only_sink_handler(logger: logging.Logger, level: int) -> SinkHandler | None
             return None
         current = current.parent
     return None
+
+
+def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+    """`logger.log(level, message, extra=fields)`; when the shim's own sink is all that would see the
+    record (as `shim serve` runs), the line is built directly, as the access line is: a translated
+    call's audit line costs a third of a logging record's way."""
+    if not logger.isEnabledFor(level):
+        return
+    handler = _only_sink_handler(logger, level)
+    if handler is None:
+        logger.log(level, message, extra=fields)
+        return
+    line = handler.formatter.fields_line(level, logger.name, message, fields)  # type: ignore[union-attr]
+    handler.sink.write(line, urgent=level >= logging.WARNING)
 
 
 def _route_kind(path: str, request: web.BaseRequest) -> str | None:
