@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+import random
 import socket
 import time
 from abc import ABC, abstractmethod
@@ -41,8 +41,20 @@ class Lease:
 
 
 def new_owner_token() -> str:
-    """Who holds a lease, readable in the store: host, pid and a random part."""
-    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(8)}"
+    """Who holds a lease, readable in the store: host, pid and a random part (unique, not secret:
+    it fences, it does not authenticate)."""
+    return f"{_owner}/{_tokens.getrandbits(64):016x}"
+
+
+def _learn_owner() -> None:
+    """This process's host/pid, and a random source of its own (after a fork, the child's)."""
+    global _owner, _tokens
+    _owner, _tokens = f"{socket.gethostname()}/{os.getpid()}", random.Random()  # seeded from os.urandom
+
+
+_owner, _tokens = "", random.Random()
+_learn_owner()
+os.register_at_fork(after_in_child=_learn_owner)
 
 
 class StateStore(ABC):
