@@ -6,6 +6,7 @@ disguised spelling and act on a migrated group behind the shim's back.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION
@@ -50,6 +51,17 @@ def _fold_fixed_words(segments: list[str]) -> list[str]:
 
 
 def canonical_path(raw_path: str) -> str:
+    """`_canonical_path`, remembered for the paths of the moment (a translated request asks twice:
+    is it disguised, is it in the translated space); a long path is never kept."""
+    if len(raw_path) > _REMEMBERED_PATH_LENGTH:
+        return _canonical_path(raw_path)
+    return _remembered_canonical_path(raw_path)
+
+
+_REMEMBERED_PATH_LENGTH = 512  # at most 512 paths of 512 characters: a quarter of a megabyte
+
+
+def _canonical_path(raw_path: str) -> str:
     """The path as the most eager normalising server reads it: unreserved escapes decoded, encoded
     slashes and backslashes taken as `/`; per segment, `;parameters`, whitespace and control
     characters (raw or escaped) and a `.json`/`.xml` format suffix dropped; dot segments resolved,
@@ -65,6 +77,9 @@ def canonical_path(raw_path: str) -> str:
         elif segment not in ("", "."):
             segments.append(segment)
     return "/" + "/".join(_fold_fixed_words(segments))
+
+
+_remembered_canonical_path = functools.lru_cache(maxsize=512)(_canonical_path)
 
 
 def _plain(raw_path: str) -> bool:
