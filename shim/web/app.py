@@ -63,8 +63,7 @@ async def _observed(request: web.Request, handler: Handler) -> web.StreamRespons
     if request.body_exists:
         request.content.on_eof(timing.body_done)
     context_token = CURRENT_TIMING.set(timing)
-    state.health.in_flight += 1
-    state.metrics.in_flight.inc()
+    state.health.in_flight += 1  # the shim_requests_in_flight gauge reads it when scraped
     status: int | None = None
     answered_by_shim = True
     try:
@@ -75,7 +74,6 @@ async def _observed(request: web.Request, handler: Handler) -> web.StreamRespons
         CURRENT_TIMING.reset(context_token)
         state.translated.release(request)
         state.health.in_flight -= 1
-        state.metrics.in_flight.dec()
         _request_done(request, state, timing, status, answered_by_shim)
 
 
@@ -249,6 +247,7 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
         keys=keys if keys is not None else load_key_ring(settings.aksk, "config"),
     )
     state.config_digest = shim_metrics.config_loaded(settings, mappings)
+    shim_metrics.in_flight.set_function(lambda: state.health.in_flight)  # read at scrape: no lock per request
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
     # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too.
