@@ -25,6 +25,7 @@ from typing import TypeVar
 from shim.state.store import Document, Lease, LeaseLost, StateStore, StoreUnavailable, new_owner_token
 
 T = TypeVar("T")
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per json.dumps
 _LOOP_ATTEMPTS = 8  # tries on the event loop's connection before the waiting thread takes over
 
 # WITHOUT ROWID: each row lives in its key's b-tree only (no second index to update), which makes a
@@ -178,7 +179,7 @@ class SqliteStore(StateStore):
                 written = db.execute(
                     "INSERT OR REPLACE INTO documents (key, value, updated_at) SELECT ?, ?, ? WHERE EXISTS "
                     "(SELECT 1 FROM leases WHERE key = ? AND token = ? AND expires_at > ?)",
-                    (key, json.dumps(document, separators=(",", ":")), time.time(), fence.key, fence.token,
+                    (key, _encode(document), time.time(), fence.key, fence.token,
                      time.time()))
                 if written.rowcount != 1:
                     raise LeaseLost(fence.key)
@@ -223,4 +224,4 @@ def _read(db: sqlite3.Connection, key: str) -> Document | None:
 
 def _write(db: sqlite3.Connection, key: str, document: Document) -> None:
     db.execute("INSERT OR REPLACE INTO documents (key, value, updated_at) VALUES (?, ?, ?)",
-               (key, json.dumps(document, separators=(",", ":")), time.time()))
+               (key, _encode(document), time.time()))

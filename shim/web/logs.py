@@ -98,6 +98,9 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     return text
 
 
+# One encoder for every line: json.dumps with an option builds a new one per call.
+_encode_line = json.JSONEncoder(default=str).encode
+
 def redact(value: Any, key: str = "", secrets: tuple[str, ...] = ()) -> Any:
     """`value` with every credential replaced: whole values under a sensitive key, and credential
     texts (and the request's own `secrets`) inside strings, at any depth."""
@@ -124,7 +127,7 @@ class JsonFormatter(logging.Formatter):
 
     def render(self, document: dict[str, Any]) -> str:
         """A redacted document as its line (without the newline)."""
-        return json.dumps(document, default=str)
+        return _encode_line(document)
 
     def fields_line(self, level: int, logger: str, message: str, fields: dict[str, Any]) -> str:
         """The line (newline included) `format` writes for a record of `logger` at `level` with
@@ -196,7 +199,7 @@ def _json_value(value: str | None) -> str:
 def _text_value(value: Any) -> str:
     if isinstance(value, str) and value and not any(char.isspace() or char in "\"=" for char in value):
         return value
-    return json.dumps(value, default=str)
+    return _encode_line(value)
 
 
 def _peer_quoting_errors(error: BaseException) -> list[str]:
