@@ -936,8 +936,10 @@ def judge(rows: list[Row], rss_kb: int, shim_total: Counter[str], cores: int) ->
             text = (f"{ratio:.2f}x ({two.rps:,.0f} vs {one.rps:,.0f} req/s; CPU per request "
                     f"{two.server_cpu_us:,.0f} vs {one.server_cpu_us:,.0f} us)")
             if cores < 4:
+                capacity = 2 * one.server_cpu_us / two.server_cpu_us  # two workers, a core each
                 return (text + f"; not judged: {cores} cores hold both workers, the load generator and the "
-                        "stand-ins, so a second worker has no core of its own", None)
+                        "stand-ins, so a second worker has no core of its own; at this CPU per request, two "
+                        f"workers with a core each would serve up to {capacity:.2f}x", None)
             return text, ratio >= goal
         compare(f"--workers 2 >= {goal}x one worker's {load} req/s, c={top}", (f"{load}-workers2", load), top,
                 scaling)
