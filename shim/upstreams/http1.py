@@ -356,18 +356,10 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._waiter = _resolved(self._waiter)
 
     def _wake_drain(self) -> None:
-        waiter = self._drain_waiter
-        if waiter is not None:
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._drain_waiter = _resolved(self._drain_waiter)
 
     def _check_timeouts(self) -> None:
         """One timer per exchange, moved on as data arrives (instead of a wait_for per read)."""
@@ -633,3 +625,8 @@ class Http1Pool:
         self._open.clear()
         self._idle.clear()
 
+
+def _resolved(waiter: asyncio.Future[None] | None) -> None:
+    """Wake whoever awaits `waiter` (if anyone still does); the slot is empty afterwards."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
