@@ -246,3 +246,11 @@ async def test_validate_names_the_mapping_entries_whose_group_was_deleted_throug
 
     assert done.returncode == 0, done.stderr
     assert f"({RCG}) points at protection group {GROUP}, deleted through the shim" in done.stdout
+
+    report = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shim", "report", "--config", str(config)],
+                                     capture_output=True, text=True, timeout=60)
+    assert report.returncode == 0, report.stderr
+    (row,) = [line for line in report.stdout.splitlines() if f"  {RCG}  " in line]
+    assert "(group deleted)" in row
+    assert any(line.startswith("  protection group deleted through the shim at ")
+               and line.endswith("remove the entry from the mapping file") for line in report.stdout.splitlines())

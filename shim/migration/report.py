@@ -16,6 +16,7 @@ from typing import Any
 from shim.mappings import Mappings
 from shim.migration.compare import COMPARED_FIELDS
 from shim.migration.records import read_record, shadow_key
+from shim.state.group_notes import retired_key
 from shim.state.records import GroupRecord, group_key
 from shim.state.store import StateStore, StoreUnavailable
 from shim.translate.tables import GroupMapping
@@ -60,11 +61,20 @@ def shadow_summary(document: dict[str, Any] | None) -> dict[str, Any]:
             "dry_runs": record["dry_runs"], "last_dry_run": dry_run}
 
 
+def deleted_group(note: dict[str, Any] | None) -> dict[str, Any] | None:
+    """When the shim deleted the entry's protection group (a legacy DELETE of the mapped group): the
+    entry is retired and should leave the mapping file."""
+    if not note:
+        return None
+    return {"at": iso(float(note.get("deleted_at") or 0) or None), "job_id": note.get("job_id")}
+
+
 def group_report(entry: GroupMapping, shadow: dict[str, Any] | None, guard: dict[str, Any] | None,
-                 now: float) -> dict[str, Any]:
+                 now: float, retired: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"project_id": entry.project_id, "rcg_id": entry.rcg_id,
             "protection_group_id": entry.protection_group_id, "mode": entry.mode, "mode_source": entry.mode_source,
-            "shadow": shadow_summary(shadow), "last_action": last_action(guard, now)}
+            "shadow": shadow_summary(shadow), "last_action": last_action(guard, now),
+            "deleted": deleted_group(retired)}
 
 
 async def build_report(mappings: Mappings, store: StateStore) -> dict[str, Any]:
@@ -86,7 +96,8 @@ async def build_report(mappings: Mappings, store: StateStore) -> dict[str, Any]:
 
     documents = await asyncio.gather(*(
         asyncio.gather(read(shadow_key(entry.project_id, entry.protection_group_id)),
-                       read(group_key(entry.project_id, entry.protection_group_id)))
+                       read(group_key(entry.project_id, entry.protection_group_id)),
+                       read(retired_key(entry.project_id, entry.rcg_id)))
         for entry in entries))
     now = time.time()
     return {
@@ -95,8 +106,8 @@ async def build_report(mappings: Mappings, store: StateStore) -> dict[str, Any]:
         "compared_fields": list(COMPARED_FIELDS),
         "projects": [{"project_id": project, "mode": mode, "fully_migrated": mode == "sdrs"}
                      for project, mode in sorted(mappings.project_modes.items())],
-        "groups": [group_report(entry, shadow, guard, now) for entry, (shadow, guard) in zip(entries, documents,
-                                                                                                strict=True)],
+        "groups": [group_report(entry, shadow, guard, now, retired)
+                   for entry, (shadow, guard, retired) in zip(entries, documents, strict=True)],
     }
 
 
@@ -127,7 +138,8 @@ def render_table(report: dict[str, Any]) -> str:
 
 
 def _mode(group: dict[str, Any]) -> str:
-    return group["mode"] + ("*" if group["mode_source"] == "project" else "")
+    deleted = " (group deleted)" if group.get("deleted") else ""
+    return group["mode"] + ("*" if group["mode_source"] == "project" else "") + deleted
 
 
 def _action_cell(action: dict[str, Any] | None) -> str:
@@ -144,9 +156,13 @@ def _details(report: dict[str, Any]) -> list[str]:
         shadow = group["shadow"]
         mismatch = next((comparison for comparison in shadow["last"] if comparison["result"] != "match"), None)
         dry_run = shadow["last_dry_run"]
-        if mismatch is None and dry_run is None:
+        deleted = group.get("deleted")
+        if mismatch is None and dry_run is None and deleted is None:
             continue
         lines += ["", f"{group['rcg_id']} ({group['mode']}, protection group {group['protection_group_id']}):"]
+        if deleted is not None:
+            lines.append(f"  protection group deleted through the shim at {deleted['at']} (SDRS job "
+                         f"{deleted['job_id']}): remove the entry from the mapping file")
         if mismatch is not None and mismatch["result"] == "mismatch":
             lines.append(f"  last mismatch {mismatch['at']} after {mismatch['trigger']}:")
             lines += [f"    {name}: legacy {_value(values['legacy'])}, sdrs {_value(values['sdrs'])}"
