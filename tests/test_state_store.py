@@ -8,6 +8,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RedisServer
+from shim.state.action_guard import ActionGuard
 from shim.state.records import GroupRecord, group_key
 from shim.state.redis_store import RedisStore
 from shim.state.sqlite_store import SqliteStore
@@ -188,7 +190,8 @@ async def test_sqlite_waits_for_another_processs_lock_off_the_event_loop(tmp_pat
 def test_every_field_of_a_group_record_survives_its_document():
     """to_document names the fields one by one: a field added later and forgotten there fails here."""
     values = {"action": "os-reprotect-replication-consistency-group", "job_ids": ("j1", "j2"), "jobs_pending": True,
-              "started_at": 1.5, "sending_since": 2.5, "settle_until": 3.5, "extra": {"later": [1]}}
+              "started_at": 1.5, "sending_since": 2.5, "settle_until": 3.5, "holder": "host/1/ab",
+              "extra": {"later": [1]}}
     assert set(values) == {field.name for field in dataclasses.fields(GroupRecord)}
     record = GroupRecord(**values)
     assert GroupRecord.from_document(json.loads(json.dumps(record.to_document()))) == record
@@ -224,3 +227,78 @@ def test_workers_opening_a_new_sqlite_file_at_the_same_moment_all_get_the_store(
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(4)]
         outcomes = [process.communicate(timeout=60) for process in processes]
         assert all(out.strip() == "ok" for out, _ in outcomes), [err[-400:] for _, err in outcomes]
+
+
+# -- a holder whose lease ran out while it was stalled ---------------------------------------------
+
+REPROTECT = "os-reprotect-replication-consistency-group"
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
+@pytest.mark.parametrize("another_claim_acts", [True, False])
+async def test_a_stalled_holder_never_overwrites_what_a_newer_claim_recorded(
+    backend: str, another_claim_acts: bool, tmp_path: Path,
+) -> None:
+    """A claim whose process froze past its lease (no renewal ran) while another claim took the group
+    and started a job: releasing afterwards keeps the newer claim's job pending beside its own, so no
+    later action is sent while either may run. With no other claim meanwhile, its own record stands."""
+    redis = RedisServer(tmp_path)
+    if backend == "redis":
+        await redis.start()
+    memory = MemoryStore()
+
+    def fresh() -> StateStore:
+        if backend == "memory":
+            return memory
+        return SqliteStore(tmp_path / "shim.sqlite3") if backend == "sqlite" else RedisStore(redis.url, "t:")
+
+    async def another_claim_starts_a_job() -> None:  # another shim (or worker), on its own loop
+        store = fresh()
+        await store.open()
+        try:
+            async with ActionGuard(store, settle_seconds=0).claim("p", "g", "rcg") as claim:
+                await claim.before_post()
+                claim.job_started(REPROTECT, "job-of-the-newer-claim", first_of_action=True)
+        finally:
+            if store is not memory:
+                await store.close()
+
+    stalled = fresh()
+    await stalled.open()
+    try:
+        async with ActionGuard(stalled, settle_seconds=0, lease_seconds=0.3).claim("p", "g", "rcg") as claim:
+            await claim.before_post()
+            claim.job_started(REPROTECT, "job-of-the-stalled-claim", first_of_action=True)
+            time.sleep(0.5)  # frozen: the event loop runs nothing, so the lease runs out unrenewed
+            if another_claim_acts:
+                other = threading.Thread(target=asyncio.run, args=(another_claim_starts_a_job(),))
+                other.start()
+                other.join(timeout=30)
+        record = GroupRecord.from_document(await stalled.get(group_key("p", "g")))
+    finally:
+        if stalled is not memory:
+            await stalled.close()
+        await redis.stop()
+
+    expected = {"job-of-the-stalled-claim", "job-of-the-newer-claim"} if another_claim_acts else {
+        "job-of-the-stalled-claim"}
+    assert set(record.pending_jobs(time.time())) == expected
+    assert record.sending_since is None  # both POSTs were answered: nothing is "on its way"
+
+
+def test_a_record_absorbs_a_stalled_holders_facts_without_losing_its_own() -> None:
+    newer = GroupRecord(action="os-sync-replication-consistency-group", job_ids=("b",), jobs_pending=True,
+                        started_at=20.0, holder="B")
+    stalled = GroupRecord(action=REPROTECT, job_ids=("a",), jobs_pending=True, started_at=10.0, settle_until=99.0,
+                          holder="A")
+    merged = newer.absorbing(stalled)
+    assert merged.job_ids == ("b", "a") and merged.jobs_pending and merged.holder == "B"
+    assert merged.action == newer.action and merged.started_at == 20.0 and merged.settle_until == 99.0
+    # the newer claim's jobs were seen finished: the stalled holder's are what may still run
+    finished = dataclasses.replace(newer, jobs_pending=False)
+    assert finished.absorbing(stalled).pending_jobs(30.0) == ("a",)
+    # a POST of the stalled holder whose answer it never got keeps its settle time
+    on_its_way = dataclasses.replace(stalled, sending_since=15.0, settle_until=0.0)
+    assert newer.absorbing(on_its_way).unsettled_for(16.0, settle_seconds=60) == 59
+    # its own earlier write (no one else held the group meanwhile) is simply replaced
+    assert dataclasses.replace(stalled, jobs_pending=False, holder="A").absorbing(stalled) == stalled

@@ -115,7 +115,8 @@ class ActionGuard:
         if acquired is None:
             raise LegacyError(409, f"Another action on replication consistency group {rcg_id} is in progress.")
         lease, document = acquired
-        claim = GroupClaim(self.store, lease, GroupRecord.from_document(document), self._settle_seconds)
+        claim = GroupClaim(self.store, lease, GroupRecord.from_document(document).held_by(lease.token),
+                           self._settle_seconds)
         renewal_due: asyncio.TimerHandle | None = None
         try:
             wait = claim.record.unsettled_for(time.time(), self._settle_seconds)
@@ -149,8 +150,17 @@ class ActionGuard:
             await asyncio.sleep(self._lease_seconds / 3)
 
     async def _release(self, claim: GroupClaim) -> None:
+        mine = claim.record
         try:
-            await asyncio.shield(self.store.release(claim.lease, claim.record.to_document()))
+            if await asyncio.shield(self.store.release(claim.lease, mine.to_document())):
+                return
+            # The lease ran out and another claim took the group meanwhile: its record is newer and
+            # stays; this action's facts (a job SDRS handed out, an unknown outcome) are merged in.
+            log.warning("the group's lease ran out before this action ended: its record was merged with the "
+                        "store's (another claim may have acted meanwhile)",
+                        extra={"group": claim.lease.key, "job_ids": list(mine.job_ids)})
+            await asyncio.shield(self.store.update(
+                claim.lease.key, lambda current: GroupRecord.from_document(current).absorbing(mine).to_document()))
         except StoreUnavailable as err:
             # The lease expires by itself; the record written before the POST still protects the group.
             log.warning("state store unavailable when releasing a group", extra={"error": str(err)[:300]})

@@ -38,6 +38,7 @@ class GroupRecord:
     started_at: float = 0.0
     sending_since: float | None = None
     settle_until: float = 0.0
+    holder: str = ""  # the lease token of the claim that wrote it (see `absorbing`)
     extra: dict[str, Any] = field(default_factory=dict)  # fields written by later features, kept as read
 
     @classmethod
@@ -54,6 +55,7 @@ class GroupRecord:
                 started_at=float(known.get("started_at", 0.0)),
                 sending_since=None if known.get("sending_since") is None else float(known["sending_since"]),
                 settle_until=float(known.get("settle_until", 0.0)),
+                holder=str(known.get("holder", "")),
                 extra=extra,
             )
         except (TypeError, ValueError):
@@ -64,7 +66,7 @@ class GroupRecord:
         # Field by field: dataclasses.asdict deep-copies recursively, and this runs twice per action.
         return {**self.extra, "action": self.action, "job_ids": list(self.job_ids), "jobs_pending": self.jobs_pending,
                 "started_at": self.started_at, "sending_since": self.sending_since,
-                "settle_until": self.settle_until}
+                "settle_until": self.settle_until, "holder": self.holder}
 
     # -- the questions asked before an action ---------------------------------------------------
 
@@ -82,6 +84,10 @@ class GroupRecord:
         return self.job_ids
 
     # -- what each step of an action writes -----------------------------------------------------
+
+    def held_by(self, token: str) -> GroupRecord:
+        """The record as a new claim (lease `token`) will write it."""
+        return replace(self, holder=token)
 
     def about_to_send(self, now: float) -> GroupRecord:
         """Written (durably, under the lease) before an action POST leaves."""
@@ -104,3 +110,27 @@ class GroupRecord:
     def settled(self, now: float) -> GroupRecord:
         """A `sending_since` whose settle time has passed is history: the group's status now tells."""
         return replace(self, sending_since=None) if self.sending_since is not None else self
+
+    # -- a holder whose lease ran out ------------------------------------------------------------
+
+    def absorbing(self, lost: GroupRecord) -> GroupRecord:
+        """This record (the store's, written by whoever held the group last) with what a holder whose
+        lease ran out meanwhile (a stall longer than the lease) learnt: `lost`, its own record. Where
+        this is `lost`'s own earlier write, `lost` simply replaces it. Else another claim acted in
+        between: its record stays, `lost`'s pending jobs are added to it and its unknown outcomes keep
+        their settle times, so no later action starts while anything either of them started may run."""
+        if self.holder == lost.holder:
+            return lost
+        record = replace(self, settle_until=max(self.settle_until, lost.settle_until))
+        if lost.sending_since is not None:
+            since = lost.sending_since if record.sending_since is None else max(record.sending_since,
+                                                                                   lost.sending_since)
+            record = replace(record, sending_since=since)
+        if lost.jobs_pending and lost.job_ids:
+            if record.jobs_pending:
+                job_ids = record.job_ids + tuple(job for job in lost.job_ids if job not in record.job_ids)
+                record = replace(record, job_ids=job_ids, started_at=max(record.started_at, lost.started_at))
+            else:
+                record = replace(record, action=lost.action, job_ids=lost.job_ids, jobs_pending=True,
+                                 started_at=lost.started_at)
+        return record

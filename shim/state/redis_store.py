@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from shim.state.store import Document, Lease, LeaseLost, StateStore, StoreUnavailable, new_owner_token
 
 T = TypeVar("T")
+_UPDATE_ATTEMPTS = 16
 
 # KEYS[1] lease, KEYS[2] document; ARGV[1] token, ARGV[2] ttl ms -> {acquired, document}
 _ACQUIRE = """
@@ -32,10 +33,14 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-# KEYS[1] lease, KEYS[2] document; ARGV[1] token, ARGV[2] document or '' -> 1
+# KEYS[1] lease, KEYS[2] document; ARGV[1] token, ARGV[2] document or '' -> 1 released, 0 taken by another
 _RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  if ARGV[2] == '' then return 1 end
+  return 0
+end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('DEL', KEYS[1])
 return 1
 """
 # KEYS[1] lease, KEYS[2] document; ARGV[1] token, ARGV[2] document or '' (delete) -> 1 written, 0 lease lost
@@ -102,10 +107,38 @@ class RedisStore(StateStore):
             keys=[self._lease_key(lease.key)], args=[lease.token, _millis(ttl)]))
         return bool(renewed)
 
-    async def release(self, lease: Lease, document: Document | None = None) -> None:
-        await self._call(self._scripts["release"](
+    async def release(self, lease: Lease, document: Document | None = None) -> bool:
+        # A lease key expires in Redis itself: an expired lease is "not this lease's" here, and the
+        # caller's merge (`update`) finds its own last fenced write and keeps its facts.
+        released = await self._call(self._scripts["release"](
             keys=[self._lease_key(lease.key), self._document_key(lease.key)],
             args=[lease.token, _encode(document)]))
+        return bool(released)
+
+    async def update(self, key: str, change: Callable[[Document | None], Document | None]) -> None:
+        """Optimistic: WATCH the document, compute, write in MULTI/EXEC; again if it changed meanwhile."""
+        client = self._connected()
+        document_key = self._document_key(key)
+
+        async def attempt() -> bool:
+            async with client.pipeline(transaction=True) as pipe:
+                await pipe.watch(document_key)
+                changed = change(_decode(await pipe.get(document_key)))
+                pipe.multi()
+                if changed is None:
+                    pipe.delete(document_key)
+                else:
+                    pipe.set(document_key, _encode(changed))
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    return False
+                return True
+
+        for _attempt in range(_UPDATE_ATTEMPTS):
+            if await self._call(attempt()):
+                return
+        raise StoreUnavailable(f"redis: {key} changed under every one of {_UPDATE_ATTEMPTS} updates")
 
     async def get(self, key: str) -> Document | None:
         return _decode(await self._call(self._connected().get(self._document_key(key))))

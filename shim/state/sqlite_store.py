@@ -161,11 +161,28 @@ class SqliteStore(StateStore):
 
         return await self._transact(body)
 
-    async def release(self, lease: Lease, document: Document | None = None) -> None:
-        def body(db: sqlite3.Connection) -> None:
+    async def release(self, lease: Lease, document: Document | None = None) -> bool:
+        def body(db: sqlite3.Connection) -> bool:
             if document is not None:
-                _write(db, lease.key, document)
+                # Written only while the key is still this lease's (held or expired, not taken since).
+                written = db.execute(
+                    "INSERT OR REPLACE INTO documents (key, value, updated_at) SELECT ?, ?, ? WHERE EXISTS "
+                    "(SELECT 1 FROM leases WHERE key = ? AND token = ?)",
+                    (lease.key, _encode(document), time.time(), lease.key, lease.token))
+                if written.rowcount != 1:
+                    return False
             db.execute("DELETE FROM leases WHERE key = ? AND token = ?", (lease.key, lease.token))
+            return True
+
+        return await self._transact(body)
+
+    async def update(self, key: str, change: Callable[[Document | None], Document | None]) -> None:
+        def body(db: sqlite3.Connection) -> None:
+            changed = change(_read(db, key))
+            if changed is None:
+                db.execute("DELETE FROM documents WHERE key = ?", (key,))
+            else:
+                _write(db, key, changed)
 
         await self._transact(body)
 

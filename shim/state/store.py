@@ -9,7 +9,8 @@ action guard's per-group records and leases, and later features' records. Three 
 
 A lease is held by one owner until it is released or expires (`ttl`, wall-clock on the backend), so a
 crashed holder cannot lock a key forever; its `token` is a fencing value: a write fenced by a lease is
-refused (`LeaseLost`) once another owner holds the key. Any backend failure is `StoreUnavailable`.
+refused (`LeaseLost`) once another owner holds the key, and a release writes nothing once another
+owner took it. Any backend failure is `StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import random
 import socket
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,9 +79,16 @@ class StateStore(ABC):
         """Extend a held lease; False when it was lost."""
 
     @abstractmethod
-    async def release(self, lease: Lease, document: Document | None = None) -> None:
-        """Give the lease up, first writing `document` to its key when one is given (written even if
-        the lease was lost meanwhile: it records facts, such as a job id SDRS handed out)."""
+    async def release(self, lease: Lease, document: Document | None = None) -> bool:
+        """Give the lease up, first writing `document` to its key when one is given. The write happens
+        only while the key is still this lease's (held, or expired with no one else holding it since):
+        False when another owner took it meanwhile, and then nothing is written, so a newer holder's
+        record is never overwritten; the caller merges its facts in with `update`."""
+
+    @abstractmethod
+    async def update(self, key: str, change: Callable[[Document | None], Document | None]) -> None:
+        """Read-modify-write one document atomically (no lease): `change` gets the current document
+        and returns the new one (None deletes); it may be called more than once."""
 
     @abstractmethod
     async def get(self, key: str) -> Document | None: ...
@@ -121,11 +130,20 @@ class MemoryStore(StateStore):
         self._leases[lease.key] = (lease.token, time.time() + ttl)
         return True
 
-    async def release(self, lease: Lease, document: Document | None = None) -> None:
+    async def release(self, lease: Lease, document: Document | None = None) -> bool:
+        if self._leases.get(lease.key, ("",))[0] != lease.token:
+            return document is None
         if document is not None:
             self._documents[lease.key] = _copy(document) or {}
-        if self._leases.get(lease.key, ("",))[0] == lease.token:
-            del self._leases[lease.key]
+        del self._leases[lease.key]
+        return True
+
+    async def update(self, key: str, change: Callable[[Document | None], Document | None]) -> None:
+        changed = change(_copy(self._documents.get(key)))
+        if changed is None:
+            self._documents.pop(key, None)
+        else:
+            self._documents[key] = _copy(changed) or {}
 
     async def get(self, key: str) -> Document | None:
         return _copy(self._documents.get(key))
