@@ -181,7 +181,8 @@ def _legacy_pairs_by_group(groups: list[Mapping[str, Any]], pairs: list[Mapping[
     members: dict[str, list[Mapping[str, Any]]] = {id_key(group["id"]): [] for group in groups}
     for group in groups:
         seen: set[str] = set()
-        ids = group.get("replication_ids") if isinstance(group.get("replication_ids"), list) else []
+        listed = group.get("replication_ids")
+        ids = listed if isinstance(listed, list) else []
         named = [by_id[id_key(pair_id)] for pair_id in ids if isinstance(pair_id, str) and id_key(pair_id) in by_id]
         naming = [pair for pair in pairs if isinstance(pair.get("replication_consistency_group_id"), str)
                   and id_key(pair["replication_consistency_group_id"]) == id_key(group["id"])]

@@ -20,7 +20,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -284,7 +284,7 @@ async def compare_group(
         legacy_pairs = _legacy_item(pairs_status, pairs_document, "replications", "group's pair list")
         if not isinstance(legacy_pairs, list):
             raise LegacyError(502, "the legacy endpoint's pair list has no 'replications' list")
-        legacy_side = legacy_facts(group_document, legacy_pairs)
+        legacy_side = legacy_facts(cast(Mapping[str, Any], group_document), legacy_pairs)  # read above if None
         sdrs_side = sdrs_facts(rcg_id, sdrs_group, sdrs_pairs, statuses, legacy_side["production_volumes"])
     except LegacyError as err:
         return Comparison(time.time(), "error", trigger, error=err.message[:500], request_id=request_id)

@@ -66,9 +66,9 @@ def reload_config(state: ShimState, config_path: Path) -> bool:
     state.settings, state.mappings, state.keys = effective, mappings, keys  # no await in between: one step
     for change in changes:  # a mode change is a mapping change: audited, one line per group
         migration_log.info("mode changed: %s -> %s", change["old_mode"], change["new_mode"], extra=change)
-    for change in project_changes:
-        migration_log.info("project default mode changed: %s -> %s", change["old_mode"], change["new_mode"],
-                           extra=change)
+    for project_change in project_changes:
+        migration_log.info("project default mode changed: %s -> %s", project_change["old_mode"],
+                           project_change["new_mode"], extra=project_change)
     state.config_digest = state.metrics.config_loaded(effective, mappings)
     state.metrics.config_reloads.labels("success").inc()
     logging.getLogger().setLevel(effective.log_level.upper())

@@ -232,10 +232,10 @@ def run_workers(config_path: Path, settings: Settings, workers: int) -> int:
     failed = False
     while children:
         pid, status = os.wait()  # interrupted by a signal, Python runs `forward` and waits again
-        child = children.pop(pid, None)
-        if child is None:
+        exited = children.pop(pid, None)
+        if exited is None:
             continue
-        child.returncode = code = os.waitstatus_to_exitcode(status)
+        exited.returncode = code = os.waitstatus_to_exitcode(status)
         if code != 0 or not stopping:
             failed = True
             log.error("worker exited", extra={"worker_pid": pid, "exit_code": code, "asked_to_stop": stopping})

@@ -168,5 +168,5 @@ def _encode(document: Document | None) -> str:
     return "" if document is None else json.dumps(document, separators=(",", ":"))
 
 
-def _decode(value: str | None) -> Document | None:
+def _decode(value: str | bytes | None) -> Document | None:
     return None if not value else json.loads(value)

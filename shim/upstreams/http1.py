@@ -356,10 +356,12 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
-        self._waiter = _resolved(self._waiter)
+        waiter, self._waiter = self._waiter, None
+        _resolve(waiter)
 
     def _wake_drain(self) -> None:
-        self._drain_waiter = _resolved(self._drain_waiter)
+        waiter, self._drain_waiter = self._drain_waiter, None
+        _resolve(waiter)
 
     def _check_timeouts(self) -> None:
         """One timer per exchange, moved on as data arrives (instead of a wait_for per read)."""
@@ -456,7 +458,11 @@ class _Slots:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
         self._waiting.append(waiter)
-        timer = loop.call_later(timeout, lambda: waiter.done() or waiter.set_result(False))
+        def expire() -> None:
+            if not waiter.done():
+                waiter.set_result(False)
+
+        timer = loop.call_later(timeout, expire)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -626,7 +632,7 @@ class Http1Pool:
         self._idle.clear()
 
 
-def _resolved(waiter: asyncio.Future[None] | None) -> None:
-    """Wake whoever awaits `waiter` (if anyone still does); the slot is empty afterwards."""
+def _resolve(waiter: asyncio.Future[None] | None) -> None:
+    """Wake whoever awaits `waiter`, if anyone still does."""
     if waiter is not None and not waiter.done():
         waiter.set_result(None)

@@ -24,7 +24,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, HttpProcessingError, LineTooLong
@@ -145,7 +145,7 @@ class ShimRequestHandler(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._shim_server.admit(self):
             self._manager = None  # never registered: connection_lost has nothing to undo
-            transport.abort()
+            cast(asyncio.Transport, transport).abort()  # a stream transport (TCP or TLS)
             return
         super().connection_made(transport)
         self._arm_head_timer()  # the first head is due within head_seconds of the opening

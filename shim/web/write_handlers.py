@@ -64,9 +64,9 @@ async def update_group(request: web.Request, state: ShimState, entry: GroupMappi
 
         await send_calls(claim, calls, UPDATE_WORK, plan.deletes, job_ids, on_job=removed)
     known, description = await state.notes.description(entry)
-    body = accepted_update(entry, group, update, description if known else group.description,
-                           working=bool(job_ids))
-    return web.json_response(body, status=202)
+    legacy_answer = accepted_update(entry, group, update, description if known else group.description,
+                                    working=bool(job_ids))
+    return web.json_response(legacy_answer, status=202)
 
 
 async def delete_group(request: web.Request, state: ShimState, entry: GroupMapping) -> web.StreamResponse:
