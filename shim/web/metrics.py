@@ -146,6 +146,7 @@ class ShimMetrics:
             "shim_legacy_pool_refused", "Requests refused with 503 at once because every connection to the legacy "
             "endpoint was in use", registry=registry,
         )
+        self._upstream_down: dict[str, bool] = {}  # the value upstream_up last got, per upstream
         self.upstream_up = Gauge(
             "shim_upstream_up", "1 when the last exchange with the upstream got an answer (other than 502, 503, "
             "504), 0 when it failed; readiness (/readyz) does not depend on it", ["upstream"], registry=registry,
@@ -196,7 +197,9 @@ class ShimMetrics:
         """One exchange with `upstream` ("sdrs" or "legacy"): an answer's status, or a failure kind.
         A transport failure or a gateway status (502, 503, 504) marks the upstream down."""
         down = failure is not None or status in GATEWAY_STATUSES
-        self._child(self.upstream_up, upstream).set(0 if down else 1)
+        if self._upstream_down.get(upstream) is not down:  # set on a change only: this runs per exchange
+            self._upstream_down[upstream] = down
+            self._child(self.upstream_up, upstream).set(0 if down else 1)
         if down:
             self._child(self.upstream_failures, upstream, failure or "gateway_status").inc()
 

@@ -44,10 +44,7 @@ async def after_previous(
     deadline = time.monotonic() + settings.wait_for_previous_seconds
     pauses = backoff(settings.poll_initial_seconds, settings.poll_max_seconds)
     while True:
-        jobs, group = await asyncio.gather(
-            previous_jobs(calls, entry.project_id, claim.pending_jobs(), entry.rcg_id),
-            calls.group(entry.project_id, entry.protection_group_id),
-        )
+        jobs, group = await _jobs_and_group(calls, claim.pending_jobs(), entry)
         running = [job for job in jobs if job is not None and not job.finished]
         if not running:
             claim.jobs_finished()
@@ -64,6 +61,22 @@ async def after_previous(
         await asyncio.sleep(min(remaining, next(pauses)))
 
 
+async def _jobs_and_group(
+    calls: SdrsCalls, job_ids: tuple[str, ...], entry: GroupMapping,
+) -> tuple[list[Job | None], ServerGroup]:
+    """The previous jobs and the group, read at the same time (one task, not a gather of three: this
+    runs before every action); a failure to read the jobs comes first."""
+    if not job_ids:
+        return [], await calls.group(entry.project_id, entry.protection_group_id)
+    group_read = asyncio.ensure_future(calls.group(entry.project_id, entry.protection_group_id))
+    try:
+        jobs = await previous_jobs(calls, entry.project_id, job_ids, entry.rcg_id)
+    except BaseException:
+        group_read.cancel()
+        raise
+    return jobs, await group_read
+
+
 def backoff(initial: float, maximum: float) -> Iterator[float]:
     """Pauses between polls: doubling from `initial` up to `maximum`, with jitter."""
     pause = initial
@@ -76,6 +89,8 @@ async def previous_jobs(calls: SdrsCalls, project_id: str, job_ids: tuple[str, .
     """The last work's jobs, read before new work (None: SDRS says the job does not exist).
     A job that cannot be read stays pending: no new work is sent while it might run."""
     try:
+        if len(job_ids) == 1:  # the usual case: no gather (and no task) for one read
+            return [await calls.job(project_id, job_ids[0])]
         return list(await asyncio.gather(*(calls.job(project_id, job_id) for job_id in job_ids)))
     except LegacyError as err:
         raise LegacyError(
