@@ -62,7 +62,8 @@ class LegacyObserver(Protocol):
     """Told about the pool and about each exchange with the legacy endpoint (for metrics); must not
     raise or block."""
 
-    def pool_changed(self, in_use: int, refused: bool) -> None: ...
+    def pool_refused(self) -> None:
+        """Every pooled connection was in use: a legacy 503 (the count in use is read from `in_use`)."""
 
     def exchange_done(self, status: int | None, failure: str | None) -> None:
         """`status` of an answer, or the `failure` kind: timeout, unreachable, malformed, too_large."""
@@ -112,18 +113,19 @@ class LegacyPassthrough:
         (Not a contextmanager: LegacyError is frozen and contextlib rewrites a raised error's traceback.)"""
         if self._in_use >= self._pool_connections:
             if self._observer is not None:
-                self._observer.pool_changed(self._in_use, True)
+                self._observer.pool_refused()
             raise LegacyError(503, f"All {self._pool_connections} connections to the legacy EVS endpoint are "
                                    "in use (limits.pool_connections); try again shortly.",
                               retry_after=_POOL_RETRY_AFTER_SECONDS)
         self._in_use += 1
-        if self._observer is not None:
-            self._observer.pool_changed(self._in_use, False)
 
     def _give_back_connection(self) -> None:
         self._in_use -= 1
-        if self._observer is not None:
-            self._observer.pool_changed(self._in_use, False)
+
+    @property
+    def in_use(self) -> int:
+        """Pooled connections in use now (a gauge reads it at scrape time: nothing per request)."""
+        return self._in_use
 
     @property
     def started(self) -> bool:

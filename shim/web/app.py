@@ -247,7 +247,9 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
         keys=keys if keys is not None else load_key_ring(settings.aksk, "config"),
     )
     state.config_digest = shim_metrics.config_loaded(settings, mappings)
-    shim_metrics.in_flight.set_function(lambda: state.health.in_flight)  # read at scrape: no lock per request
+    # Read at scrape time: no lock per request.
+    shim_metrics.in_flight.set_function(lambda: state.health.in_flight)
+    shim_metrics.legacy_pool_in_use.set_function(lambda: state.legacy.in_use)
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
     # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too.

@@ -242,10 +242,8 @@ class _LegacyMetrics:
     def __init__(self, metrics: ShimMetrics) -> None:
         self._metrics = metrics
 
-    def pool_changed(self, in_use: int, refused: bool) -> None:
-        self._metrics.legacy_pool_in_use.set(in_use)
-        if refused:
-            self._metrics.legacy_pool_refused.inc()
+    def pool_refused(self) -> None:
+        self._metrics.legacy_pool_refused.inc()
 
     def exchange_done(self, status: int | None, failure: str | None) -> None:
         self._metrics.upstream_done("legacy", status, failure)
