@@ -9,14 +9,22 @@ by the Redis server's clock, not by the shims'.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
-from shim.state.store import Document, Lease, LeaseLost, StateStore, StoreUnavailable, new_owner_token
+from shim.state.store import (
+    Document,
+    Lease,
+    LeaseLost,
+    StateStore,
+    StoreUnavailable,
+    decode_document,
+    encode_document,
+    new_owner_token,
+)
 
 T = TypeVar("T")
 _UPDATE_ATTEMPTS = 16
@@ -100,7 +108,7 @@ class RedisStore(StateStore):
             keys=[self._lease_key(key), self._document_key(key)], args=[lease.token, _millis(ttl)]))
         if not acquired:
             return None
-        return lease, _decode(document)
+        return lease, decode_document(document)
 
     async def renew(self, lease: Lease, ttl: float) -> bool:
         renewed = await self._call(self._scripts["renew"](
@@ -123,7 +131,7 @@ class RedisStore(StateStore):
         async def attempt() -> bool:
             async with client.pipeline(transaction=True) as pipe:
                 await pipe.watch(document_key)
-                changed = change(_decode(await pipe.get(document_key)))
+                changed = change(decode_document(await pipe.get(document_key)))
                 pipe.multi()
                 if changed is None:
                     pipe.delete(document_key)
@@ -141,7 +149,7 @@ class RedisStore(StateStore):
         raise StoreUnavailable(f"redis: {key} changed under every one of {_UPDATE_ATTEMPTS} updates")
 
     async def get(self, key: str) -> Document | None:
-        return _decode(await self._call(self._connected().get(self._document_key(key))))
+        return decode_document(await self._call(self._connected().get(self._document_key(key))))
 
     async def put(self, key: str, document: Document | None, *, fence: Lease | None = None) -> None:
         if fence is not None:
@@ -165,8 +173,5 @@ def _millis(seconds: float) -> int:
 
 
 def _encode(document: Document | None) -> str:
-    return "" if document is None else json.dumps(document, separators=(",", ":"))
-
-
-def _decode(value: str | bytes | None) -> Document | None:
-    return None if not value else json.loads(value)
+    """A script argument: '' stands for no document."""
+    return "" if document is None else encode_document(document)

@@ -14,7 +14,6 @@ another process.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -22,10 +21,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from shim.state.store import Document, Lease, LeaseLost, StateStore, StoreUnavailable, new_owner_token
+from shim.state.store import (
+    Document,
+    Lease,
+    LeaseLost,
+    StateStore,
+    StoreUnavailable,
+    decode_document,
+    encode_document,
+    new_owner_token,
+)
 
 T = TypeVar("T")
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per json.dumps
 _LOOP_ATTEMPTS = 8  # tries on the event loop's connection before the waiting thread takes over
 
 # WITHOUT ROWID: each row lives in its key's b-tree only (no second index to update), which makes a
@@ -163,14 +170,9 @@ class SqliteStore(StateStore):
 
     async def release(self, lease: Lease, document: Document | None = None) -> bool:
         def body(db: sqlite3.Connection) -> bool:
-            if document is not None:
-                # Written only while the key is still this lease's (held or expired, not taken since).
-                written = db.execute(
-                    "INSERT OR REPLACE INTO documents (key, value, updated_at) SELECT ?, ?, ? WHERE EXISTS "
-                    "(SELECT 1 FROM leases WHERE key = ? AND token = ?)",
-                    (lease.key, _encode(document), time.time(), lease.key, lease.token))
-                if written.rowcount != 1:
-                    return False
+            # Written only while the key is still this lease's (held or expired, not taken since).
+            if document is not None and not _write_fenced(db, lease.key, document, lease, held=False):
+                return False
             db.execute("DELETE FROM leases WHERE key = ? AND token = ?", (lease.key, lease.token))
             return True
 
@@ -178,11 +180,7 @@ class SqliteStore(StateStore):
 
     async def update(self, key: str, change: Callable[[Document | None], Document | None]) -> None:
         def body(db: sqlite3.Connection) -> None:
-            changed = change(_read(db, key))
-            if changed is None:
-                db.execute("DELETE FROM documents WHERE key = ?", (key,))
-            else:
-                _write(db, key, changed)
+            _write_or_delete(db, key, change(_read(db, key)))
 
         await self._transact(body)
 
@@ -193,12 +191,7 @@ class SqliteStore(StateStore):
         def body(db: sqlite3.Connection) -> None:
             if fence is not None and document is not None:
                 # Written only while the lease is held, in one statement.
-                written = db.execute(
-                    "INSERT OR REPLACE INTO documents (key, value, updated_at) SELECT ?, ?, ? WHERE EXISTS "
-                    "(SELECT 1 FROM leases WHERE key = ? AND token = ? AND expires_at > ?)",
-                    (key, _encode(document), time.time(), fence.key, fence.token,
-                     time.time()))
-                if written.rowcount != 1:
+                if not _write_fenced(db, key, document, fence, held=True):
                     raise LeaseLost(fence.key)
                 return
             if fence is not None:
@@ -206,10 +199,7 @@ class SqliteStore(StateStore):
                                  (fence.key, fence.token, time.time())).fetchone()
                 if row is None:
                     raise LeaseLost(fence.key)
-            if document is None:
-                db.execute("DELETE FROM documents WHERE key = ?", (key,))
-            else:
-                _write(db, key, document)
+            _write_or_delete(db, key, document)
 
         await self._transact(body)
 
@@ -236,9 +226,33 @@ def _busy(err: sqlite3.OperationalError) -> bool:
 
 def _read(db: sqlite3.Connection, key: str) -> Document | None:
     row = db.execute("SELECT value FROM documents WHERE key = ?", (key,)).fetchone()
-    return None if row is None else json.loads(row[0])
+    return None if row is None else decode_document(row[0])
+
+
+def _write_or_delete(db: sqlite3.Connection, key: str, document: Document | None) -> None:
+    if document is None:
+        db.execute("DELETE FROM documents WHERE key = ?", (key,))
+    else:
+        _write(db, key, document)
+
+
+_WRITE_FENCED = ("INSERT OR REPLACE INTO documents (key, value, updated_at) SELECT ?, ?, ? WHERE EXISTS "
+                 "(SELECT 1 FROM leases WHERE key = ? AND token = ?")
+_WHILE_HELD = _WRITE_FENCED + " AND expires_at > ?)"
+_WHILE_NOT_TAKEN = _WRITE_FENCED + ")"
+
+
+def _write_fenced(db: sqlite3.Connection, key: str, document: Document, lease: Lease, held: bool) -> bool:
+    """Write `document` in one statement only while `lease` is the key's lease row: unexpired (`held`),
+    or else still its own, expired or not, as long as no one took it since."""
+    now = time.time()
+    if held:
+        cursor = db.execute(_WHILE_HELD, (key, encode_document(document), now, lease.key, lease.token, now))
+    else:
+        cursor = db.execute(_WHILE_NOT_TAKEN, (key, encode_document(document), now, lease.key, lease.token))
+    return cursor.rowcount == 1
 
 
 def _write(db: sqlite3.Connection, key: str, document: Document) -> None:
     db.execute("INSERT OR REPLACE INTO documents (key, value, updated_at) VALUES (?, ?, ?)",
-               (key, _encode(document), time.time()))
+               (key, encode_document(document), time.time()))

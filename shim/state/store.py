@@ -27,6 +27,15 @@ from typing import Any
 
 Document = dict[str, Any]
 
+# Documents as stored text, the same for every backend (one encoder: json.dumps with an option
+# builds a new one per call).
+encode_document = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def decode_document(text: str | bytes | None) -> Document | None:
+    """A stored document; None for none (or an empty value)."""
+    return None if not text else json.loads(text)
+
 
 class StoreUnavailable(Exception):
     """The store could not be reached or did not answer in time: fail closed."""
