@@ -10,9 +10,10 @@ from typing import TypeVar
 from aiohttp import web
 
 from shim.context import AUDIT
+from shim.state.action_guard import store_unavailable
 from shim.state.store import StoreUnavailable
 from shim.translate.actions import SdrsCall
-from shim.translate.legacy import LegacyError, id_key
+from shim.translate.legacy import id_key
 from shim.translate.sdrs_answers import parse_answer
 from shim.translate.sdrs_models import ReplicationPair, ServerGroupAnswer
 from shim.translate.tables import GroupMapping
@@ -112,5 +113,4 @@ async def _noted(note: Awaitable[T]) -> T:
     try:
         return await note
     except StoreUnavailable:
-        raise LegacyError(503, "The migration proxy cannot reach its state store; try again shortly.",
-                          retry_after=5) from None
+        raise store_unavailable("it could not keep its notes on the group") from None
