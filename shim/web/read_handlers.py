@@ -156,13 +156,17 @@ async def pair_item(request: web.Request) -> web.StreamResponse:
 def _removed_pair(request: web.Request, removed: dict[str, Any]) -> web.StreamResponse:
     """A pair this shim removed from a mapped group: its DELETE is done (202), its GET 404, as a
     removed legacy pair's delete ends; never a question for the legacy endpoint's stale copy."""
-    entry = GroupMapping(request.match_info["project_id"], str(removed.get("rcg_id")),
-                         str(removed.get("protection_group_id")))
+    entry = _group_of_removed_pair(request.match_info["project_id"], removed)
     serve_from_sdrs(request, entry, f"{request.method.lower()}-removed-pair", replication_id=removed.get("pair_id"))
     if request.method == hdrs.METH_DELETE:
         return web.Response(status=202)
     raise LegacyError(404, f"Replication pair {removed.get('pair_id')} could not be found (it was deleted with "
                            f"replication consistency group {removed.get('rcg_id')}'s update).")
+
+
+def _group_of_removed_pair(project_id: str, removed: dict[str, Any]) -> GroupMapping:
+    """The mapped group a pair this shim removed belonged to (from its note)."""
+    return GroupMapping(project_id, str(removed.get("rcg_id")), str(removed.get("protection_group_id")))
 
 
 # -- legacy writes that could touch a mapped group -------------------------------------------------
@@ -179,8 +183,7 @@ async def _write_naming_pairs(request: web.Request, what: str, item: str | None 
             if id_key(pair_id) in holdings.pair_ids:
                 found.append(holdings.pair_ids[id_key(pair_id)])
             elif (removed := await state.notes.removed_pair(request.match_info["project_id"], pair_id)) is not None:
-                found.append(GroupMapping(request.match_info["project_id"], str(removed["rcg_id"]),
-                                          str(removed["protection_group_id"])))
+                found.append(_group_of_removed_pair(request.match_info["project_id"], removed))
         return found
 
     return await _inspected_write(request, what, item, named, SDRS_CREATE_PAIR)
