@@ -60,23 +60,24 @@ class Observation:
 
     def request_chunk(self, chunk: bytes) -> None:
         if not self.request_too_large:
-            self.request_too_large = len(self.request_body) + len(chunk) > self.request_cap
-            if self.request_too_large:
-                self.request_body.clear()
-            else:
-                self.request_body += chunk
+            self.request_too_large = not _kept_within(self.request_body, chunk, self.request_cap)
 
     def answer_chunk(self, chunk: bytes) -> None:
         if not self.answer_too_large and self.status is None:
-            self.answer_too_large = len(self.answer) + len(chunk) > self.cap
-            if self.answer_too_large:
-                self.answer.clear()
-            else:
-                self.answer += chunk
+            self.answer_too_large = not _kept_within(self.answer, chunk, self.cap)
 
     def answer_complete(self, status: int) -> None:
         if self.status is None:
             self.status = status
+
+
+def _kept_within(copy: bytearray, chunk: bytes, cap: int) -> bool:
+    """Append `chunk` to `copy` while it stays within `cap` bytes; past it, drop the copy (False)."""
+    if len(copy) + len(chunk) > cap:
+        copy.clear()
+        return False
+    copy += chunk
+    return True
 
 
 @dataclass(frozen=True)
