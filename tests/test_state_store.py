@@ -109,6 +109,60 @@ async def test_release_writes_the_final_document_and_acquire_reads_it(make_store
     assert await store.get("meta:x") is None
 
 
+async def test_a_note_given_to_acquire_is_written_with_the_lease(make_store: Factory) -> None:
+    """The note is written under the new lease in the same step; acquire answers the document it found.
+    A note of None writes nothing, and a key held by another owner runs no note."""
+    store, other = await make_store(), await make_store()
+    await store.put("group:p:g", {"step": 1})
+    seen: list[tuple[object, str]] = []
+
+    def note(document: dict[str, object] | None, token: str) -> dict[str, object] | None:
+        seen.append((document, token))
+        return {"step": 2, "holder": token}
+
+    acquired = await store.acquire("group:p:g", ttl=30, note=note)
+    assert acquired is not None
+    lease, found = acquired
+    assert found == {"step": 1} and seen == [({"step": 1}, lease.token)]
+    assert await other.get("group:p:g") == {"step": 2, "holder": lease.token}
+    assert await other.acquire("group:p:g", ttl=30, note=note) is None
+    assert len(seen) == 1
+    await store.release(lease)
+    again = await other.acquire("group:p:g", ttl=30, note=lambda document, token: None)
+    assert again is not None and again[1] == {"step": 2, "holder": lease.token}
+    assert await store.get("group:p:g") == {"step": 2, "holder": lease.token}
+
+
+async def test_a_post_the_claims_note_covers_needs_no_write_and_a_later_one_writes_its_own(
+    make_store: Factory,
+) -> None:
+    """The claim notes "a POST is about to leave" with the lease, dated a little ahead. A POST leaving
+    before that date is covered by it; one leaving later (after slow reads, or a wait for a previous
+    job) is noted again at its own time, so a lost answer's settle window never starts before it left.
+    A claim that sent nothing clears the note, so the next action need not wait for it."""
+    store = await make_store()
+    guard = ActionGuard(store, settle_seconds=60, lease_seconds=0.9)  # the note reaches 0.3 s ahead
+    key = group_key("p", "g")
+    claimed_at = time.time()
+    async with guard.claim("p", "g", "rcg") as claim:
+        noted = GroupRecord.from_document(await store.get(key)).sending_since
+        assert noted is not None and claimed_at < noted <= time.time() + 0.3
+        await claim.before_post()  # at once: the claim's note covers it
+        assert GroupRecord.from_document(await store.get(key)).sending_since == noted
+        claim.job_started(REPROTECT, "job-1", first_of_action=True)
+    async with guard.claim("p", "g", "rcg") as claim:
+        await asyncio.sleep(0.4)  # past the note's reach (the lease's renewal keeps it held)
+        leaving = time.time()
+        await claim.before_post()
+        assert (GroupRecord.from_document(await store.get(key)).sending_since or 0.0) >= leaving
+        claim.job_started(REPROTECT, "job-2", first_of_action=False)
+    async with guard.claim("p", "g", "rcg") as claim:
+        pass  # sends nothing: its note is cleared when it ends
+    record = GroupRecord.from_document(await store.get(key))
+    assert record.sending_since is None and record.unsettled_for(time.time(), 60) == 0
+    assert record.job_ids == ("job-1", "job-2")
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_what_was_written_survives_a_restart(backend: str, tmp_path: Path) -> None:
     redis = RedisServer(tmp_path)

@@ -7,7 +7,11 @@ protection group), keyed by normalised ids (`records.group_key`):
 - an action holds the group's lease in the state store: a concurrent action anywhere gets 409;
 - before each action POST leaves, the record says so (`sending_since`, written under the lease): if
   the process dies before SDRS's answer is recorded, the next holder knows an action may have started
-  and sends nothing for `settle_seconds`;
+  and sends nothing for `settle_seconds`. The claim writes that note with the lease, in the same
+  store transaction, dated `note_ahead` seconds ahead: a first POST that leaves before then is
+  covered by it (one write fewer per action); a later one writes its own note first. A claim that
+  sends nothing clears it when it ends; one that dies before sending leaves the group waiting
+  `settle_seconds` (plus `note_ahead`) instead of the lease's time;
 - after the POST, the job id (or the unknown outcome, or "nothing was sent") is recorded;
 - the caller reads the last action's jobs before a new action and refuses while they run.
 When the store cannot be reached, actions fail closed: a legacy 503 and nothing sent.
@@ -24,13 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shim.state.records import GroupRecord, group_key
-from shim.state.store import Lease, LeaseLost, StateStore, StoreUnavailable
+from shim.state.store import Document, Lease, LeaseLost, StateStore, StoreUnavailable
 from shim.translate.legacy import LegacyError
 
 log = logging.getLogger("shim.state")
 
 STORE_RETRY_AFTER_SECONDS = 5
 LEASE_POLL_SECONDS = 0.05
+NOTE_AHEAD_SECONDS = 1.0  # how far ahead the claim's own note reaches (capped at a third of the lease)
 
 
 def store_unavailable(doing: str) -> LegacyError:
@@ -48,6 +53,7 @@ class GroupClaim:
     lease: Lease
     record: GroupRecord
     settle_seconds: float
+    noted_until: float | None = None  # the claim's note, while no POST has used it
     lost: bool = False
     _renewal: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -68,8 +74,14 @@ class GroupClaim:
         self._renewal = asyncio.get_running_loop().create_task(keeping)
 
     async def before_post(self) -> None:
-        """Durably note that a POST is about to leave: no POST without that note and the lease."""
-        self.record = self.record.about_to_send(time.time())
+        """Durably note that a POST is about to leave: no POST without that note and the lease. The
+        claim's own note covers the first POST when it leaves before the time the note names (the
+        lease, a third of which is longer, is still held then)."""
+        now = time.time()
+        noted, self.noted_until = self.noted_until, None
+        if noted is not None and now <= noted and not self.lost and self.record.sending_since == noted:
+            return
+        self.record = self.record.about_to_send(now)
         await self.save()
 
     def job_started(self, action: str, job_id: str, first_of_action: bool) -> None:
@@ -93,6 +105,7 @@ class ActionGuard:
         self.store = store
         self._settle_seconds = settle_seconds
         self._lease_seconds = lease_seconds
+        self._note_ahead = min(NOTE_AHEAD_SECONDS, lease_seconds / 3)
 
     @contextlib.asynccontextmanager
     async def claim(
@@ -103,9 +116,23 @@ class ActionGuard:
         may run beside the holder's, such as deleting another pair of the group)."""
         key = group_key(project_id, group_id)
         deadline = time.monotonic() + wait_seconds
+        noted: GroupRecord | None = None
+
+        def note(document: Document | None, token: str) -> Document | None:
+            """The record as this claim takes it, noting a POST about to leave: none while the previous
+            action's outcome is still unknown (the claim is then refused)."""
+            nonlocal noted
+            now = time.time()
+            record = GroupRecord.from_document(document).held_by(token)
+            if record.unsettled_for(now, self._settle_seconds):
+                noted = None
+                return None
+            noted = record.settled(now).about_to_send(now + self._note_ahead)
+            return noted.to_document()
+
         while True:
             try:
-                acquired = await self.store.acquire(key, self._lease_seconds)
+                acquired = await self.store.acquire(key, self._lease_seconds, note)
             except StoreUnavailable as err:
                 log.warning("state store unavailable: action refused", extra={"error": str(err)[:300]})
                 raise store_unavailable("it could not take the group's lease") from None
@@ -115,17 +142,19 @@ class ActionGuard:
         if acquired is None:
             raise LegacyError(409, f"Another action on replication consistency group {rcg_id} is in progress.")
         lease, document = acquired
-        claim = GroupClaim(self.store, lease, GroupRecord.from_document(document).held_by(lease.token),
-                           self._settle_seconds)
+        if noted is None:
+            claim = GroupClaim(self.store, lease, GroupRecord.from_document(document).held_by(lease.token),
+                               self._settle_seconds)
+        else:
+            claim = GroupClaim(self.store, lease, noted, self._settle_seconds, noted_until=noted.sending_since)
         renewal_due: asyncio.TimerHandle | None = None
         try:
-            wait = claim.record.unsettled_for(time.time(), self._settle_seconds)
-            if wait:
+            if noted is None:
+                wait = max(1, claim.record.unsettled_for(time.time(), self._settle_seconds))
                 raise LegacyError(
                     409, f"The outcome of the previous action on replication consistency group {rcg_id} is not "
                     f"known yet (SDRS did not answer it); retry in {wait} s.", retry_after=wait,
                 )
-            claim.record = claim.record.settled(time.time())
             # Most actions end long before a renewal is due: a timer costs less than a task per action.
             loop = asyncio.get_running_loop()
             renewal_due = loop.call_later(self._lease_seconds / 3, lambda: claim.start_renewal(self._keep(claim)))
@@ -150,6 +179,8 @@ class ActionGuard:
             await asyncio.sleep(self._lease_seconds / 3)
 
     async def _release(self, claim: GroupClaim) -> None:
+        if claim.noted_until is not None:
+            claim.not_sent()  # the claim's note was never used: no POST left
         mine = claim.record
         try:
             if await asyncio.shield(self.store.release(claim.lease, mine.to_document())):

@@ -9,6 +9,7 @@ by the Redis server's clock, not by the shims'.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from shim.state.store import (
     Document,
     Lease,
     LeaseLost,
+    Note,
     StateStore,
     StoreUnavailable,
     decode_document,
@@ -101,14 +103,26 @@ class RedisStore(StateStore):
         except (RedisError, OSError, TimeoutError) as err:
             raise StoreUnavailable(f"redis: {type(err).__name__}: {err}") from None
 
-    async def acquire(self, key: str, ttl: float) -> tuple[Lease, Document | None] | None:
+    async def acquire(self, key: str, ttl: float, note: Note | None = None) -> tuple[Lease, Document | None] | None:
         self._connected()
         lease = Lease(key, new_owner_token())
-        acquired, document = await self._call(self._scripts["acquire"](
+        acquired, text = await self._call(self._scripts["acquire"](
             keys=[self._lease_key(key), self._document_key(key)], args=[lease.token, _millis(ttl)]))
         if not acquired:
             return None
-        return lease, decode_document(document)
+        document = decode_document(text)
+        noted = None if note is None else note(document, lease.token)
+        if noted is not None:
+            # A second round trip, fenced by the lease just taken (a script cannot run the note).
+            try:
+                await self.put(key, noted, fence=lease)
+            except LeaseLost:
+                return None  # expired already and taken by another owner: as if never acquired
+            except StoreUnavailable:
+                with contextlib.suppress(StoreUnavailable):
+                    await self.release(lease)  # nothing was noted: the group need not wait for the expiry
+                raise
+        return lease, document
 
     async def renew(self, lease: Lease, ttl: float) -> bool:
         renewed = await self._call(self._scripts["renew"](

@@ -25,6 +25,7 @@ from shim.state.store import (
     Document,
     Lease,
     LeaseLost,
+    Note,
     StateStore,
     StoreUnavailable,
     decode_document,
@@ -145,7 +146,7 @@ class SqliteStore(StateStore):
         except (sqlite3.Error, OSError, TimeoutError) as err:
             raise StoreUnavailable(f"{self.path}: {type(err).__name__}: {err}") from None
 
-    async def acquire(self, key: str, ttl: float) -> tuple[Lease, Document | None] | None:
+    async def acquire(self, key: str, ttl: float, note: Note | None = None) -> tuple[Lease, Document | None] | None:
         def body(db: sqlite3.Connection) -> tuple[Lease, Document | None] | None:
             now = time.time()
             lease = Lease(key, new_owner_token())
@@ -155,7 +156,11 @@ class SqliteStore(StateStore):
                                "WHERE leases.expires_at <= ?", (key, lease.token, now + ttl, now))
             if taken.rowcount != 1:
                 return None
-            return lease, _read(db, key)
+            document = _read(db, key)
+            noted = None if note is None else note(document, lease.token)
+            if noted is not None:
+                _write(db, key, noted)
+            return lease, document
 
         return await self._transact(body)
 

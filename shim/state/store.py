@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 Document = dict[str, Any]
+# Written with a new lease, in the same step: (the key's current document, the lease's token) -> the
+# document to write, or None to write nothing. It must not change the document it is given.
+Note = Callable[[Document | None, str], Document | None]
 
 # Documents as stored text, the same for every backend (one encoder: json.dumps with an option
 # builds a new one per call).
@@ -80,8 +83,10 @@ class StateStore(ABC):
         """Release connections and threads."""
 
     @abstractmethod
-    async def acquire(self, key: str, ttl: float) -> tuple[Lease, Document | None] | None:
-        """The lease on `key` and its current document, or None while another owner holds it."""
+    async def acquire(self, key: str, ttl: float, note: Note | None = None) -> tuple[Lease, Document | None] | None:
+        """The lease on `key` and its current document, or None while another owner holds it. With
+        `note`, what it returns is written to the key under the new lease in the same step (one
+        transaction where the backend has them)."""
 
     @abstractmethod
     async def renew(self, lease: Lease, ttl: float) -> bool:
@@ -124,14 +129,18 @@ class MemoryStore(StateStore):
         current = self._leases.get(lease.key)
         return current is not None and current[0] == lease.token and current[1] > time.time()
 
-    async def acquire(self, key: str, ttl: float) -> tuple[Lease, Document | None] | None:
+    async def acquire(self, key: str, ttl: float, note: Note | None = None) -> tuple[Lease, Document | None] | None:
         now = time.time()
         current = self._leases.get(key)
         if current is not None and current[1] > now:
             return None
         lease = Lease(key, new_owner_token())
         self._leases[key] = (lease.token, now + ttl)
-        return lease, _copy(self._documents.get(key))
+        document = _copy(self._documents.get(key))
+        noted = None if note is None else note(document, lease.token)
+        if noted is not None:
+            self._documents[key] = _copy(noted) or {}
+        return lease, document
 
     async def renew(self, lease: Lease, ttl: float) -> bool:
         if not self._held(lease):
