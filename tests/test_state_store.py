@@ -241,6 +241,34 @@ async def test_sqlite_waits_for_another_processs_lock_off_the_event_loop(tmp_pat
         await store.close()
 
 
+async def test_a_sqlite_file_of_the_two_table_layout_keeps_its_records_and_leases(tmp_path: Path) -> None:
+    """A file written by an earlier version (documents and leases in two tables) is moved into one
+    table when it is opened: its records read as before and a lease still held is still held."""
+    import sqlite3
+
+    path = tmp_path / "shim.sqlite3"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE documents (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL)")
+    old.execute("CREATE TABLE leases (key TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL)")
+    old.execute("INSERT INTO documents VALUES ('group:p:g', '{\"job_ids\":[\"j1\"]}', 1.0), "
+                "('group:p:free', '{\"step\":1}', 1.0)")
+    old.execute("INSERT INTO leases VALUES ('group:p:g', 'old-holder', ?), ('group:p:free', 'gone', 1.0)",
+                (time.time() + 30,))
+    old.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.get("group:p:g") == {"job_ids": ["j1"]}
+        assert await store.acquire("group:p:g", ttl=30) is None  # still the earlier version's holder's
+        taken = await store.acquire("group:p:free", ttl=30)  # its lease had expired
+        assert taken is not None and taken[1] == {"step": 1}
+    finally:
+        await store.close()
+    tables = {name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"records"}
+
+
 def test_every_field_of_a_group_record_survives_its_document():
     """to_document names the fields one by one: a field added later and forgotten there fails here."""
     values = {"action": "os-reprotect-replication-consistency-group", "job_ids": ("j1", "j2"), "jobs_pending": True,
