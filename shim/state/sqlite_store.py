@@ -1,8 +1,8 @@
 """The durable default: a SQLite file (WAL mode), shared by every worker of one `shim serve`.
 
 Each operation is one short transaction (`BEGIN IMMEDIATE`, or a single statement on its own); a
-committed write survives SIGKILL of the process (WAL, `synchronous=NORMAL`: only a power loss can drop the last commits). Leases expire by
-wall-clock time, which every process of the host shares.
+committed write survives SIGKILL of the process (WAL, `synchronous=NORMAL`: only a power loss can
+drop the last commits). Leases expire by wall-clock time, which every process of the host shares.
 
 Where it runs: a transaction takes tens of microseconds, while handing it to a thread and back costs
 more than that, so it is tried first on the event loop's own connection, which never waits for a
