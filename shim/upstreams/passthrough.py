@@ -351,7 +351,7 @@ class LegacyPassthrough:
     ) -> web.StreamResponse:
         # Content-Length is copied with the other headers, so a fixed-length answer stays
         # fixed-length; without one (the legacy side used chunked) aiohttp streams it chunked.
-        response = web.StreamResponse(
+        response = _RelayedAnswer(
             status=upstream.status,
             reason=upstream.reason.decode("utf-8", "surrogateescape"),
             headers=relayed_answer_fields(upstream.raw_headers),
@@ -385,6 +385,14 @@ class LegacyPassthrough:
         if observer is not None:
             observer.answer_complete(upstream.status)
         return response
+
+
+class _RelayedAnswer(web.StreamResponse):
+    """A relayed answer whose head leaves with its first body bytes, in one write. (A StreamResponse
+    sends its head by itself at prepare(): a second system call and TCP segment for every answer. A
+    later aiohttp without this class attribute only brings that back.)"""
+
+    _send_headers_immediately = False
 
 
 def request_target(request: web.BaseRequest) -> str:
