@@ -36,6 +36,7 @@ import zlib
 from collections import deque
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httptools
 
@@ -51,6 +52,7 @@ _MAX_HEAD_BYTES = (_MAX_FIELDS + 1) * (_MAX_FIELD_BYTES + 4)
 _FORBIDDEN_IN_HEAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 RequestBody = bytes | AsyncIterable[bytes] | None
+T = TypeVar("T")
 
 
 class Http1Error(Exception):
@@ -357,11 +359,11 @@ class _Connection(asyncio.Protocol):
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
-        _resolve(waiter)
+        _resolve(waiter, None)
 
     def _wake_drain(self) -> None:
         waiter, self._drain_waiter = self._drain_waiter, None
-        _resolve(waiter)
+        _resolve(waiter, None)
 
     def _check_timeouts(self) -> None:
         """One timer per exchange, moved on as data arrives (instead of a wait_for per read)."""
@@ -458,11 +460,7 @@ class _Slots:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
         self._waiting.append(waiter)
-        def expire() -> None:
-            if not waiter.done():
-                waiter.set_result(False)
-
-        timer = loop.call_later(timeout, expire)
+        timer = loop.call_later(timeout, _resolve, waiter, False)  # no slot in time
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -476,9 +474,7 @@ class _Slots:
 
     def give_back(self) -> None:
         while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(True)
+            if _resolve(self._waiting.popleft(), True):
                 return
         self._free += 1
 
@@ -632,7 +628,9 @@ class Http1Pool:
         self._idle.clear()
 
 
-def _resolve(waiter: asyncio.Future[None] | None) -> None:
-    """Wake whoever awaits `waiter`, if anyone still does."""
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
+def _resolve(waiter: asyncio.Future[T] | None, result: T) -> bool:
+    """Wake whoever awaits `waiter` with `result`, if anyone still does (True then)."""
+    if waiter is None or waiter.done():
+        return False
+    waiter.set_result(result)
+    return True
