@@ -214,9 +214,10 @@ class SqliteStore(StateStore):
         def body(db: sqlite3.Connection) -> None:
             if fence is not None:
                 # Written only while the lease is held, in one statement (the lease's key is the key).
+                now = time.time()
                 held = db.execute("UPDATE records SET value = ?, updated_at = ? WHERE key = ? AND token = ? "
                                   "AND expires_at > ?", (None if document is None else encode_document(document),
-                                                         time.time(), key, fence.token, time.time()))
+                                                         now, key, fence.token, now))
                 if held.rowcount != 1:
                     raise LeaseLost(fence.key)
                 return
