@@ -142,11 +142,11 @@ class ActionGuard:
         if acquired is None:
             raise LegacyError(409, f"Another action on replication consistency group {rcg_id} is in progress.")
         lease, document = acquired
-        if noted is None:
-            claim = GroupClaim(self.store, lease, GroupRecord.from_document(document).held_by(lease.token),
-                               self._settle_seconds)
-        else:
-            claim = GroupClaim(self.store, lease, noted, self._settle_seconds, noted_until=noted.sending_since)
+        # Without a note, the claim only holds the group long enough to refuse it (below).
+        claim = GroupClaim(
+            self.store, lease, GroupRecord.from_document(document).held_by(lease.token) if noted is None else noted,
+            self._settle_seconds, noted_until=None if noted is None else noted.sending_since,
+        )
         renewal_due: asyncio.TimerHandle | None = None
         try:
             if noted is None:
