@@ -8,7 +8,7 @@ WORKDIR /opt/shim
 COPY requirements.lock ./
 RUN pip install -r requirements.lock
 # Then the code, without resolving dependencies again (the image holds the locked versions only).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY shim ./shim
 COPY mappings ./mappings
 RUN pip install --no-deps . \
