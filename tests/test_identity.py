@@ -26,6 +26,7 @@ from shim.legacy_sim import LegacySimSettings
 from shim.legacy_sim.server import LegacySimulator
 from shim.mappings import load_mappings
 from shim.migration.explain import explain
+from shim.migration.report import render_table
 from shim.simulator import SdrsSimulator, SimulatorSettings
 from terraform_flows import DrsV2Client, GoError, TerraformFlows, Timings
 
@@ -195,16 +196,62 @@ async def test_discover_records_the_correspondence_and_explain_and_report_show_i
     assert group["identity"]["name"] == LEGACY_NAME
     assert {(pair["legacy_id"], pair["sdrs_id"]) for pair in group["identity"]["pairs"]} == set(
         zip(world.legacy_pair_ids, world.sdrs_pair_ids, strict=True))
+    table = render_table(report)
+    assert f"  reads as legacy name {LEGACY_NAME}, description {LEGACY_DESCRIPTION}; pairs (legacy id = SDRS id):" \
+        in table.splitlines()
+    assert f"    {world.legacy_pair_ids[0]} = {world.sdrs_pair_ids[0]} (disk " in table
+
+
+@pytest.mark.parametrize(("legacy", "problem"), [
+    ({"description": None, "pairs": []}, "consistency_groups[0].legacy.name: required key is missing"),
+    ({"name": "a", "description": None, "pairs": [{"id": RCG, "name": None, "description": None}]},
+     "consistency_groups[0].legacy.pairs[0].sdrs_id: required key is missing"),
+    ({"name": "a", "description": None, "pairs": [{"id": RCG, "sdrs_id": "not-an-id", "name": None,
+                                                    "description": None}]},
+     "consistency_groups[0].legacy.pairs[0].sdrs_id: Value error, must be a UUID"),
+    ({"name": "a", "description": None, "pairs": [
+        {"id": RCG, "sdrs_id": GROUP, "name": None, "description": None},
+        {"id": RCG.upper(), "sdrs_id": OTHER_RCG, "name": None, "description": None}]},
+     f"consistency_groups[0].legacy.pairs[1].id: {RCG} is already in pairs[0]"),
+    ({"name": "x" * 256, "description": None}, "consistency_groups[0].legacy.name: Value error, a legacy name"),
+])
+def test_a_bad_legacy_block_is_refused_naming_file_entry_and_field(tmp_path, legacy, problem):
+    from shim.validation import ConfigError
+
+    write_mappings(tmp_path, [{"project_id": PROJECT, "replication_consistency_group_id": RCG,
+                               "protection_group_id": GROUP, "legacy": legacy}])
+    with pytest.raises(ConfigError) as refused:
+        load_mappings(tmp_path)
+    assert str(refused.value).startswith(f"{tmp_path / 'consistency-groups.yaml'}: ")
+    assert problem in str(refused.value)
+
+
+def test_a_legacy_pair_id_recorded_for_two_groups_of_a_project_is_refused(tmp_path):
+    from shim.validation import ConfigError
+
+    pair = {"id": "11111111-2222-4333-8444-555555555555", "sdrs_id": GROUP, "name": None, "description": None}
+    write_mappings(tmp_path, [
+        {"project_id": PROJECT, "replication_consistency_group_id": RCG, "protection_group_id": GROUP,
+         "legacy": {"name": None, "description": None, "pairs": [pair]}},
+        {"project_id": PROJECT, "replication_consistency_group_id": OTHER_RCG, "protection_group_id": OTHER_RCG,
+         "legacy": {"name": None, "description": None, "pairs": [{**pair, "sdrs_id": RCG}]}}])
+    with pytest.raises(ConfigError) as refused:
+        load_mappings(tmp_path)
+    assert ("consistency_groups[1].legacy.pairs[0].id: 11111111-2222-4333-8444-555555555555 is already in "
+            "consistency_groups[0].legacy.pairs[0].id") in str(refused.value)
 
 
 async def sdrs_shim(tmp_path: Path, world: World, make_shim: ShimFactory) -> str:
-    return await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, mapping=await discovered(tmp_path, world),
+    """A shim serving the group from SDRS after the mapping steps; the upstreams' logs start empty."""
+    shim = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, mapping=await discovered(tmp_path, world),
                            actions={"wait_for_previous_seconds": 5})
+    world.legacy.requests.clear()
+    world.sim.requests.clear()
+    return shim
 
 
 async def test_a_legacy_name_sdrs_would_refuse_reads_back_and_sending_it_back_is_no_change(tmp_path, world, make_shim):
     shim = await sdrs_shim(tmp_path, world, make_shim)
-    world.legacy.requests.clear()
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
         client = DrsV2Client(session, shim, PROJECT, TOKEN)
         assert (await client.get_group(RCG))["name"] == LEGACY_NAME
@@ -249,4 +296,15 @@ async def test_a_pair_created_in_sdrs_after_the_mapping_keeps_its_sdrs_id_and_li
     for method in ("GET", "DELETE", "PUT"):
         reply = await call(method, f"{shim}{PAIRS}/{world.legacy_pair_ids[1]}", headers={"X-Auth-Token": TOKEN})
         assert reply.status == {"GET": 200, "DELETE": 202, "PUT": 405}[method], reply.body
+    assert world.legacy.requests == []
+
+
+async def test_the_extend_action_names_a_pair_by_its_legacy_id(tmp_path, world, make_shim):
+    shim = await sdrs_shim(tmp_path, world, make_shim)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        client = DrsV2Client(session, shim, PROJECT, TOKEN)
+        await client.extend(RCG, world.legacy_pair_ids[1], 20)
+
+    assert [(method, path) for method, path, _ in world.sim.write_calls] == [
+        ("POST", f"/v1/{PROJECT}/replications/{world.sdrs_pair_ids[1]}/action")]
     assert world.legacy.requests == []
