@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import yaml
+
 from shim.migration.compare import production_volume, volume_list
 from shim.translate.legacy import canonical_id, id_key, is_legacy_id
 from shim.translate.sdrs_models import ReplicationPair, ServerGroup
@@ -92,9 +94,14 @@ def discover(
         pointed = candidates.pop(rcg, None)
         note = (f"; its volumes point to {evidence.pg_names([pointed])} instead"
                 if pointed is not None and pointed != id_key(entry.protection_group_id) else "")
+        # An entry without `legacy:` (written before discovery recorded it): offer the block to add.
+        legacy = findings[rcg].legacy if rcg in findings and entry.identity is None and not note else None
+        if legacy is not None:
+            note += "; it has no legacy identity recorded: add this `legacy:` block to its entry"
         findings[rcg] = evidence.finding("already mapped", rcg, f"mapped to protection group "
                                          f"{entry.protection_group_id} in mode {entry.mode}{note}",
-                                         rcg_id=entry.rcg_id, protection_group_id=entry.protection_group_id)
+                                         rcg_id=entry.rcg_id, protection_group_id=entry.protection_group_id,
+                                         legacy=legacy)
     for rcg, pg in list(candidates.items()):
         if pg in mapped_groups:
             findings[rcg] = evidence.finding("ambiguous", rcg, f"its volumes are in {evidence.pg_names([pg])}, which "
@@ -264,7 +271,11 @@ def render_findings(discovery: Discovery) -> str:
                            ("ambiguous", "Ambiguous (not written)"), ("unmatched", "Unmatched (not written)")):
         found = discovery.of(verdict)  # type: ignore[arg-type]
         lines.append(f"{title}: {len(found)}")
-        lines += [f"  legacy {_named(finding.rcg_id, finding.rcg_name)}: {finding.reason}" for finding in found]
+        for finding in found:
+            lines.append(f"  legacy {_named(finding.rcg_id, finding.rcg_name)}: {finding.reason}")
+            if verdict == "already mapped" and finding.legacy is not None:
+                block = yaml.safe_dump({"legacy": finding.legacy}, sort_keys=False, allow_unicode=True, width=1000)
+                lines += [f"      {line}" for line in block.splitlines()]
     if discovery.unclaimed_sdrs_groups:
         lines.append(f"SDRS protection groups no legacy group matches: {len(discovery.unclaimed_sdrs_groups)}")
         lines += [f"  {_named(identifier, name)}" for identifier, name in discovery.unclaimed_sdrs_groups]

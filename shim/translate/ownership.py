@@ -10,7 +10,9 @@ about an unmapped group reaches SDRS. For a mapped group (SDRS owns it):
   hidden; a pair list filtered by a mapped group comes from SDRS alone.
 For an unmapped group (the legacy endpoint owns it) every call is relayed unchanged, body as sent; so
 is every call of a project that maps no group. Ids are compared by `id_key` (case and dashes do not
-matter). The README's ownership table says the same for operators.
+matter). A mapped group's pairs are named by their SDRS ids or by the legacy pair ids its mapping entry
+records (translate/identity.py): both are the group's. The README's ownership table says the same for
+operators.
 
 Modes (README, Migration): only an entry in mode `sdrs` hands its group to SDRS. A `legacy` or
 `shadow` entry leaves the group to the legacy endpoint exactly as an unmapped one (`shadow_entries`
