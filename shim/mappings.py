@@ -56,14 +56,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# Legacy names and descriptions are at most 255 bytes (the legacy create and update pages).
-LegacyText = Annotated[str | None, AfterValidator(lambda value: _legacy_text(value))]
-
-
 def _legacy_text(value: str | None) -> str | None:
     if value is not None and len(value.encode()) > 255:
         raise ValueError("a legacy name or description is at most 255 bytes")
     return value
+
+
+# Legacy names and descriptions are at most 255 bytes (the legacy create and update pages), or null.
+LegacyText = Annotated[str | None, AfterValidator(_legacy_text)]
 
 
 class LegacyPair(_Strict):

@@ -137,7 +137,8 @@ def test_an_entry_mapped_without_a_legacy_identity_is_offered_its_block_and_one_
     groups = [legacy_group(1, "a", [11]), legacy_group(2, "b", [12])]
     pairs = [legacy_pair(11, 1, 101, 102), legacy_pair(12, 2, 103, 104)]
     sdrs = ([sdrs_group(50), sdrs_group(60)], [sdrs_pair(51, 50, 101, 901), sdrs_pair(61, 60, 103, 903)])
-    mapped = [GroupMapping(PROJECT, uuid(1), uuid(50)), GroupMapping(PROJECT, uuid(2), uuid(60), identity=GroupIdentity())]
+    mapped = [GroupMapping(PROJECT, uuid(1), uuid(50)),
+              GroupMapping(PROJECT, uuid(2), uuid(60), identity=GroupIdentity())]
     found = discover(PROJECT, groups, pairs, *sdrs, mapped)
 
     offered = {finding.rcg_id: finding.legacy for finding in found.of("already mapped")}
@@ -146,5 +147,6 @@ def test_an_entry_mapped_without_a_legacy_identity_is_offered_its_block_and_one_
         {"id": uuid(11), "sdrs_id": uuid(51), "volume_id": uuid(101), "name": None, "description": None}]}
     text = render_findings(found)
     assert "it has no legacy identity recorded: add this `legacy:` block to its entry" in text
-    assert f"      legacy:\n        name: a\n        description: null\n        pairs:\n        - id: {uuid(11)}\n" in text
+    assert (f"      legacy:\n        name: a\n        description: null\n        pairs:\n"
+            f"        - id: {uuid(11)}\n") in text
     assert found.new_entries() == []

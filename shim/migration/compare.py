@@ -10,8 +10,9 @@ Compared (`COMPARED_FIELDS`): what old clients act on, and what a migration must
 Not compared, on purpose: names, descriptions and pair ids (SDRS allows only `[A-Za-z0-9._-]` in names,
 cannot change a description, and its pairs are new objects: sdrs mode shows the legacy ones recorded
 in the mapping entry, translate/identity.py), timestamps (each side records its own creation
-and transitions, a few ms apart at best), `progress` (moves continuously while copying; `replication_status` says whether
-a copy runs) and `failure_detail` (legacy codes that SDRS does not have; the shim shows null).
+and transitions, a few ms apart at best), `progress` (moves continuously while copying;
+`replication_status` says whether a copy runs) and `failure_detail` (legacy codes that SDRS does not
+have; the shim shows null).
 """
 
 from __future__ import annotations

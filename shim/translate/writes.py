@@ -83,6 +83,8 @@ def parse_group_update(raw: bytes, entry: GroupMapping) -> GroupUpdate:
                                f"Create the pair in SDRS instead: POST /v1/{entry.project_id}/replications with "
                                f"{{\"replication\": {{\"server_group_id\": \"{entry.protection_group_id}\", "
                                "\"volume_id\": <the production disk>, \"name\": ...}}.")
+    if name and (entry.identity is None or name != entry.identity.name):
+        check_sdrs_name(name, entry)  # a new name: refused before anything waits (plan_update checks again)
     removed = {id_key(pair_id): pair_id for pair_id in (sdrs_pair_id(entry.identity, pair_id)
                                                          for pair_id in _id_list(body, "remove_replication_ids"))}
     return GroupUpdate(name=name or None, description=description, remove=tuple(removed.values()))
