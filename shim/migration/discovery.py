@@ -95,13 +95,13 @@ def discover(
         note = (f"; its volumes point to {evidence.pg_names([pointed])} instead"
                 if pointed is not None and pointed != id_key(entry.protection_group_id) else "")
         # An entry without `legacy:` (written before discovery recorded it): offer the block to add.
-        legacy = findings[rcg].legacy if rcg in findings and entry.identity is None and not note else None
-        if legacy is not None:
+        offered = findings[rcg].legacy if rcg in findings and entry.identity is None and not note else None
+        if offered is not None:
             note += "; it has no legacy identity recorded: add this `legacy:` block to its entry"
         findings[rcg] = evidence.finding("already mapped", rcg, f"mapped to protection group "
                                          f"{entry.protection_group_id} in mode {entry.mode}{note}",
                                          rcg_id=entry.rcg_id, protection_group_id=entry.protection_group_id,
-                                         legacy=legacy)
+                                         legacy=offered)
     for rcg, pg in list(candidates.items()):
         if pg in mapped_groups:
             findings[rcg] = evidence.finding("ambiguous", rcg, f"its volumes are in {evidence.pg_names([pg])}, which "
