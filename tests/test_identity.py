@@ -308,3 +308,16 @@ async def test_the_extend_action_names_a_pair_by_its_legacy_id(tmp_path, world, 
     assert [(method, path) for method, path, _ in world.sim.write_calls] == [
         ("POST", f"/v1/{PROJECT}/replications/{world.sdrs_pair_ids[1]}/action")]
     assert world.legacy.requests == []
+
+
+async def test_a_recorded_pair_sdrs_no_longer_holds_is_gone_never_the_stale_copy(tmp_path, world, make_shim):
+    shim = await sdrs_shim(tmp_path, world, make_shim)
+    lost = world.sim.group(PROJECT, GROUP).pairs.pop()  # deleted in SDRS behind the shim's back
+    del world.sim.state.pairs[(PROJECT, lost.id)]
+    legacy_id = world.legacy_pair_ids[world.sdrs_pair_ids.index(lost.id)]
+
+    for method in ("GET", "DELETE"):
+        reply = await call(method, f"{shim}{PAIRS}/{legacy_id}", headers={"X-Auth-Token": TOKEN})
+        assert reply.status == 404 and reply.fault()[0] == "itemNotFound", reply.body
+    assert world.legacy.requests == []
+    assert world.legacy.pair(PROJECT, legacy_id) is not None  # its stale copy is untouched

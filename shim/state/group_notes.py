@@ -55,13 +55,16 @@ class GroupNotes:
         await self.store.put(description_key(entry.project_id, entry.protection_group_id),
                              {"description": description, "set_at": time.time()})
 
-    async def renamed(self, entry: GroupMapping) -> bool:
-        """Whether the group was renamed through the shim; False when the store cannot say."""
+    async def renamed(self, entry: GroupMapping, strict: bool = False) -> bool:
+        """Whether the group was renamed through the shim; False when the store cannot say (`strict`:
+        raises StoreUnavailable instead, for a write that must not guess)."""
         if entry.identity is None:
             return False  # nothing recorded: SDRS's name shows either way
         try:
             return await self.store.get(renamed_key(entry.project_id, entry.protection_group_id)) is not None
         except StoreUnavailable as err:
+            if strict:
+                raise
             log.warning("state store unavailable: read shown with the recorded legacy name",
                         extra={"error": str(err)[:300]})
             return False

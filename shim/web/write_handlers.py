@@ -53,7 +53,7 @@ async def update_group(request: web.Request, state: ShimState, entry: GroupMappi
         pairs = await calls.pairs(entry.project_id, entry.protection_group_id)
         removed_before = frozenset([id_key(pair_id) for pair_id in update.remove
                                     if await _noted(state.notes.removed_pair(entry.project_id, pair_id))])
-        renamed_before = await state.notes.renamed(entry)
+        renamed_before = await _noted(state.notes.renamed(entry, strict=True))
         plan = plan_update(update, entry, group, pairs, removed_before,
                            shown_group_name(entry.identity, group.name, renamed_before))
         if update.description is not None:
