@@ -20,7 +20,7 @@ An entry without `legacy:` (mapped by hand, or before discovery recorded it) sho
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shim.translate.legacy import id_key
 
@@ -43,12 +43,19 @@ class GroupIdentity:
     name: str | None = None
     description: str | None = None
     pairs: tuple[PairIdentity, ...] = ()
+    # id_key of each pair's SDRS id / legacy id -> the pair (built once, from `pairs`)
+    _by_sdrs: dict[str, PairIdentity] = field(init=False, repr=False, compare=False)
+    _by_legacy: dict[str, PairIdentity] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_sdrs", {id_key(pair.sdrs_id): pair for pair in self.pairs})
+        object.__setattr__(self, "_by_legacy", {id_key(pair.legacy_id): pair for pair in self.pairs})
 
     def by_sdrs_id(self, sdrs_id: str) -> PairIdentity | None:
-        return next((pair for pair in self.pairs if id_key(pair.sdrs_id) == id_key(sdrs_id)), None)
+        return self._by_sdrs.get(id_key(sdrs_id))
 
     def by_legacy_id(self, legacy_id: str) -> PairIdentity | None:
-        return next((pair for pair in self.pairs if id_key(pair.legacy_id) == id_key(legacy_id)), None)
+        return self._by_legacy.get(id_key(legacy_id))
 
 
 def shown_pair_id(identity: GroupIdentity | None, sdrs_id: str) -> str:
