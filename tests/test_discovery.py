@@ -150,3 +150,14 @@ def test_an_entry_mapped_without_a_legacy_identity_is_offered_its_block_and_one_
     assert (f"      legacy:\n        name: a\n        description: null\n        pairs:\n"
             f"        - id: {uuid(11)}\n") in text
     assert found.new_entries() == []
+
+
+def test_a_legacy_pair_without_a_volume_leaves_the_group_unwritten_rather_than_forgotten():
+    """Clients know that pair's id: a mapping that could not record it would show them a drift."""
+    bare = {"id": uuid(12), "replication_consistency_group_id": uuid(1), "volume_ids": ""}
+    found = discover(PROJECT, [legacy_group(1, "a", [11, 12])], [legacy_pair(11, 1, 101, 102), bare],
+                     [sdrs_group(50)], [sdrs_pair(51, 50, 101, 901)], [])
+
+    (finding,) = found.findings
+    assert (finding.verdict, finding.reason) == ("ambiguous", f"legacy pair {uuid(12)} has no volume to match by")
+    assert found.new_entries() == []

@@ -178,8 +178,10 @@ def _legacy_identity(rcg: str, pg: str, evidence: _Evidence) -> dict[str, Any] |
     claimed: dict[str, str] = {}  # id_key(SDRS pair) -> the legacy pair that claimed it
     for legacy_pair in sorted(evidence.legacy_members.get(rcg, []), key=lambda pair: str(pair.get("id"))):
         volume = production_volume(legacy_pair)
-        if volume is None or not isinstance(legacy_pair.get("id"), str) or not is_legacy_id(legacy_pair["id"]):
-            continue
+        if not isinstance(legacy_pair.get("id"), str) or not is_legacy_id(legacy_pair["id"]):
+            return f"one of its pairs has no usable id ({str(legacy_pair.get('id'))[:64]!r})"
+        if volume is None:  # clients know the pair, but nothing says which SDRS pair it became
+            return f"legacy pair {canonical_id(legacy_pair['id'])} has no volume to match by"
         holders = [pair for pair in evidence.sdrs_pairs_of_disk.get(id_key(volume), [])
                    if id_key(pair.server_group_id) == pg]
         if len(holders) != 1 or not is_legacy_id(holders[0].id):
