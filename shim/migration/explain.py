@@ -101,13 +101,18 @@ def _entry_reason(mappings: Mappings, entry: GroupMapping) -> str:
             f"{entry.protection_group_id}; mode {entry.mode}, from {source}")
 
 
+def _text(value: str | None) -> str:
+    """A recorded name or description as the legacy JSON would show it (null, or quoted)."""
+    return "null" if value is None else repr(value)
+
+
 def _identity_lines(entry: GroupMapping) -> list[str]:
     """What old clients keep seeing of the group (translate/identity.py), from the entry's `legacy:`."""
     identity = entry.identity
     if identity is None:
         return ["no legacy identity recorded (no `legacy:`): it reads with SDRS's name, description and pair ids"]
-    lines = [f"it reads as {identity.name!r} (the recorded legacy name, until renamed through the shim), "
-             f"description {identity.description!r} (until one is written through the shim)"]
+    lines = [f"it reads as {_text(identity.name)} (the recorded legacy name, until renamed through the shim), "
+             f"description {_text(identity.description)} (until one is written through the shim)"]
     lines += [f"pair {pair.legacy_id} = SDRS {pair.sdrs_id}" + (f" (disk {pair.volume_id})" if pair.volume_id else "")
               for pair in identity.pairs]
     return lines
@@ -252,18 +257,18 @@ def _about_pairs_or_lists(result: Explanation, mappings: Mappings, route: str, p
 
 def _legacy_pair(result: Explanation, mappings: Mappings, entry: GroupMapping, pair: PairIdentity) -> Explanation:
     """A legacy pair id discovery recorded for a group SDRS serves: its SDRS pair answers, always."""
-    index = list(mappings.groups.values()).index(entry)
     result.owner = SDRS
     result.why = [f"legacy pair {pair.legacy_id} of replication consistency group {entry.rcg_id} is SDRS pair "
                   f"{pair.sdrs_id}" + (f" (on disk {pair.volume_id})" if pair.volume_id else ""),
-                  f"recorded in consistency-groups.yaml consistency_groups[{index}].legacy.pairs; mode sdrs: "
-                  "the legacy endpoint never hears of it"]
+                  _entry_reason(mappings, entry), "its `legacy.pairs` record the pair: the legacy endpoint never "
+                  "hears of it"]
     project = entry.project_id
     if result.method in ("GET", "HEAD"):
         result.sdrs_calls = [f"GET /v1/{project}/replications (finds {pair.sdrs_id})",
                              f"GET /v1/{project}/server-groups/{entry.protection_group_id}"]
         result.answer = (f"200 the SDRS pair in the legacy shape, with id {pair.legacy_id} and the recorded name "
-                         f"{pair.name!r} and description {pair.description!r}; 404 once SDRS no longer holds it")
+                         f"{_text(pair.name)} and description {_text(pair.description)}; 404 once SDRS no longer "
+                         "holds it")
     elif result.method == "DELETE":
         result.sdrs_calls = [f"GET /v1/{project}/replications (finds {pair.sdrs_id})",
                              f'DELETE /v1/{project}/replications/{pair.sdrs_id} {{"replication": {{"server_group_id": '
