@@ -16,9 +16,10 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shim.translate.identity import GroupIdentity, PairIdentity
 from shim.translate.legacy import canonical_id, canonical_project_id, id_key, is_legacy_id
 from shim.translate.tables import DEFAULT_MODE, GroupMapping, Mappings, Mode, SdrsErrorTable, StatusTable
-from shim.validation import ConfigError, describe_validation_error, read_yaml
+from shim.validation import ConfigError, describe_validation_error, error_location, read_yaml
 
 CONSISTENCY_GROUPS_FILE = "consistency-groups.yaml"
 SDRS_ERRORS_FILE = "sdrs-errors.yaml"
@@ -55,11 +56,56 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _legacy_text(value: str | None) -> str | None:
+    if value is not None and len(value.encode()) > 255:
+        raise ValueError("a legacy name or description is at most 255 bytes")
+    return value
+
+
+# Legacy names and descriptions are at most 255 bytes (the legacy create and update pages), or null.
+LegacyText = Annotated[str | None, AfterValidator(_legacy_text)]
+
+
+class LegacyPair(_Strict):
+    """A legacy pair of the group and the SDRS pair on the same production disk."""
+
+    id: ResourceId  # the legacy pair id old clients know
+    sdrs_id: ResourceId  # the SDRS pair that serves it
+    volume_id: ResourceId | None = None  # the production disk that matched them (evidence)
+    name: LegacyText  # required, null allowed: what the legacy endpoint showed
+    description: LegacyText
+
+
+class LegacyIdentity(_Strict):
+    """The group as old clients knew it before the mapping (`shim discover` records it)."""
+
+    name: LegacyText  # required, null allowed
+    description: LegacyText
+    pairs: list[LegacyPair] = []
+
+    @model_validator(mode="after")
+    def _one_to_one(self) -> LegacyIdentity:
+        for field_name in ("id", "sdrs_id"):
+            first: dict[str, int] = {}
+            for index, pair in enumerate(self.pairs):
+                key = id_key(getattr(pair, field_name))
+                if key in first:
+                    raise _InvalidEntry(f"pairs[{index}].{field_name}", f"{getattr(pair, field_name)} is already "
+                                        f"in pairs[{first[key]}]: a legacy pair corresponds to one SDRS pair")
+                first[key] = index
+        return self
+
+    def identity(self) -> GroupIdentity:
+        return GroupIdentity(self.name, self.description, tuple(
+            PairIdentity(pair.id, pair.sdrs_id, pair.name, pair.description, pair.volume_id) for pair in self.pairs))
+
+
 class ConsistencyGroupMapping(_Strict):
     project_id: ProjectId
     replication_consistency_group_id: ResourceId
     protection_group_id: ResourceId
     mode: Mode | None = None  # None: the project's default, else sdrs
+    legacy: LegacyIdentity | None = None  # None: reads show SDRS's ids, names and descriptions
 
 
 class ProjectDefault(_Strict):
@@ -82,6 +128,20 @@ class ConsistencyGroupsFile(_Strict):
                                         f"{getattr(entry, field_name)} is already mapped by "
                                         f"consistency_groups[{first_entry[key]}] in project {entry.project_id}")
                 first_entry[key] = index
+        return self
+
+    @model_validator(mode="after")
+    def _each_legacy_pair_once_per_project(self) -> ConsistencyGroupsFile:
+        """A legacy pair id (or an SDRS pair) belongs to one group's correspondence in its project."""
+        for field_name in ("id", "sdrs_id"):
+            first: dict[tuple[str, str], str] = {}
+            for index, entry in enumerate(self.consistency_groups):
+                for pair_index, pair in enumerate(entry.legacy.pairs if entry.legacy is not None else []):
+                    location = f"consistency_groups[{index}].legacy.pairs[{pair_index}].{field_name}"
+                    key = (id_key(entry.project_id), id_key(getattr(pair, field_name)))
+                    if key in first:
+                        raise _InvalidEntry(location, f"{getattr(pair, field_name)} is already in {first[key]}")
+                    first[key] = location
         return self
 
     @model_validator(mode="after")
@@ -119,8 +179,9 @@ class ConsistencyGroupsFile(_Strict):
             mode, source = ((entry.mode, "entry") if entry.mode is not None
                             else (project_default, "project") if project_default is not None
                             else (DEFAULT_MODE, "default"))
+            identity = entry.legacy.identity() if entry.legacy is not None else None
             resolved.append(GroupMapping(entry.project_id, entry.replication_consistency_group_id,
-                                         entry.protection_group_id, mode, source))  # type: ignore[arg-type]
+                                         entry.protection_group_id, mode, source, identity))  # type: ignore[arg-type]
         return resolved
 
 
@@ -145,9 +206,12 @@ def _validated(model: type[BaseModel], path: Path, data: Any) -> Any:
 
 
 def _find_invalid_entry(err: ValidationError) -> _InvalidEntry | None:
+    """The cross-entry rule broken, its location made whole (a nested model's rule names its own field)."""
     for item in err.errors():
         cause = (item.get("ctx") or {}).get("error")
         if isinstance(cause, _InvalidEntry):
+            if item["loc"]:
+                return _InvalidEntry(f"{error_location(tuple(item['loc']))}.{cause.location}", str(cause))
             return cause
     return None
 

@@ -259,6 +259,7 @@ async def test_discover_matches_by_production_volume_and_reports_what_it_cannot(
     assert out.startswith(before)  # the file as it was, comments included, then the new entries
     assert "\n\n" not in out and "\n# discovered " in out
     entries = yaml.safe_load(out)["consistency_groups"]
+    assert all(len(found.pop("legacy")["pairs"]) == 2 for found in entries[1:])  # each with its legacy identity
     assert entries == [entry(RCG, GROUP), entry(SHADOW_RCG, SHADOW_GROUP, "shadow"),
                        entry(PARKED_RCG, PARKED_GROUP, "shadow")] or entries == [
         entry(RCG, GROUP), entry(PARKED_RCG, PARKED_GROUP, "shadow"), entry(SHADOW_RCG, SHADOW_GROUP, "shadow")]

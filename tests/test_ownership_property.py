@@ -4,8 +4,10 @@ and none about an unmapped group reaches SDRS.
 
 One world per test function, on an event loop in a background thread (as in test_properties.py): the
 SDRS simulator holds the mapped group; the legacy stand-in holds its stale copy (same RCG id, its own
-pairs on the same disks) and a group that has not moved. "About" is judged on what each upstream
-received: every path, query and body is searched for the other side's ids, in any spelling.
+pairs on the same disks) and a group that has not moved. The mapping entry records the copy's pair
+ids as the group's legacy pair ids (`legacy:`, as `shim discover` writes it), so they are the mapped
+group's ids too: clients name its pairs by them. "About" is judged on what each upstream received:
+every path, query and body is searched for the other side's ids, in any spelling.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ ACTION_KEYS = ["os-reprotect-replication-consistency-group", "os-sync-replicatio
 class Ids:
     mapped: list[str]  # the mapped RCG, its SDRS pairs, their disks
     unmapped: list[str]  # the unmigrated group, its legacy pairs, their disks
-    stale_pairs: list[str]  # the legacy copy's own pairs (legacy ids, on the mapped group's disks)
+    stale_pairs: list[str]  # the legacy copy's own pairs (legacy ids, on the mapped group's disks), recorded
 
 
 class World:
@@ -78,8 +80,11 @@ class World:
         for app in (self.sim.app(), self.legacy.app()):
             runner, url = await start_server(app)
             self.runners.append((runner, url))
+        legacy = {"name": "web tier (prod)", "description": None, "pairs": [
+            {"id": stale_pair.id, "sdrs_id": sdrs_pair.id, "name": stale_pair.name, "description": None}
+            for stale_pair, sdrs_pair in zip(stale_pairs, sdrs_pairs, strict=True)]}
         mapping = [{"project_id": PROJECT, "replication_consistency_group_id": RCG.upper(),
-                    "protection_group_id": GROUP.replace("-", "")}]
+                    "protection_group_id": GROUP.replace("-", ""), "legacy": legacy}]
         config = settings_from_mapping(
             {"upstreams": {"sdrs": self.runners[0][1], "legacy": self.runners[1][1]},
              "mappings": str(write_mappings(self.tmp_path / "mappings", mapping)), "state": {"backend": "memory"},
@@ -139,7 +144,9 @@ def requests(draw: st.DrawFn, ids: Ids) -> tuple[str, str, bytes]:
     side = draw(st.sampled_from(["mapped", "unmapped"]))
     group, pair_a, pair_b, disk = (ids.mapped[0], ids.mapped[1], ids.mapped[2], ids.mapped[3]) if side == "mapped" \
         else (ids.unmapped[0], ids.unmapped[1], ids.unmapped[2], ids.unmapped[3])
-    group_spelling, pair_spelling = draw(spellings(group)), draw(spellings(draw(st.sampled_from([pair_a, pair_b]))))
+    # A mapped group's pairs are named by their SDRS ids or by their recorded legacy ids.
+    pair_ids = [pair_a, pair_b, *ids.stale_pairs] if side == "mapped" else [pair_a, pair_b]
+    group_spelling, pair_spelling = draw(spellings(group)), draw(spellings(draw(st.sampled_from(pair_ids))))
     kind = draw(st.sampled_from(["read", "head", "action", "rename", "describe", "remove", "delete", "read-pair",
                                  "delete-pair", "list-groups", "list-pairs", "list-pairs-of", "create-pair",
                                  "create-group"]))
@@ -199,7 +206,7 @@ def test_no_call_about_a_mapped_group_reaches_legacy_and_none_about_an_unmapped_
         # a delete job may end while the request is handled).
         disks_before = world.mapped_disks()
         status = world.send(method, target, body)
-        mapped_now = world.ids.mapped[:3] + sorted(disks_before & world.mapped_disks())
+        mapped_now = world.ids.mapped[:3] + world.ids.stale_pairs + sorted(disks_before & world.mapped_disks())
         assert status < 600
         for seen in world.legacy.requests[legacy_before:]:
             text = seen.path + " " + seen.body.decode("utf-8", "replace")

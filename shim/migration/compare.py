@@ -7,11 +7,12 @@ Compared (`COMPARED_FIELDS`): what old clients act on, and what a migration must
 - `replication_model`, `fault_level`: read by clients to decide on a failover;
 - `pair_count` (the length of `replication_ids`) and `production_volumes` (the production disk of each
   pair): the same disks must be protected on both sides.
-Not compared, on purpose: names and descriptions (SDRS allows only `[A-Za-z0-9._-]`, operators rename
-at migration, and SDRS cannot change a description), timestamps (each side records its own creation
-and transitions, a few ms apart at best), pair ids (SDRS pairs are new objects; only the RCG id is
-kept, by the mapping), `progress` (moves continuously while copying; `replication_status` says whether
-a copy runs) and `failure_detail` (legacy codes that SDRS does not have; the shim shows null).
+Not compared, on purpose: names, descriptions and pair ids (SDRS allows only `[A-Za-z0-9._-]` in names,
+cannot change a description, and its pairs are new objects: sdrs mode shows the legacy ones recorded
+in the mapping entry, translate/identity.py), timestamps (each side records its own creation
+and transitions, a few ms apart at best), `progress` (moves continuously while copying;
+`replication_status` says whether a copy runs) and `failure_detail` (legacy codes that SDRS does not
+have; the shim shows null).
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ twice. Anything else is reported, never guessed:
 - unmatched: a legacy group without pairs, none of whose volumes SDRS holds, or whose SDRS group holds
   only some of its volumes, or more pairs than it has.
 Groups the mapping file names already are kept as they are (and said so when the evidence disagrees).
+
+A matched group's entry records the group as old clients knew it (`legacy:`, translate/identity.py):
+its legacy name and description, and for each legacy pair the SDRS pair holding its production volume,
+with the pair's legacy id, name and description. The pairs must correspond one to one (two legacy pairs
+on the disks of one SDRS pair is ambiguous).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import yaml
 
 from shim.migration.compare import production_volume, volume_list
 from shim.translate.legacy import canonical_id, id_key, is_legacy_id
@@ -36,6 +43,7 @@ class Finding:
     protection_group_id: str | None = None
     protection_group_name: str | None = None
     volumes: tuple[str, ...] = ()
+    legacy: dict[str, Any] | None = None  # a match's `legacy:` block for the mapping entry
 
 
 @dataclass(frozen=True)
@@ -47,10 +55,11 @@ class Discovery:
     def of(self, verdict: Verdict) -> list[Finding]:
         return [finding for finding in self.findings if finding.verdict == verdict]
 
-    def new_entries(self) -> list[dict[str, str]]:
+    def new_entries(self) -> list[dict[str, Any]]:
         """The mapping entries to add, in mode shadow: nothing is served from SDRS before it is proven."""
         return [{"project_id": self.project_id, "replication_consistency_group_id": finding.rcg_id,
-                 "protection_group_id": finding.protection_group_id or "", "mode": "shadow"}
+                 "protection_group_id": finding.protection_group_id or "", "mode": "shadow",
+                 **({"legacy": finding.legacy} if finding.legacy is not None else {})}
                 for finding in self.of("matched")]
 
 
@@ -64,9 +73,13 @@ def discover(
     for rcg in evidence.legacy_names:
         verdict = _judge(rcg, evidence)
         if isinstance(verdict, str):
+            legacy = _legacy_identity(rcg, verdict, evidence)
+            if isinstance(legacy, str):
+                findings[rcg] = evidence.finding("ambiguous", rcg, legacy)
+                continue
             candidates[rcg] = verdict
             findings[rcg] = evidence.finding("matched", rcg, f"{len(evidence.volumes_of[rcg])} production volume(s) "
-                                             f"in {evidence.pg_names([verdict])}", verdict)
+                                             f"in {evidence.pg_names([verdict])}", verdict, legacy=legacy)
         else:
             findings[rcg] = evidence.finding(verdict[0], rcg, verdict[1])
     for pg, rcgs in _claimed_twice(candidates).items():  # one SDRS group, two legacy groups: neither is sure
@@ -81,9 +94,14 @@ def discover(
         pointed = candidates.pop(rcg, None)
         note = (f"; its volumes point to {evidence.pg_names([pointed])} instead"
                 if pointed is not None and pointed != id_key(entry.protection_group_id) else "")
+        # An entry without `legacy:` (written before discovery recorded it): offer the block to add.
+        offered = findings[rcg].legacy if rcg in findings and entry.identity is None and not note else None
+        if offered is not None:
+            note += "; it has no legacy identity recorded: add this `legacy:` block to its entry"
         findings[rcg] = evidence.finding("already mapped", rcg, f"mapped to protection group "
                                          f"{entry.protection_group_id} in mode {entry.mode}{note}",
-                                         rcg_id=entry.rcg_id, protection_group_id=entry.protection_group_id)
+                                         rcg_id=entry.rcg_id, protection_group_id=entry.protection_group_id,
+                                         legacy=offered)
     for rcg, pg in list(candidates.items()):
         if pg in mapped_groups:
             findings[rcg] = evidence.finding("ambiguous", rcg, f"its volumes are in {evidence.pg_names([pg])}, which "
@@ -106,6 +124,9 @@ class _Evidence:
     sdrs_groups: dict[str, ServerGroup]  # id_key(PG) -> group
     sdrs_groups_of_disk: dict[str, set[str]]  # id_key(disk) -> id_key(PG)s whose pairs hold it
     sdrs_pair_count: dict[str, int]  # id_key(PG) -> its pairs
+    legacy_groups: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # id_key(RCG) -> its document
+    legacy_members: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)  # id_key(RCG) -> its pairs
+    sdrs_pairs_of_disk: dict[str, list[ReplicationPair]] = field(default_factory=dict)  # id_key(disk) -> pairs
 
     @classmethod
     def of(cls, legacy_groups: Iterable[Mapping[str, Any]], legacy_pairs: list[Mapping[str, Any]],
@@ -119,14 +140,17 @@ class _Evidence:
                 legacy_groups_of_volume[id_key(volume)].add(rcg)
         by_id = {id_key(group.id): group for group in sdrs_groups}
         groups_of_disk: dict[str, set[str]] = defaultdict(set)
+        pairs_of_disk: dict[str, list[ReplicationPair]] = defaultdict(list)
         pair_count: dict[str, int] = defaultdict(int)
         for pair in sdrs_pairs:
             if id_key(pair.server_group_id) in by_id:
                 pair_count[id_key(pair.server_group_id)] += 1
                 for disk in volume_list(pair.volume_ids):
                     groups_of_disk[id_key(disk)].add(id_key(pair.server_group_id))
+                    pairs_of_disk[id_key(disk)].append(pair)
         names = {id_key(group["id"]): group.get("name") for group in groups}
-        return cls(names, volumes_of, legacy_groups_of_volume, by_id, groups_of_disk, pair_count)
+        return cls(names, volumes_of, legacy_groups_of_volume, by_id, groups_of_disk, pair_count,
+                   {id_key(group["id"]): group for group in groups}, members, pairs_of_disk)
 
     def pg_names(self, keys: Iterable[str]) -> str:
         return " and ".join(_named(self.sdrs_groups[key].id, self.sdrs_groups[key].name) for key in sorted(keys))
@@ -135,11 +159,43 @@ class _Evidence:
         return _named(canonical_id(rcg), self.legacy_names.get(rcg))
 
     def finding(self, verdict: Verdict, rcg: str, reason: str, pg: str | None = None, *, rcg_id: str | None = None,
-                protection_group_id: str | None = None) -> Finding:
+                protection_group_id: str | None = None, legacy: dict[str, Any] | None = None) -> Finding:
         group = self.sdrs_groups.get(pg) if pg is not None else None
         return Finding(verdict, rcg_id or canonical_id(rcg), self.legacy_names.get(rcg), reason,
                        protection_group_id or (canonical_id(group.id) if group else None),
-                       group.name if group else None, tuple(self.volumes_of.get(rcg, ())))
+                       group.name if group else None, tuple(self.volumes_of.get(rcg, ())), legacy)
+
+
+def _text(value: Any) -> str | None:
+    """A legacy name or description as recorded: a string, else null."""
+    return value if isinstance(value, str) else None
+
+
+def _legacy_identity(rcg: str, pg: str, evidence: _Evidence) -> dict[str, Any] | str:
+    """The `legacy:` block of a matched group: its name and description, and each legacy pair with the
+    SDRS pair of `pg` holding its production volume; or why the pairs do not correspond one to one."""
+    pairs: list[dict[str, Any]] = []
+    claimed: dict[str, str] = {}  # id_key(SDRS pair) -> the legacy pair that claimed it
+    for legacy_pair in sorted(evidence.legacy_members.get(rcg, []), key=lambda pair: str(pair.get("id"))):
+        volume = production_volume(legacy_pair)
+        if not isinstance(legacy_pair.get("id"), str) or not is_legacy_id(legacy_pair["id"]):
+            return f"one of its pairs has no usable id ({str(legacy_pair.get('id'))[:64]!r})"
+        if volume is None:  # clients know the pair, but nothing says which SDRS pair it became
+            return f"legacy pair {canonical_id(legacy_pair['id'])} has no volume to match by"
+        holders = [pair for pair in evidence.sdrs_pairs_of_disk.get(id_key(volume), [])
+                   if id_key(pair.server_group_id) == pg]
+        if len(holders) != 1 or not is_legacy_id(holders[0].id):
+            return f"legacy pair {canonical_id(legacy_pair['id'])}'s production volume {volume} is not on one SDRS pair"
+        sdrs_pair = holders[0]
+        if id_key(sdrs_pair.id) in claimed:
+            return (f"legacy pairs {claimed[id_key(sdrs_pair.id)]} and {canonical_id(legacy_pair['id'])} are both on "
+                    f"SDRS pair {canonical_id(sdrs_pair.id)}: the pairs do not correspond one to one")
+        claimed[id_key(sdrs_pair.id)] = canonical_id(legacy_pair["id"])
+        pairs.append({"id": canonical_id(legacy_pair["id"]), "sdrs_id": canonical_id(sdrs_pair.id),
+                      **({"volume_id": canonical_id(volume)} if is_legacy_id(volume) else {}),
+                      "name": _text(legacy_pair.get("name")), "description": _text(legacy_pair.get("description"))})
+    group = evidence.legacy_groups.get(rcg, {})
+    return {"name": _text(group.get("name")), "description": _text(group.get("description")), "pairs": pairs}
 
 
 def _judge(rcg: str, evidence: _Evidence) -> str | tuple[Verdict, str]:
@@ -217,7 +273,11 @@ def render_findings(discovery: Discovery) -> str:
                            ("ambiguous", "Ambiguous (not written)"), ("unmatched", "Unmatched (not written)")):
         found = discovery.of(verdict)  # type: ignore[arg-type]
         lines.append(f"{title}: {len(found)}")
-        lines += [f"  legacy {_named(finding.rcg_id, finding.rcg_name)}: {finding.reason}" for finding in found]
+        for finding in found:
+            lines.append(f"  legacy {_named(finding.rcg_id, finding.rcg_name)}: {finding.reason}")
+            if verdict == "already mapped" and finding.legacy is not None:
+                block = yaml.safe_dump({"legacy": finding.legacy}, sort_keys=False, allow_unicode=True, width=1000)
+                lines += [f"      {line}" for line in block.splitlines()]
     if discovery.unclaimed_sdrs_groups:
         lines.append(f"SDRS protection groups no legacy group matches: {len(discovery.unclaimed_sdrs_groups)}")
         lines += [f"  {_named(identifier, name)}" for identifier, name in discovery.unclaimed_sdrs_groups]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from yarl import URL
 
 from shim.translate.actions import EXTEND, REVERSE, TRANSLATED_ACTIONS, parse_action_body, requested_extensions
+from shim.translate.identity import PairIdentity
 from shim.translate.legacy import LegacyError, canonical_id, canonical_project_id
 from shim.translate.ownership import require_legacy_ids
 from shim.translate.paths import disguises_a_translated_url, names_a_translated_url
@@ -71,7 +72,7 @@ def explain(mappings: Mappings, method: str, url: str, body: bytes | None = None
     project_id = canonical_project_id(params["project_id"])
     if route in ("rcg", "rcg-action"):
         return _about_group(result, mappings, route, project_id, params["rcg_id"], body)
-    return _about_pairs_or_lists(result, mappings, route, project_id)
+    return _about_pairs_or_lists(result, mappings, route, project_id, params.get("replication_id"))
 
 
 def _route(path: str) -> tuple[str | None, dict[str, str]]:
@@ -98,6 +99,23 @@ def _entry_reason(mappings: Mappings, entry: GroupMapping) -> str:
               "default": "the default (no mode given)"}[entry.mode_source]
     return (f"consistency-groups.yaml consistency_groups[{index}] maps it to protection group "
             f"{entry.protection_group_id}; mode {entry.mode}, from {source}")
+
+
+def _text(value: str | None) -> str:
+    """A recorded name or description as the legacy JSON would show it (null, or quoted)."""
+    return "null" if value is None else repr(value)
+
+
+def _identity_lines(entry: GroupMapping) -> list[str]:
+    """What old clients keep seeing of the group (translate/identity.py), from the entry's `legacy:`."""
+    identity = entry.identity
+    if identity is None:
+        return ["no legacy identity recorded (no `legacy:`): it reads with SDRS's name, description and pair ids"]
+    lines = [f"it reads as {_text(identity.name)} (the recorded legacy name, until renamed through the shim), "
+             f"description {_text(identity.description)} (until one is written through the shim)"]
+    lines += [f"pair {pair.legacy_id} = SDRS {pair.sdrs_id}" + (f" (disk {pair.volume_id})" if pair.volume_id else "")
+              for pair in identity.pairs]
+    return lines
 
 
 def _group_reads(entry: GroupMapping) -> list[str]:
@@ -135,6 +153,7 @@ def _about_group(result: Explanation, mappings: Mappings, route: str, project_id
                 "have sent and answered: " + sdrs.answer + "; nothing but GETs is sent to SDRS")
         return result
     result.owner = SDRS
+    result.why += _identity_lines(entry)
     if route == "rcg-action":
         return _action(result, entry, body)
     if result.method in ("GET", "HEAD"):
@@ -190,7 +209,11 @@ def _action(result: Explanation, entry: GroupMapping, body: bytes | None) -> Exp
     return result
 
 
-def _about_pairs_or_lists(result: Explanation, mappings: Mappings, route: str, project_id: str) -> Explanation:
+def _about_pairs_or_lists(result: Explanation, mappings: Mappings, route: str, project_id: str,
+                          pair_id: str | None = None) -> Explanation:
+    recorded = mappings.legacy_pair(project_id, pair_id) if pair_id is not None else None
+    if recorded is not None:
+        return _legacy_pair(result, mappings, *recorded)
     served = mappings.groups_of_project(project_id)
     shadowed = [entry for entry in mappings.entries_of_project(project_id).values() if entry.mode == "shadow"]
     migrated = mappings.fully_migrated(project_id)
@@ -229,4 +252,28 @@ def _about_pairs_or_lists(result: Explanation, mappings: Mappings, route: str, p
         result.sdrs_calls = [f"GET /v1/{project_id}/replications (whose pair it is)"]
         result.answer = ("200 the SDRS pair in the legacy shape (DELETE: 409) for a mapped group's pair, else the "
                          "legacy endpoint's answer")
+    return result
+
+
+def _legacy_pair(result: Explanation, mappings: Mappings, entry: GroupMapping, pair: PairIdentity) -> Explanation:
+    """A legacy pair id discovery recorded for a group SDRS serves: its SDRS pair answers, always."""
+    result.owner = SDRS
+    result.why = [f"legacy pair {pair.legacy_id} of replication consistency group {entry.rcg_id} is SDRS pair "
+                  f"{pair.sdrs_id}" + (f" (on disk {pair.volume_id})" if pair.volume_id else ""),
+                  _entry_reason(mappings, entry), "its `legacy.pairs` record the pair: the legacy endpoint never "
+                  "hears of it"]
+    project = entry.project_id
+    if result.method in ("GET", "HEAD"):
+        result.sdrs_calls = [f"GET /v1/{project}/replications (finds {pair.sdrs_id})",
+                             f"GET /v1/{project}/server-groups/{entry.protection_group_id}"]
+        result.answer = (f"200 the SDRS pair in the legacy shape, with id {pair.legacy_id} and the recorded name "
+                         f"{_text(pair.name)} and description {_text(pair.description)}; 404 once SDRS no longer "
+                         "holds it")
+    elif result.method == "DELETE":
+        result.sdrs_calls = [f"GET /v1/{project}/replications (finds {pair.sdrs_id})",
+                             f'DELETE /v1/{project}/replications/{pair.sdrs_id} {{"replication": {{"server_group_id": '
+                             f'"{entry.protection_group_id}", "delete_target_volume": false}}}}']
+        result.answer = "202 (a pair the shim removed already: 202 at once); 404 once SDRS no longer holds it"
+    else:
+        result.answer = "405 badMethod (Allow: GET, HEAD, DELETE)"
     return result

@@ -26,9 +26,10 @@ _LIST_KEY = re.compile(r"^consistency_groups:[ \t]*(#.*)?$", re.MULTILINE)  # a 
 _ANY_KEY = re.compile(r"^consistency_groups[ \t]*:", re.MULTILINE)
 _ITEM = re.compile(r"^([ \t]*)- ", re.MULTILINE)
 ENTRY_KEYS = ("project_id", "replication_consistency_group_id", "protection_group_id", "mode")
+BLOCK_KEYS = ("legacy",)  # nested: written as YAML blocks under the entry
 
 
-def with_entries(text: str, entries: list[dict[str, str]], comments: list[str]) -> tuple[str, bool]:
+def with_entries(text: str, entries: list[dict[str, Any]], comments: list[str]) -> tuple[str, bool]:
     """The file's new text and whether its comments were kept. `comments[i]` goes above `entries[i]`."""
     data = yaml.safe_load(text) if text.strip() else None
     data = dict(data) if isinstance(data, dict) else {}
@@ -45,7 +46,7 @@ def with_entries(text: str, entries: list[dict[str, str]], comments: list[str]) 
     return header + yaml.safe_dump(expected, sort_keys=False, default_flow_style=False), False
 
 
-def _appended(text: str, entries: list[dict[str, str]], comments: list[str]) -> str | None:
+def _appended(text: str, entries: list[dict[str, Any]], comments: list[str]) -> str | None:
     if _ANY_KEY.search(text) and not _LIST_KEY.search(text):
         return None  # written in flow style (`[]`): no text to append to
     if not _LIST_KEY.search(text):
@@ -61,6 +62,11 @@ def _appended(text: str, entries: list[dict[str, str]], comments: list[str]) -> 
         keys = [key for key in ENTRY_KEYS if key in entry]
         lines.append(f"{indent}- {keys[0]}: {entry[keys[0]]}")
         lines += [f"{indent}  {key}: {entry[key]}" for key in keys[1:]]
+        for key in BLOCK_KEYS:
+            if key in entry:  # names and descriptions are any text: quoted by the YAML dumper
+                dumped = yaml.safe_dump({key: entry[key]}, sort_keys=False, default_flow_style=False,
+                                        allow_unicode=True, width=1000)
+                lines += [f"{indent}  {line}" for line in dumped.splitlines()]
         blocks.append("\n".join(lines))
     return prefix + "\n".join(blocks) + "\n"
 

@@ -69,12 +69,22 @@ def deleted_group(note: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"at": iso(float(note.get("deleted_at") or 0) or None), "job_id": note.get("job_id")}
 
 
+def identity_report(entry: GroupMapping) -> dict[str, Any] | None:
+    """The group as old clients knew it (the entry's `legacy:`), None when nothing was recorded."""
+    identity = entry.identity
+    if identity is None:
+        return None
+    return {"name": identity.name, "description": identity.description,
+            "pairs": [{"legacy_id": pair.legacy_id, "sdrs_id": pair.sdrs_id, "volume_id": pair.volume_id,
+                       "name": pair.name, "description": pair.description} for pair in identity.pairs]}
+
+
 def group_report(entry: GroupMapping, shadow: dict[str, Any] | None, guard: dict[str, Any] | None,
                  now: float, retired: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"project_id": entry.project_id, "rcg_id": entry.rcg_id,
             "protection_group_id": entry.protection_group_id, "mode": entry.mode, "mode_source": entry.mode_source,
-            "shadow": shadow_summary(shadow), "last_action": last_action(guard, now),
-            "deleted": deleted_group(retired)}
+            "identity": identity_report(entry), "shadow": shadow_summary(shadow),
+            "last_action": last_action(guard, now), "deleted": deleted_group(retired)}
 
 
 async def build_report(mappings: Mappings, store: StateStore) -> dict[str, Any]:
@@ -157,9 +167,15 @@ def _details(report: dict[str, Any]) -> list[str]:
         mismatch = next((comparison for comparison in shadow["last"] if comparison["result"] != "match"), None)
         dry_run = shadow["last_dry_run"]
         deleted = group.get("deleted")
-        if mismatch is None and dry_run is None and deleted is None:
+        identity = group.get("identity")
+        if mismatch is None and dry_run is None and deleted is None and identity is None:
             continue
         lines += ["", f"{group['rcg_id']} ({group['mode']}, protection group {group['protection_group_id']}):"]
+        if identity is not None:
+            lines.append(f"  reads as legacy name {_value(identity['name'])}, description "
+                         f"{_value(identity['description'])}; pairs (legacy id = SDRS id):")
+            lines += [f"    {pair['legacy_id']} = {pair['sdrs_id']}"
+                      + (f" (disk {pair['volume_id']})" if pair["volume_id"] else "") for pair in identity["pairs"]]
         if deleted is not None:
             lines.append(f"  protection group deleted through the shim at {deleted['at']} (SDRS job "
                          f"{deleted['job_id']}): remove the entry from the mapping file")

@@ -1,5 +1,7 @@
 """What the shim keeps about mapped groups beside the guard's record, in the state store:
 - the legacy `description` of a group (SDRS has no such field; without it the client would see drift);
+- that a group was renamed through the shim (it then reads with SDRS's name, not the legacy name
+  discovery recorded; translate/identity.py);
 - the pairs it removed from a group (their legacy DELETE then answers 202 and their GET 404, as a
   removed legacy pair's delete would end, instead of reaching the legacy endpoint);
 - the groups it deleted (their mapping entries are retired: `shim validate` and the report say so).
@@ -21,6 +23,10 @@ log = logging.getLogger("shim.state")
 
 def description_key(project_id: str, group_id: str) -> str:
     return f"description:{id_key(project_id)}:{id_key(group_id)}"
+
+
+def renamed_key(project_id: str, group_id: str) -> str:
+    return f"renamed:{id_key(project_id)}:{id_key(group_id)}"
 
 
 def removed_pair_key(project_id: str, pair_id: str) -> str:
@@ -48,6 +54,25 @@ class GroupNotes:
         """Raises StoreUnavailable: the write it belongs to is refused before anything else changes."""
         await self.store.put(description_key(entry.project_id, entry.protection_group_id),
                              {"description": description, "set_at": time.time()})
+
+    async def renamed(self, entry: GroupMapping, strict: bool = False) -> bool:
+        """Whether the group was renamed through the shim; False when the store cannot say (`strict`:
+        raises StoreUnavailable instead, for a write that must not guess)."""
+        if entry.identity is None:
+            return False  # nothing recorded: SDRS's name shows either way
+        try:
+            return await self.store.get(renamed_key(entry.project_id, entry.protection_group_id)) is not None
+        except StoreUnavailable as err:
+            if strict:
+                raise
+            log.warning("state store unavailable: read shown with the recorded legacy name",
+                        extra={"error": str(err)[:300]})
+            return False
+
+    async def note_renamed(self, entry: GroupMapping, name: str) -> None:
+        """Raises StoreUnavailable (the rename is done in SDRS; the client's retry notes it)."""
+        await self.store.put(renamed_key(entry.project_id, entry.protection_group_id),
+                             {"name": name, "renamed_at": time.time()})
 
     async def removed_pair(self, project_id: str, pair_id: str) -> dict[str, Any] | None:
         return await self.store.get(removed_pair_key(project_id, pair_id))

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shim.translate.identity import GroupIdentity, sdrs_pair_id
 from shim.translate.legacy import LegacyError, is_legacy_id
 from shim.translate.reads import other_station
 from shim.translate.sdrs_answers import sdrs_error_code
@@ -197,9 +198,10 @@ def check_precondition(translation: ActionTranslation, rcg_id: str, group: Serve
 
 def plan_calls(
     translation: ActionTranslation, request: ActionRequest, project_id: str, rcg_id: str,
-    group: ServerGroup, pairs: list[ReplicationPair],
+    group: ServerGroup, pairs: list[ReplicationPair], identity: GroupIdentity | None = None,
 ) -> list[SdrsCall]:
-    """The SDRS action POSTs that carry out the legacy action, after every check has passed."""
+    """The SDRS action POSTs that carry out the legacy action, after every check has passed (a pair
+    named by the legacy id discovery recorded in `identity` is its SDRS pair)."""
     check_precondition(translation, rcg_id, group)
     if not translation.per_pair:
         body = {translation.sdrs_action: translation.sdrs_params(group)}
@@ -208,7 +210,7 @@ def plan_calls(
     members = {pair.id.lower(): pair for pair in pairs}
     calls = []
     for pair_id, new_size in requested_extensions(request.value):
-        pair = members.get(pair_id.lower())
+        pair = members.get(sdrs_pair_id(identity, pair_id).lower())
         if pair is None:
             raise LegacyError(404, f"Replication pair {pair_id} could not be found in replication "
                                    f"consistency group {rcg_id}.")

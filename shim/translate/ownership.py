@@ -10,7 +10,9 @@ about an unmapped group reaches SDRS. For a mapped group (SDRS owns it):
   hidden; a pair list filtered by a mapped group comes from SDRS alone.
 For an unmapped group (the legacy endpoint owns it) every call is relayed unchanged, body as sent; so
 is every call of a project that maps no group. Ids are compared by `id_key` (case and dashes do not
-matter). The README's ownership table says the same for operators.
+matter). A mapped group's pairs are named by their SDRS ids or by the legacy pair ids its mapping entry
+records (translate/identity.py): both are the group's. The README's ownership table says the same for
+operators.
 
 Modes (README, Migration): only an entry in mode `sdrs` hands its group to SDRS. A `legacy` or
 `shadow` entry leaves the group to the legacy endpoint exactly as an unmapped one (`shadow_entries`
@@ -65,13 +67,15 @@ class SdrsHoldings:
     """What SDRS holds of a project's mapped groups, for telling legacy copies apart."""
 
     rcg_ids: frozenset[str]  # id_key of every mapped RCG, whether SDRS still has it or not
-    pair_ids: Mapping[str, GroupMapping]  # id_key of each SDRS pair of a mapped group -> its group
+    # id_key of each SDRS pair of a mapped group, and of each legacy pair id recorded for one -> its group
+    pair_ids: Mapping[str, GroupMapping]
     volume_ids: Mapping[str, GroupMapping]  # id_key of each disk of those pairs -> its group
 
     @classmethod
     def of(cls, mapped: Mapping[str, GroupMapping], pairs: Iterable[tuple[str, str, list[str]]]) -> SdrsHoldings:
         """`pairs`: (pair id, protection group id, volume ids) of the project's SDRS pairs."""
-        pair_ids: dict[str, GroupMapping] = {}
+        pair_ids: dict[str, GroupMapping] = {id_key(pair.legacy_id): entry for entry in mapped.values()
+                                             for pair in (entry.identity.pairs if entry.identity else ())}
         volume_ids: dict[str, GroupMapping] = {}
         for pair_id, group_id, volumes in pairs:
             entry = mapped.get(id_key(group_id))

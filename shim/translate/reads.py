@@ -13,6 +13,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from shim.translate.identity import (
+    GroupIdentity,
+    shown_group_description,
+    shown_group_name,
+    shown_pair_id,
+    shown_pair_ids,
+    shown_pair_text,
+)
 from shim.translate.legacy import LegacyError
 from shim.translate.sdrs_models import ReplicationPair, ServerGroup
 from shim.translate.tables import StatusTable
@@ -77,11 +85,14 @@ def fault_level(pairs: Iterable[ReplicationPair]) -> str:
 
 def legacy_group(
     rcg_id: str, group: ServerGroup, pairs: list[ReplicationPair], table: StatusTable, *,
-    status: str | None = None, failure_detail: str | None = None, description: str | None = None,
+    status: str | None = None, failure_detail: str | None = None,
+    written_description: tuple[bool, str | None] = (False, None), identity: GroupIdentity | None = None,
+    renamed: bool = False,
 ) -> dict[str, Any]:
     """GET .../os-vendor-replication-consistency-groups/{id} body object for a mapped group.
-    `status` overrides the table's reading (work of this shim's is pending); `description` is the
-    one the shim keeps (SDRS has none to change)."""
+    `status` overrides the table's reading (work of this shim's is pending); `written_description` is
+    (known, value) of the one the shim keeps (SDRS has none to change); `identity` the group as old
+    clients knew it and `renamed` whether it was renamed through the shim since (translate/identity.py)."""
     row = table.group_statuses.get(group.status)
     if row is None:
         raise _undocumented("protection group", group.status)
@@ -90,13 +101,13 @@ def legacy_group(
         replication_status = group_replication_status(pairs, table)
     return {
         "id": rcg_id,
-        "name": group.name,
-        "description": description if description is not None else group.description,
+        "name": shown_group_name(identity, group.name, renamed),
+        "description": shown_group_description(identity, group.description, written_description),
         "status": status or row.status,
         "priority_station": production_zone(group),
         "replication_model": "hypermetro",
         "replication_status": replication_status,
-        "replication_ids": [pair.id for pair in pairs],
+        "replication_ids": shown_pair_ids(identity, [pair.id for pair in pairs]),
         "created_at": legacy_time(group.created_at),
         "updated_at": legacy_time(group.updated_at),
         "failure_detail": failure_detail,
@@ -104,15 +115,18 @@ def legacy_group(
     }
 
 
-def legacy_pair(pair: ReplicationPair, rcg_id: str, group: ServerGroup, table: StatusTable) -> dict[str, Any]:
-    """GET .../os-vendor-replications/{id} body object for a pair of a mapped group."""
+def legacy_pair(pair: ReplicationPair, rcg_id: str, group: ServerGroup, table: StatusTable,
+                identity: GroupIdentity | None = None) -> dict[str, Any]:
+    """GET .../os-vendor-replications/{id} body object for a pair of a mapped group (its legacy id,
+    name and description when `identity` records them)."""
     row = table.pair_statuses.get(pair.status)
     if row is None:
         raise _undocumented("replication pair", pair.status)
+    name, description = shown_pair_text(identity, pair.id, pair.name, pair.description)
     return {
-        "id": pair.id,
-        "name": pair.name,
-        "description": pair.description,
+        "id": shown_pair_id(identity, pair.id),
+        "name": name,
+        "description": description,
         "status": row.status,
         "replication_consistency_group_id": rcg_id,
         "volume_ids": ",".join(pair.volume_id_list),

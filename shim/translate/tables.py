@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shim.translate.identity import GroupIdentity, PairIdentity
 from shim.translate.legacy import LEGACY_ERROR_STATUSES, LegacyErrorStatus, id_key
 from shim.translate.sdrs_models import SDRS_GROUP_STATUSES, SDRS_PAIR_STATUSES
 
@@ -121,13 +122,15 @@ ModeSource = Literal["entry", "project", "default"]
 @dataclass(frozen=True)
 class GroupMapping:
     """One mapped group, ids in canonical form (`canonical_project_id`, `canonical_id`), with its
-    effective mode (resolved at load)."""
+    effective mode (resolved at load) and, when discovery recorded it, the group as old clients knew
+    it (`identity`: legacy name, description and pair ids; translate/identity.py)."""
 
     project_id: str
     rcg_id: str
     protection_group_id: str
     mode: Mode = DEFAULT_MODE
     mode_source: ModeSource = "default"
+    identity: GroupIdentity | None = None
 
 
 @dataclass(frozen=True)
@@ -147,20 +150,26 @@ class Mappings:
     by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # id_key(project) -> id_key(pg) -> entry
     sdrs_by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # the same, mode sdrs only
     shadow_by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # -> id_key(rcg) -> shadow entry
+    # id_key(project) -> id_key(legacy pair id) -> (entry, its pair), entries in mode sdrs only
+    legacy_pairs_by_project: dict[str, dict[str, tuple[GroupMapping, PairIdentity]]] = field(init=False)
 
     def __post_init__(self) -> None:
         by_project: dict[str, dict[str, GroupMapping]] = {}
         sdrs_by_project: dict[str, dict[str, GroupMapping]] = {}
         shadow_by_project: dict[str, dict[str, GroupMapping]] = {}
+        legacy_pairs: dict[str, dict[str, tuple[GroupMapping, PairIdentity]]] = {}
         for (project, rcg), entry in self.groups.items():
             by_project.setdefault(project, {})[id_key(entry.protection_group_id)] = entry
             if entry.mode == "sdrs":
                 sdrs_by_project.setdefault(project, {})[id_key(entry.protection_group_id)] = entry
+                for pair in entry.identity.pairs if entry.identity is not None else ():
+                    legacy_pairs.setdefault(project, {})[id_key(pair.legacy_id)] = (entry, pair)
             elif entry.mode == "shadow":
                 shadow_by_project.setdefault(project, {})[rcg] = entry
         object.__setattr__(self, "by_project", by_project)
         object.__setattr__(self, "sdrs_by_project", sdrs_by_project)
         object.__setattr__(self, "shadow_by_project", shadow_by_project)
+        object.__setattr__(self, "legacy_pairs_by_project", legacy_pairs)
 
     def entry(self, project_id: str, rcg_id: str) -> GroupMapping | None:
         """The mapping entry of this group, whatever its mode; None when the file does not name it."""
@@ -183,6 +192,11 @@ class Mappings:
     def entries_of_project(self, project_id: str) -> dict[str, GroupMapping]:
         """id_key(protection group id) -> entry, for every mapped group of the project, any mode."""
         return self.by_project.get(id_key(project_id), {})
+
+    def legacy_pair(self, project_id: str, pair_id: str) -> tuple[GroupMapping, PairIdentity] | None:
+        """The group SDRS serves (mode `sdrs`) whose recorded legacy pair this id is, with the pair's
+        correspondence; None for any other id (an SDRS pair id, or a pair the legacy endpoint owns)."""
+        return self.legacy_pairs_by_project.get(id_key(project_id), {}).get(id_key(pair_id))
 
     def project_mode(self, project_id: str) -> Mode | None:
         """The project's default mode (`projects:` in the mapping file), None when it has none."""

@@ -9,13 +9,15 @@ Old clients manage groups, not only re-protect them; the Terraform provider runs
 
 What each legacy call becomes (checked against the SDRS pages):
 - `name` -> `PUT /v1/{p}/server-groups/{id}` `{"server_group": {"name"}}` (synchronous). SDRS names are at
-  most 64 bytes of `A-Za-z0-9._-`; a legacy name outside that is refused (400) rather than changed,
-  or the client would read back another name than it wrote and never stop "fixing" it.
+  most 64 bytes of `A-Za-z0-9._-`; a new name outside that is refused (400) rather than changed,
+  or the client would read back another name than it wrote and never stop "fixing" it. The name the
+  group reads as now (e.g. a recorded legacy name SDRS would refuse) is no change: nothing is sent.
 - `description` has no SDRS field: kept by the shim (state store) and shown on reads.
 - `replication_model`: only `hypermetro` exists in SDRS; anything else is 400.
 - `add_replication_ids`: a legacy pair cannot move into an SDRS group: 400 naming the SDRS call that
   creates a pair in the group.
-- `remove_replication_ids` -> `DELETE /v1/{p}/replications/{rid}` with `delete_target_volume: false`
+- `remove_replication_ids` (legacy pair ids recorded at discovery name their SDRS pairs) ->
+  `DELETE /v1/{p}/replications/{rid}` with `delete_target_volume: false`
   per pair (no disk is deleted), as jobs; the group reads `updating` until they end.
 - DELETE group -> `DELETE /v1/{p}/server-groups/{id}` (a job; SDRS refuses while pairs remain); the
   group reads `deleting`, then 404.
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shim.translate.actions import TRANSLATED_ACTIONS, SdrsCall, load_json, shown_while_pending
+from shim.translate.identity import renames, sdrs_pair_id, shown_pair_id
 from shim.translate.legacy import LegacyError, id_key, is_legacy_id
 from shim.translate.reads import legacy_time, production_zone
 from shim.translate.sdrs_models import Job, ReplicationPair, ServerGroup
@@ -54,7 +57,7 @@ class GroupUpdate:
 
     name: str | None = None
     description: str | None = None
-    remove: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()  # SDRS pair ids (a recorded legacy id already turned into its SDRS pair's)
 
 
 def parse_group_update(raw: bytes, entry: GroupMapping) -> GroupUpdate:
@@ -80,9 +83,11 @@ def parse_group_update(raw: bytes, entry: GroupMapping) -> GroupUpdate:
                                f"Create the pair in SDRS instead: POST /v1/{entry.project_id}/replications with "
                                f"{{\"replication\": {{\"server_group_id\": \"{entry.protection_group_id}\", "
                                "\"volume_id\": <the production disk>, \"name\": ...}}.")
-    if name:
-        check_sdrs_name(name, entry)
-    return GroupUpdate(name=name or None, description=description, remove=_id_list(body, "remove_replication_ids"))
+    if name and (entry.identity is None or name != entry.identity.name):
+        check_sdrs_name(name, entry)  # a new name: refused before anything waits (plan_update checks again)
+    removed = {id_key(pair_id): pair_id for pair_id in (sdrs_pair_id(entry.identity, pair_id)
+                                                         for pair_id in _id_list(body, "remove_replication_ids"))}
+    return GroupUpdate(name=name or None, description=description, remove=tuple(removed.values()))
 
 
 def _id_list(body: dict[str, Any], field: str) -> tuple[str, ...]:
@@ -108,14 +113,16 @@ class UpdatePlan:
     rename: SdrsCall | None
     deletes: tuple[SdrsCall, ...]  # one pair delete per pair still in SDRS
     already_removed: tuple[str, ...]  # pairs this shim removed before: nothing to do
+    renamed: bool = False  # the name the group reads as changes (SDRS's name from then on)
 
 
 def plan_update(
     update: GroupUpdate, entry: GroupMapping, group: ServerGroup, pairs: list[ReplicationPair],
-    removed_before: frozenset[str],
+    removed_before: frozenset[str], shown_name: str | None,
 ) -> UpdatePlan:
     """The SDRS calls of an update, after every check has passed (`removed_before`: id_keys of pairs
-    this shim already removed from the group, so a retried update finishes instead of failing)."""
+    this shim already removed from the group, so a retried update finishes instead of failing;
+    `shown_name`: the name the group reads as now, which is no change)."""
     members = {id_key(pair.id): pair for pair in pairs}
     deletes: list[SdrsCall] = []
     already: list[str] = []
@@ -125,17 +132,21 @@ def plan_update(
             if id_key(pair_id) in removed_before:
                 already.append(pair_id)
                 continue
-            raise LegacyError(400, f"Replication pair {pair_id} is not in replication consistency group "
+            raise LegacyError(400, f"Replication pair {shown_pair_id(entry.identity, pair_id)} is not in "
+                                   "replication consistency group "
                                    f"{entry.rcg_id}; nothing was changed.")
         if pair.status == "deleting":
             already.append(pair.id)  # its delete is running already
             continue
         deletes.append(pair_delete(entry, pair.id))
     rename = None
-    if update.name is not None and update.name != group.name:
+    renamed = update.name is not None and renames(update.name, shown_name)
+    if renamed:
+        check_sdrs_name(update.name or "", entry)
+    if renamed and update.name != group.name:
         rename = SdrsCall("PUT", f"/v1/{entry.project_id}/server-groups/{entry.protection_group_id}",
                           {"server_group": {"name": update.name}}, f"protection group {entry.protection_group_id}")
-    return UpdatePlan(rename, tuple(deletes), tuple(already))
+    return UpdatePlan(rename, tuple(deletes), tuple(already), renamed)
 
 
 def pair_delete(entry: GroupMapping, pair_id: str) -> SdrsCall:
@@ -150,12 +161,13 @@ def group_delete(entry: GroupMapping) -> SdrsCall:
                     f"protection group {entry.protection_group_id}")
 
 
-def accepted_update(entry: GroupMapping, group: ServerGroup, update: GroupUpdate, description: str | None,
+def accepted_update(entry: GroupMapping, group: ServerGroup, name: str | None, description: str | None,
                     working: bool) -> dict[str, Any]:
-    """The 202 body golangsdk needs: the wrapper key and the seven fields of a create/update answer."""
+    """The 202 body golangsdk needs: the wrapper key and the seven fields of a create/update answer
+    (`name` and `description` as the group reads now)."""
     return {"replication_consistency_group": {
         "id": entry.rcg_id,
-        "name": update.name if update.name is not None else group.name,
+        "name": name,
         "description": description,
         "status": "updating" if working else "available",
         "priority_station": production_zone(group),

@@ -60,7 +60,7 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
             return web.Response(status=200, body=b"")
         check_precondition(translation, rcg_id, group)
         pairs = await calls.pairs(project_id, group_id) if translation.per_pair else []
-        plan = plan_calls(translation, action, project_id, rcg_id, group, pairs)
+        plan = plan_calls(translation, action, project_id, rcg_id, group, pairs, entry.identity)
         job_ids: list[str] = []
         audit["job_ids"] = job_ids
         await send_calls(claim, calls, work, plan, job_ids)

@@ -105,11 +105,12 @@ async def group_as_clients_see_it(
     state: ShimState, calls: SdrsCalls, entry: GroupMapping, group: ServerGroup, pairs: list[ReplicationPair],
 ) -> dict[str, Any]:
     """The legacy object for a mapped group: work this shim started on it shown as running, the
-    description the shim keeps for it."""
-    (known, description), reading = await asyncio.gather(
-        state.notes.description(entry), reading_of(state, calls, entry.project_id, group))
+    description the shim keeps for it, the ids and names old clients knew (translate/identity.py)."""
+    written, renamed, reading = await asyncio.gather(
+        state.notes.description(entry), state.notes.renamed(entry), reading_of(state, calls, entry.project_id, group))
     return legacy_group(entry.rcg_id, reading.group, pairs, state.mappings.statuses, status=reading.status,
-                        failure_detail=reading.failure_detail, description=description if known else None)
+                        failure_detail=reading.failure_detail, written_description=written,
+                        identity=entry.identity, renamed=renamed)
 
 
 # -- pairs --------------------------------------------------------------------------------------
@@ -126,30 +127,40 @@ async def pair_collection(request: web.Request) -> web.StreamResponse:
 
 
 async def pair_item(request: web.Request) -> web.StreamResponse:
-    """.../os-vendor-replications/{replication_id}: SDRS's when the pair belongs to a mapped group."""
+    """.../os-vendor-replications/{replication_id}: SDRS's when the pair belongs to a mapped group,
+    named by its SDRS id or by the legacy id discovery recorded for it."""
     state = request.app[STATE]
     project_id, pair_id = request.match_info["project_id"], request.match_info["replication_id"]
     require_legacy_ids(project_id, pair_id, "replication pair id")
     mapped = project_mappings(state.mappings, project_id)
     item = f"Replication pair {pair_id}"
+    recorded = state.mappings.legacy_pair(project_id, pair_id)  # a mapped group's legacy pair: SDRS's, always
+    if recorded is not None and request.method not in (*READS, hdrs.METH_DELETE):
+        serve_from_sdrs(request, recorded[0], f"{request.method.lower()}-pair", replication_id=recorded[1].sdrs_id)
+        raise LegacyError(405, f"Method {request.method} is not allowed on a replication pair.",
+                          headers=(("Allow", "GET, HEAD, DELETE"),))
     if not mapped or request.method not in (*READS, hdrs.METH_DELETE):
         return await to_legacy(request, item=item)
     project_id = canonical_project_id(project_id)
     calls = sdrs_calls(request, state)
+    sdrs_id = recorded[1].sdrs_id if recorded is not None else pair_id
     # The project's pair list, not a read of this id: an unmapped group's pair id never reaches SDRS.
-    pair = next((pair for pair in await calls.pairs(project_id) if id_key(pair.id) == id_key(pair_id)), None)
+    pair = next((pair for pair in await calls.pairs(project_id) if id_key(pair.id) == id_key(sdrs_id)), None)
     entry = mapped.get(id_key(pair.server_group_id)) if pair is not None else None
     if pair is None or entry is None:
-        removed = await state.notes.removed_pair(project_id, pair_id)
+        removed = await state.notes.removed_pair(project_id, sdrs_id)
         if removed is not None:  # this shim deleted it from a mapped group: SDRS's, and gone
             return _removed_pair(request, removed)
+        if recorded is not None:  # SDRS no longer holds it: gone (never the stale legacy copy)
+            serve_from_sdrs(request, recorded[0], f"{request.method.lower()}-pair", replication_id=sdrs_id)
+            raise LegacyError(404, f"{item} could not be found: SDRS no longer holds its pair {sdrs_id}.")
         return await to_legacy(request, item=item)  # not a pair of a migrated group
     if request.method == hdrs.METH_DELETE:
         serve_from_sdrs(request, entry, DELETE_PAIR, replication_id=pair.id)
         return await delete_pair(request, state, calls, entry, pair)
     serve_from_sdrs(request, entry, "show-pair", replication_id=pair.id)
     group = await calls.group(project_id, pair.server_group_id)
-    body = legacy_pair(pair, entry.rcg_id, group, state.mappings.statuses)
+    body = legacy_pair(pair, entry.rcg_id, group, state.mappings.statuses, entry.identity)
     return web.json_response({"replication": body})
 
 
@@ -286,7 +297,8 @@ async def _pair_items(
     groups: list[ServerGroup], pairs: list[ReplicationPair],
 ) -> list[MappedItem]:
     return [
-        MappedItem(legacy_pair(pair, mapped[id_key(group.id)].rcg_id, group, state.mappings.statuses),
+        MappedItem(legacy_pair(pair, mapped[id_key(group.id)].rcg_id, group, state.mappings.statuses,
+                               mapped[id_key(group.id)].identity),
                    frozenset(pair.volume_id_list))
         for group, members in _mapped_with_pairs(groups, pairs, mapped)
         for pair in members

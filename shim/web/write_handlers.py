@@ -13,6 +13,7 @@ from shim.context import AUDIT
 from shim.state.action_guard import store_unavailable
 from shim.state.store import StoreUnavailable
 from shim.translate.actions import SdrsCall
+from shim.translate.identity import shown_group_description, shown_group_name
 from shim.translate.legacy import id_key
 from shim.translate.sdrs_answers import parse_answer
 from shim.translate.sdrs_models import ReplicationPair, ServerGroupAnswer
@@ -52,21 +53,26 @@ async def update_group(request: web.Request, state: ShimState, entry: GroupMappi
         pairs = await calls.pairs(entry.project_id, entry.protection_group_id)
         removed_before = frozenset([id_key(pair_id) for pair_id in update.remove
                                     if await _noted(state.notes.removed_pair(entry.project_id, pair_id))])
-        plan = plan_update(update, entry, group, pairs, removed_before)
+        renamed_before = await _noted(state.notes.renamed(entry, strict=True))
+        plan = plan_update(update, entry, group, pairs, removed_before,
+                           shown_group_name(entry.identity, group.name, renamed_before))
         if update.description is not None:
             await _noted(state.notes.set_description(entry, update.description))
         if plan.rename is not None:
             answer = await calls.send(plan.rename.method, plan.rename.path, "rename the protection group",
                                       plan.rename.body)
             group = parse_answer(answer, ServerGroupAnswer, calls.errors, "rename the protection group").server_group
+        if plan.renamed and entry.identity is not None and not renamed_before:
+            await _noted(state.notes.note_renamed(entry, update.name or ""))  # reads show SDRS's name from now on
 
         async def removed(call: SdrsCall, job_id: str) -> None:
             await _noted(state.notes.note_removed_pair(entry, call.path.rsplit("/", 1)[1], job_id))
 
         await send_calls(claim, calls, UPDATE_WORK, plan.deletes, job_ids, on_job=removed)
-    known, description = await state.notes.description(entry)
-    legacy_answer = accepted_update(entry, group, update, description if known else group.description,
-                                    working=bool(job_ids))
+    renamed = plan.renamed or renamed_before
+    name = update.name if plan.renamed else shown_group_name(entry.identity, group.name, renamed)
+    description = shown_group_description(entry.identity, group.description, await state.notes.description(entry))
+    legacy_answer = accepted_update(entry, group, name, description, working=bool(job_ids))
     return web.json_response(legacy_answer, status=202)
 
 
