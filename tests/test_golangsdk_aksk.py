@@ -15,6 +15,7 @@ import io
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -75,12 +76,12 @@ class GoAkskClient(DrsV2Client):
 
 async def go_send(base: str, method: str, path: str, *, body: bytes = b"", query: list[tuple[str, str]] | None = None,
                   extra: list[tuple[str, str]] | None = None, signer: GoSigner | None = None,
-                  ) -> tuple[int, bytes, list[tuple[str, str]]]:
+                  now: datetime | None = None) -> tuple[int, bytes, list[tuple[str, str]]]:
     """One golangsdk-signed request; `extra` headers are added after signing (not signed)."""
     headers = [("Accept", "application/json"), ("User-Agent", "golangsdk/2.0.0")]
     if body:
         headers.append(("Content-Type", "application/json"))
-    target, lines = (signer or GoSigner(AK, SK)).sign(method, path, query or [], headers, body)
+    target, lines = (signer or GoSigner(AK, SK)).sign(method, path, query or [], headers, body, now)
     lines += [("X-Project-Id", PROJECT), *(extra or [])]
     return await send_lines(base, method, target, lines, body)
 
