@@ -335,6 +335,21 @@ async def test_a_header_the_client_did_not_sign_is_not_signed_for_the_next_hop(w
         assert sent.get("X-Security-Token") == "sts-added-by-someone"
 
 
+async def test_a_signed_header_given_twice_is_signed_with_both_values_as_golangsdk_does(world):
+    """golangsdk writes one canonical line per value, sorted: the shim verifies and signs again the same
+    way, so a value added to a signed header breaks the signature instead of riding along."""
+    headers = [("Accept", "application/json"), ("X-Trace", "b-second"), ("X-Trace", "a-first")]
+    target, lines = GoSigner(AK, SK).sign("GET", VOLUMES, [], headers)
+
+    status, body, _ = await send_lines(world.shim, "GET", target, lines)
+    added = await send_lines(world.shim, "GET", target, [*lines, ("X-Trace", "c-added")])
+
+    assert status == 200, body
+    assert added[0] == 401, added[1]
+    ((_, _, names, arrived),) = world.gateway.verified
+    assert "x-trace" in names and arrived.getall("X-Trace") == ["b-second", "a-first"]
+
+
 # -- the signed Host --------------------------------------------------------------------------------
 
 def sdk_signed_for(host: str, method: str, path: str, body: bytes = b"") -> tuple[str, dict[str, str]]:
