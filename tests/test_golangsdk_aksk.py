@@ -30,6 +30,7 @@ from conftest import GROUP, PROJECT, RCG, ShimFactory, start_server
 from golangsdk_signer import GoSigner, expected_authorization, query_pairs, signed_headers_of
 from shim.legacy_sim.server import LegacySimulator
 from shim.simulator import SdrsSimulator, SimulatorSettings
+from shim.translate.signing import SignatureRejected, comparable_host, headers_to_sign, signature_of
 from shim.web.logs import configure_logging
 from terraform_flows import DrsV2Client, GoError, NotFound, TerraformFlows, Timings, go_json
 
@@ -504,3 +505,34 @@ def test_the_test_signer_agrees_with_the_sdk_when_host_is_signed_the_same_way():
     uri, headers = sdk_signed_for("evs.example.test", "POST", VOLUMES, b'{"a": 1}')
     expected = expected_authorization(SK, "POST", uri.partition("?")[0], "", CIMultiDict(headers), b'{"a": 1}')
     assert expected == headers["Authorization"]
+
+
+# -- the rules themselves (shim/translate/signing.py, pure) -------------------------------------------
+
+def test_the_next_hop_signs_exactly_the_clients_names_and_the_shims_own_requests_the_sdk_set():
+    headers = CIMultiDict([("Host", "sdrs.example"), ("X-Sdk-Date", "20261208T000000Z"), ("Accept", "a"),
+                           ("X-Project-Id", PROJECT), ("X-Security-Token", "t"), ("Content-Length", "0")])
+
+    assert headers_to_sign(headers, ("accept", "user-agent", "x-sdk-date")) == ("accept", "x-sdk-date")
+    assert headers_to_sign(headers, ("host", "accept", "content-length")) == ("accept", "host", "x-sdk-date")
+    assert headers_to_sign(headers, None) == ("host", "x-project-id", "x-sdk-date", "x-security-token")
+
+
+@pytest.mark.parametrize(("values", "outcome"), [
+    ([], None), (["Basic dXNlcjpwYXNz"], None), (["Bearer abc"], None),
+    (["SDK-HMAC-SHA256 Access=a, SignedHeaders=x-sdk-date, Signature=s"], "signature"),
+    (["sdk-hmac-sha256 Access=a, SignedHeaders=x-sdk-date, Signature=s"], "signature"),
+    (["Basic x, SDK-HMAC-SHA256 Access=a"], "signature"), (["Whatever signature=abc"], "signature"),
+    (["Basic x", "Basic y"], "refused"), (["SDK-HMAC-SHA256 Access=a", "Basic y"], "refused"),
+])
+def test_which_authorization_values_are_a_signature(values, outcome):
+    if outcome == "refused":
+        with pytest.raises(SignatureRejected, match="more than one Authorization header"):
+            signature_of(values)
+    else:
+        assert (signature_of(values) is not None) == (outcome == "signature")
+
+
+def test_a_signed_host_is_compared_without_case_and_default_ports():
+    assert comparable_host(" EVS.Example:443") == comparable_host("evs.example:80") == "evs.example"
+    assert comparable_host("[::1]:8080") == "[::1]:8080" and comparable_host("evs.example:8443") != "evs.example"
