@@ -536,3 +536,28 @@ def test_which_authorization_values_are_a_signature(values, outcome):
 def test_a_signed_host_is_compared_without_case_and_default_ports():
     assert comparable_host(" EVS.Example:443") == comparable_host("evs.example:80") == "evs.example"
     assert comparable_host("[::1]:8080") == "[::1]:8080" and comparable_host("evs.example:8443") != "evs.example"
+
+
+@pytest.mark.parametrize("ending", ["stalls", "disconnects"])
+async def test_a_signed_body_that_never_ends_gives_its_bytes_back(make_world, ending):
+    """Its bytes count against limits.unverified_signed_bytes only while it is being read: after a
+    stall (408) or a client that went away, the shim holds none of them."""
+    world = await make_world(timeouts={"request_body_idle": 0.5})
+    url = URL(world.shim)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(stalled_signed_post(url.raw_authority, 900_000, sent=500_000))
+    await writer.drain()
+    if ending == "stalls":
+        head = await asyncio.wait_for(reader.read(65536), 5)
+        assert head.startswith(b"HTTP/1.1 408 "), head[:100]
+    writer.close()
+    held = None
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as session, session.get(world.shim + "/metrics") as response:
+            metrics = await response.text()
+        held = next(line for line in metrics.splitlines() if line.startswith("shim_unverified_body_bytes "))
+        if held.endswith(" 0.0"):
+            break
+
+    assert held == "shim_unverified_body_bytes 0.0"

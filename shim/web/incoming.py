@@ -84,17 +84,20 @@ async def _read_unverified_body(request: web.Request, state: ShimState) -> tuple
         raise too_large
     budget, body = state.unverified_bodies, bytearray()
     try:
-        while chunk := await read_some(request, min(_BODY_CHUNK, limit + 1 - len(body)), idle):
+        while True:
+            try:
+                chunk = await read_some(request, min(_BODY_CHUNK, limit + 1 - len(body)), idle)
+            except BodyStalled:
+                raise stalled_error(idle) from None
+            if not chunk:
+                return bytes(body), len(body)
             budget.take(len(chunk))
             body += chunk
             if len(body) > limit:
                 raise too_large
-    except BodyStalled:
-        raise stalled_error(idle) from None
-    except LegacyError:
+    except BaseException:  # refused, stalled, or cancelled when the client left: none of it is held now
         budget.give_back(len(body))
         raise
-    return bytes(body), len(body)
 
 
 def signed_host_names(settings: Settings, transport: asyncio.BaseTransport | None) -> frozenset[str]:
