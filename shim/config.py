@@ -20,6 +20,8 @@ from yarl import URL
 from shim.validation import ConfigError, describe_validation_error, read_yaml
 
 ENV_PREFIX = "SHIM_"  # SHIM_<SECTION>__<KEY> overrides a key of the file
+# A Host header value: a DNS name or IPv4 address, or a bracketed IPv6 address, and an optional port.
+_HOST_AND_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))(?::(?P<port>[0-9]{1,5}))?$")
 
 
 class _Section(BaseModel):
@@ -115,6 +117,11 @@ class Limits(_Section):
         1048576, gt=0, description="largest body of an AK/SK-signed request whose body hash is signed (it is "
         "read whole and checked before anything is forwarded); UNSIGNED-PAYLOAD bodies stream without limit"
     )
+    unverified_signed_bytes: int = Field(
+        16 * 1048576, gt=0, le=1024 * 1048576,
+        description="bytes of AK/SK-signed bodies held before their signature is checked, all requests together "
+        "(anyone who knows an access key id can send one); a body that would pass it: 503 with Retry-After",
+    )
     request_head_bytes: int = Field(
         65536, ge=1024, le=16 * 1048576,
         description="most bytes of one request head, all lines together; more: 400 and close",
@@ -144,6 +151,13 @@ class Limits(_Section):
     def _head_holds_a_line(self) -> Limits:
         if self.request_head_bytes < max(self.max_line_size, self.max_field_size):
             raise ValueError("request_head_bytes must be at least max_line_size and max_field_size")
+        return self
+
+    @model_validator(mode="after")
+    def _signed_bodies_fit(self) -> Limits:
+        if self.unverified_signed_bytes < self.signed_body_bytes:
+            raise ValueError("limits.unverified_signed_bytes must be at least limits.signed_body_bytes "
+                             "(else a signed body of the largest size could never be checked)")
         return self
 
 
@@ -265,6 +279,11 @@ class Settings(BaseSettings):
     aksk: list[AkskKeyPair] = Field(
         [], description="key pairs AK/SK-signed requests are verified and re-signed with (one per project)"
     )
+    aksk_host_aliases: list[str] = Field(
+        [], description="more Host values (host or host:port) a client may sign for the shim, besides the address "
+        "it connected to, listen.host:listen.port and upstreams.legacy's host: e.g. a Service name or the nginx "
+        "front's address; a signature over any other Host is refused",
+    )
     workers: int = Field(1, ge=1, le=64, description="processes sharing the listen port (SO_REUSEPORT)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = Field(
@@ -282,6 +301,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment overrides the YAML file (passed in as init values).
         return env_settings, init_settings
+
+    @field_validator("aksk_host_aliases")
+    @classmethod
+    def _host_aliases(cls, values: list[str]) -> list[str]:
+        for value in values:
+            match = _HOST_AND_PORT.match(value)
+            if match is None or not 0 < int(match["port"] or 80) < 65536:
+                raise ValueError(f"{value[:100]!r} is not host or host:port (no scheme, path or user)")
+        return values
 
     @model_validator(mode="after")
     def _shared_state_for_workers(self) -> Settings:

@@ -24,6 +24,7 @@ from yarl import URL
 from shim.config import Settings
 from shim.front import DEFAULT_CA_FILE
 from shim.translate.legacy import LegacyError
+from shim.translate.signing import comparable_host
 from shim.translate.tables import SdrsErrorTable
 from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_COLLECTIONS
 from shim.validation import ConfigError
@@ -71,9 +72,11 @@ SHIM_BOUND: tuple[ShimBoundPattern, ...] = (
 )
 
 
-def front_routes_to_shim(request_target: str) -> bool:
-    """Whether the generated nginx.conf sends this raw request target to the shim."""
-    return any(pattern.matches(request_target) for pattern in SHIM_BOUND)
+def front_routes_to_shim(request_target: str, authorization: str | None = None, aksk: bool = False) -> bool:
+    """Whether the generated nginx.conf sends this raw request target to the shim. With `aksk`
+    configured, every request with an Authorization header goes to the shim too: an AK/SK signature
+    is verified and re-signed there (nginx would relay it unverified, with a Host it does not cover)."""
+    return bool(aksk and authorization) or any(pattern.matches(request_target) for pattern in SHIM_BOUND)
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ def render_nginx_conf(
     legacy = URL(settings.upstreams.legacy) if settings.upstreams.legacy else None
     if legacy is not None:
         _checked_host(legacy.host or "", f"{source}: upstreams.legacy")
+    _check_signed_hosts(settings, listen, source)
     values = {
         "source": source,
         "listen": str(listen),
@@ -162,6 +166,9 @@ def render_nginx_conf(
             for pattern in SHIM_BOUND
         ),
         "default_upstream": f"{legacy.scheme}://{LEGACY_UPSTREAM}" if legacy else SHIM_UPSTREAM,
+        # With aksk, the target decides only for requests without an Authorization header.
+        "target_upstream": "$evs_front_target_upstream" if settings.aksk else "$evs_front_upstream",
+        "signed_route": _SIGNED_TO_SHIM if settings.aksk else "",
         "legacy_upstream_block": _legacy_upstream_block(legacy, settings.limits.pool_connections),
         "legacy_host": "$http_host" if settings.passthrough.preserve_host or legacy is None
         else _literal(legacy.raw_authority),
@@ -172,6 +179,26 @@ def render_nginx_conf(
         "error_locations": _error_locations(errors),
     }
     return _fill(_TEMPLATE, values)
+
+
+def _check_signed_hosts(settings: Settings, listen: Address, source: str) -> None:
+    """With `aksk`, clients that sign `host` sign the front's address, which the shim (reached at its
+    own) accepts only when listed: refuse a config whose signed requests the shim would refuse."""
+    if not settings.aksk or listen.wildcard:
+        return
+    front = comparable_host(str(listen))
+    if front not in {comparable_host(alias) for alias in settings.aksk_host_aliases}:
+        raise ConfigError(f"{source}: aksk_host_aliases: AK/SK clients that sign the Host sign the front's "
+                          f"address; add {str(listen)!r} to aksk_host_aliases so that the shim accepts it")
+
+
+# Requests with an Authorization header go to the shim when it holds key pairs (`aksk`): it verifies
+# a signature and signs again for the legacy endpoint's Host; nginx would relay a forged one.
+_SIGNED_TO_SHIM = """    map $http_authorization $evs_front_upstream {
+        "" $evs_front_target_upstream;
+        default """ + SHIM_UPSTREAM + """;  # aksk: a signature is verified and signed again by the shim
+    }
+"""
 
 
 def _read_timeout_seconds(settings: Settings) -> float:
@@ -302,11 +329,11 @@ http {
 
     # Where a request goes, decided on the raw request target, before nginx decodes or normalises
     # anything (see the shim's README, "Behind nginx").
-    map $request_uri $evs_front_upstream {
+    map $request_uri {{target_upstream}} {
         default {{default_upstream}};
 {{shim_bound}}
     }
-    map $evs_front_upstream $evs_front_route {
+{{signed_route}}    map $evs_front_upstream $evs_front_route {
         {{SHIM_UPSTREAM}} shim;
         default legacy;
     }

@@ -250,6 +250,7 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
     # Read at scrape time: no lock per request.
     shim_metrics.in_flight.set_function(lambda: state.health.in_flight)
     shim_metrics.legacy_pool_in_use.set_function(lambda: state.legacy.in_use)
+    shim_metrics.unverified_body_bytes.set_function(lambda: state.unverified_bodies.held)
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
     # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too.
