@@ -22,7 +22,7 @@ from shim.translate.ownership import mapped_group
 from shim.upstreams.sdrs_calls import SdrsCalls
 from shim.web.incoming import read_capped_body, sdrs_calls
 from shim.web.owner import serve_from_sdrs, to_legacy
-from shim.web.sdrs_work import Work, after_previous, backoff, send_calls
+from shim.web.sdrs_work import CLIENTS_OWN_ERRORS, Work, after_previous, backoff, send_calls
 from shim.web.shim_state import STATE, ShimState
 
 
@@ -86,7 +86,9 @@ async def confirm(
                 job = await calls.job(project_id, job_id)
                 group = await calls.group(project_id, group_id) if job and job.status == "RUNNING" else None
             except LegacyError as err:
-                # SDRS accepted the action: whatever went wrong while watching it, it may still run.
+                if err.status in CLIENTS_OWN_ERRORS:  # an expired token: the client re-authenticates on 401
+                    raise
+                # SDRS accepted the action: whatever else went wrong while watching it, it may still run.
                 raise not_confirmed(translation, rcg_id, waiting, settings.confirm_timeout_seconds,
                                     why=err.message) from None
             if job is None:

@@ -87,17 +87,25 @@ def backoff(initial: float, maximum: float) -> Iterator[float]:
 
 async def previous_jobs(calls: SdrsCalls, project_id: str, job_ids: tuple[str, ...], rcg_id: str) -> list[Job | None]:
     """The last work's jobs, read before new work (None: SDRS says the job does not exist).
-    A job that cannot be read stays pending: no new work is sent while it might run."""
+    A job that cannot be read stays pending: no new work is sent while it might run. An SDRS 401 is the
+    client's 401 (an expired token: golangsdk re-authenticates on 401 only and sends the call again)."""
     try:
         if len(job_ids) == 1:  # the usual case: no gather (and no task) for one read
             return [await calls.job(project_id, job_ids[0])]
         return list(await asyncio.gather(*(calls.job(project_id, job_id) for job_id in job_ids)))
     except LegacyError as err:
+        if err.status in CLIENTS_OWN_ERRORS:
+            raise
         raise LegacyError(
             503, f"Cannot tell whether the previous action on replication consistency group {rcg_id} is still "
             f"running (reading SDRS job {', '.join(job_ids)} failed: {err.message}); no new action is sent "
             "until it can be read.", retry_after=DEFAULT_RETRY_AFTER_SECONDS,
         ) from None
+
+
+# SDRS refusals about the caller's own credentials: passed on as they are, never hidden behind a 503/504
+# (any SDRS read of an action or write: golangsdk re-authenticates on 401 only).
+CLIENTS_OWN_ERRORS = frozenset({401, 403})
 
 
 JobStarted = Callable[[SdrsCall, str], Awaitable[None]]
