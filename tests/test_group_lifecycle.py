@@ -139,6 +139,47 @@ async def stopped(world: World) -> None:
         await asyncio.sleep(0.02)
 
 
+async def test_terraform_destroy_of_a_failed_over_group_is_refused_as_the_legacy_endpoint_refuses_it(world):
+    """The legacy update needs an available group: on a failovered one the PUT removing every pair is
+    the legacy 400 and changes nothing (it never deletes the SDRS pairs)."""
+    await world.client.failover(RCG)
+    await world.flows.wait(world.flows.group_refresh(RCG), ["available", "failovering"], ["failovered"])
+    writes_before = list(world.sim.write_calls)
+
+    with pytest.raises(GoError) as refused:
+        await world.flows.delete_group(RCG)  # Stop (nothing to do), GET, PUT removing every pair
+    assert refused.value.status == 400
+    assert "must be available to be updated, not failovered" in refused.value.body.decode()
+    for change in ({"name": "renamed"}, {"description": "only the description"}):
+        with pytest.raises(GoError) as refused:
+            await world.client.update_group(RCG, **change)
+        assert refused.value.status == 400 and "not failovered" in refused.value.body.decode()
+
+    assert world.sim.write_calls == writes_before  # nothing was sent to SDRS
+    assert world.sim.pair_ids(PROJECT, GROUP) == world.sdrs_pair_ids
+    group = await world.client.get_group(RCG)
+    assert (group["status"], group["description"], sorted(group["replication_ids"])) == \
+        ("failovered", None, sorted(world.sdrs_pair_ids))
+    assert world.legacy.requests == []
+
+
+async def test_an_update_while_replication_runs_is_the_legacy_400_stop_it_first(world):
+    with pytest.raises(GoError) as refused:  # no Stop first: the group replicates (SDRS protected)
+        await world.client.update_group(RCG, remove_replication_ids=[world.sdrs_pair_ids[0]])
+    assert refused.value.status == 400 and "Stop replication consistency group" in refused.value.body.decode()
+    assert world.sim.write_calls == [] and world.sim.pair_ids(PROJECT, GROUP) == world.sdrs_pair_ids
+
+
+async def test_deleting_a_pair_still_in_a_mapped_group_is_the_legacy_400_and_sends_nothing(world):
+    await stopped(world)
+    with pytest.raises(GoError) as refused:
+        await world.client.delete_pair(world.sdrs_pair_ids[0])
+    assert refused.value.status == 400 and "remove it from the group first" in refused.value.body.decode()
+    assert [call for call in world.sim.write_calls if call[0] == "DELETE"] == []
+    assert world.sim.pair_ids(PROJECT, GROUP) == world.sdrs_pair_ids
+    assert world.legacy.requests == []
+
+
 async def test_a_failed_pair_delete_surfaces_and_a_retried_destroy_finishes(world):
     await stopped(world)  # the destroy's own Stop then sends nothing: the next job is a pair delete
     world.sim.fail_next_job(PROJECT, GROUP, "SDRS.1607", "the DR disk is busy")
@@ -155,10 +196,11 @@ async def test_a_failed_pair_delete_surfaces_and_a_retried_destroy_finishes(worl
     assert world.legacy.requests == []
 
 
-async def test_a_group_delete_sdrs_refuses_surfaces_and_the_full_destroy_then_finishes(world):
+async def test_a_group_delete_while_pairs_remain_is_the_legacy_400_and_the_full_destroy_then_finishes(world):
     with pytest.raises(GoError) as refused:
-        await world.client.delete_group(RCG)  # pairs remain: SDRS.1010
-    assert refused.value.status == 400 and "SDRS.1010" in refused.value.body.decode()
+        await world.client.delete_group(RCG)  # pairs remain: the legacy precondition, checked by the shim
+    assert refused.value.status == 400 and "Remove the 2 replication pair(s)" in refused.value.body.decode()
+    assert world.sim.write_calls == []  # not left to SDRS's own refusal: nothing was sent
     assert world.sim.group(PROJECT, GROUP).status in ("protected", "available")
 
     await world.flows.delete_group(RCG)

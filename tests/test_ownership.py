@@ -8,6 +8,7 @@ that has not moved. The mapping file spells the ids in upper case without dashes
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -189,20 +190,26 @@ def golang_body(document: dict[str, Any]) -> bytes:
 
 
 async def test_a_mapped_groups_update_delete_and_pair_delete_go_to_sdrs_never_to_its_stale_copy(world):
+    stop = await call("POST", f"{world.shim}{GROUPS}/{RCG}/action", headers=GO_HEADERS,
+                      body=b'{"os-stop-replication-consistency-group":null}\n')
+    assert stop.status == 200
+    while world.sim.group(PROJECT, GROUP).status != "available":
+        await asyncio.sleep(0.02)
     put = await call("PUT", f"{world.shim}{GROUPS}/{shouting(RCG)}", headers=GO_HEADERS,
-                     body=golang_body({"replication_consistency_group": {"name": "renamed"}}))
+                     body=golang_body({"replication_consistency_group": {
+                         "name": "renamed", "remove_replication_ids": [world.sdrs_pair_ids[0]]}}))
     delete_pair = await call("DELETE", f"{world.shim}{PAIRS}/{world.sdrs_pair_ids[0]}", headers=READ_HEADERS)
     delete = await call("DELETE", f"{world.shim}{GROUPS}/{RCG}", headers=READ_HEADERS)
 
     assert put.status == 202 and put.json()["replication_consistency_group"]["name"] == "renamed"
     assert world.sim.group(PROJECT, GROUP).name == "renamed"
-    assert delete_pair.status == 202
-    # One pair remains: SDRS refuses the group delete, and the refusal is the client's answer.
-    assert delete.status == 400 and "SDRS.1010" in delete.fault()[1]["message"]
+    assert delete_pair.status == 202  # removed by the update: its delete is done
+    # One pair remains: the legacy precondition refuses the group delete before anything is sent.
+    assert delete.status == 400 and "Remove the 1 replication pair(s)" in delete.fault()[1]["message"]
     assert [(method, path) for method, path, _ in world.sim.write_calls] == [
+        ("POST", f"/v1/{PROJECT}/server-groups/{GROUP}/action"),
         ("PUT", f"/v1/{PROJECT}/server-groups/{GROUP}"),
         ("DELETE", f"/v1/{PROJECT}/replications/{world.sdrs_pair_ids[0]}"),
-        ("DELETE", f"/v1/{PROJECT}/server-groups/{GROUP}"),
     ]
     world.assert_legacy_untouched_by(RCG, *world.sdrs_pair_ids, *world.stale_pair_ids)
     assert world.legacy.requests == []

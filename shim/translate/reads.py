@@ -75,6 +75,17 @@ def fault_level(pairs: Iterable[ReplicationPair]) -> str:
     return str(max(levels, default=0))
 
 
+def group_reading(group: ServerGroup, pairs: Iterable[ReplicationPair], table: StatusTable) -> tuple[str, str]:
+    """The legacy (`status`, `replication_status`) of a group, by the status table."""
+    row = table.group_statuses.get(group.status)
+    if row is None:
+        raise _undocumented("protection group", group.status)
+    replication_status: str = row.replication_status
+    if replication_status == "from-pairs":
+        replication_status = group_replication_status(pairs, table)
+    return row.status, replication_status
+
+
 def legacy_group(
     rcg_id: str, group: ServerGroup, pairs: list[ReplicationPair], table: StatusTable, *,
     status: str | None = None, failure_detail: str | None = None, description: str | None = None,
@@ -82,17 +93,12 @@ def legacy_group(
     """GET .../os-vendor-replication-consistency-groups/{id} body object for a mapped group.
     `status` overrides the table's reading (work of this shim's is pending); `description` is the
     one the shim keeps (SDRS has none to change)."""
-    row = table.group_statuses.get(group.status)
-    if row is None:
-        raise _undocumented("protection group", group.status)
-    replication_status: str = row.replication_status
-    if replication_status == "from-pairs":
-        replication_status = group_replication_status(pairs, table)
+    table_status, replication_status = group_reading(group, pairs, table)
     return {
         "id": rcg_id,
         "name": group.name,
         "description": description if description is not None else group.description,
-        "status": status or row.status,
+        "status": status or table_status,
         "priority_station": production_zone(group),
         "replication_model": "hypermetro",
         "replication_status": replication_status,

@@ -139,14 +139,14 @@ async def pair_item(request: web.Request) -> web.StreamResponse:
     # The project's pair list, not a read of this id: an unmapped group's pair id never reaches SDRS.
     pair = next((pair for pair in await calls.pairs(project_id) if id_key(pair.id) == id_key(pair_id)), None)
     entry = mapped.get(id_key(pair.server_group_id)) if pair is not None else None
-    if pair is None or entry is None:
+    if pair is None or entry is None or request.method == hdrs.METH_DELETE:
         removed = await state.notes.removed_pair(project_id, pair_id)
-        if removed is not None:  # this shim deleted it from a mapped group: SDRS's, and gone
+        if removed is not None:  # this shim deleted it from a mapped group: SDRS's, and gone (or going)
             return _removed_pair(request, removed)
-        return await to_legacy(request, item=item)  # not a pair of a migrated group
-    if request.method == hdrs.METH_DELETE:
+        if pair is None or entry is None:
+            return await to_legacy(request, item=item)  # not a pair of a migrated group
         serve_from_sdrs(request, entry, DELETE_PAIR, replication_id=pair.id)
-        return await delete_pair(request, state, calls, entry, pair)
+        return await delete_pair(request, state, entry, pair)
     serve_from_sdrs(request, entry, "show-pair", replication_id=pair.id)
     group = await calls.group(project_id, pair.server_group_id)
     body = legacy_pair(pair, entry.rcg_id, group, state.mappings.statuses)

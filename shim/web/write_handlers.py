@@ -14,27 +14,27 @@ from shim.state.action_guard import store_unavailable
 from shim.state.store import StoreUnavailable
 from shim.translate.actions import SdrsCall
 from shim.translate.legacy import id_key
+from shim.translate.reads import group_reading
 from shim.translate.sdrs_answers import parse_answer
 from shim.translate.sdrs_models import ReplicationPair, ServerGroupAnswer
 from shim.translate.tables import GroupMapping
 from shim.translate.writes import (
     DELETE_GROUP,
-    DELETE_PAIR,
     UPDATE,
     accepted_update,
+    check_group_delete_allowed,
+    check_update_allowed,
     group_delete,
-    pair_delete,
     parse_group_update,
     plan_update,
+    refuse_pair_delete_in_group,
 )
-from shim.upstreams.sdrs_calls import SdrsCalls
 from shim.web.incoming import read_capped_body, sdrs_calls
 from shim.web.sdrs_work import Work, after_previous, send_calls
 from shim.web.shim_state import ShimState
 
 UPDATE_WORK = Work(UPDATE, "update")
 DELETE_GROUP_WORK = Work(DELETE_GROUP, "delete", idempotent=True)
-DELETE_PAIR_WORK = Work(DELETE_PAIR, "delete a replication pair of", alongside_same=True)
 
 
 async def update_group(request: web.Request, state: ShimState, entry: GroupMapping) -> web.StreamResponse:
@@ -50,6 +50,7 @@ async def update_group(request: web.Request, state: ShimState, entry: GroupMappi
         group = await after_previous(state, calls, claim, UPDATE_WORK, entry)
         assert group is not None  # an update is not idempotent work
         pairs = await calls.pairs(entry.project_id, entry.protection_group_id)
+        check_update_allowed(entry, *group_reading(group, pairs, state.mappings.statuses))
         removed_before = frozenset([id_key(pair_id) for pair_id in update.remove
                                     if await _noted(state.notes.removed_pair(entry.project_id, pair_id))])
         plan = plan_update(update, entry, group, pairs, removed_before)
@@ -78,6 +79,8 @@ async def delete_group(request: web.Request, state: ShimState, entry: GroupMappi
     async with state.actions.claim(entry.project_id, entry.protection_group_id, entry.rcg_id) as claim:
         group = await after_previous(state, calls, claim, DELETE_GROUP_WORK, entry)
         if group is not None:  # None: the same delete is running already
+            pairs = await calls.pairs(entry.project_id, entry.protection_group_id)
+            check_group_delete_allowed(entry, group_reading(group, pairs, state.mappings.statuses)[0], len(pairs))
 
             async def retired(call: SdrsCall, job_id: str) -> None:
                 await _noted(state.notes.note_retired(entry, job_id))
@@ -87,22 +90,12 @@ async def delete_group(request: web.Request, state: ShimState, entry: GroupMappi
 
 
 async def delete_pair(
-    request: web.Request, state: ShimState, calls: SdrsCalls, entry: GroupMapping, pair: ReplicationPair,
+    request: web.Request, state: ShimState, entry: GroupMapping, pair: ReplicationPair,
 ) -> web.StreamResponse:
-    """DELETE .../os-vendor-replications/{id} of a mapped group's pair: the SDRS pair delete; 202."""
-    job_ids: list[str] = []
-    request[AUDIT]["job_ids"] = job_ids
-    if pair.status == "deleting":
-        return web.Response(status=202)  # its delete runs already
-    wait = state.settings.actions.wait_for_previous_seconds  # Terraform deletes pairs in parallel
-    async with state.actions.claim(entry.project_id, entry.protection_group_id, entry.rcg_id, wait) as claim:
-        await after_previous(state, calls, claim, DELETE_PAIR_WORK, entry)
-
-        async def removed(call: SdrsCall, job_id: str) -> None:
-            await _noted(state.notes.note_removed_pair(entry, pair.id, job_id))
-
-        await send_calls(claim, calls, DELETE_PAIR_WORK, [pair_delete(entry, pair.id)], job_ids, on_job=removed)
-    return web.Response(status=202)
+    """DELETE .../os-vendor-replications/{id} of a pair still in a mapped group: the legacy endpoint deletes
+    only a pair in no group (its precondition), so this is its 400 and nothing is sent; the group update
+    removes the pair (and SDRS deletes it), after which its DELETE answers 202 (read_handlers)."""
+    raise refuse_pair_delete_in_group(entry, pair.id)
 
 
 T = TypeVar("T")
