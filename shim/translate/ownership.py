@@ -27,9 +27,10 @@ from typing import Any
 from shim.translate.legacy import LegacyError, id_key, is_legacy_id
 from shim.translate.tables import GroupMapping, Mappings
 
-# The one status every refusal of a legacy write on an SDRS-owned group carries: the request conflicts
-# with where the group lives now (Terraform and golangsdk surface it as an error and stop).
-REFUSED_STATUS = 409
+# The one status every refusal of a legacy write on an SDRS-owned group carries. 400, not 409: golangsdk
+# shows the body of a 400 (and 404, 500, 504) but prints a fixed sentence for a 409, and the message
+# names the SDRS call the user must make instead; the legacy pages allow either (a wrong state is 400).
+REFUSED_STATUS = 400
 
 
 def require_legacy_ids(project_id: str, item_id: str | None = None, what: str = "id") -> None:
@@ -99,6 +100,26 @@ class SdrsHoldings:
         if _key(item.get("id")) in self.pair_ids:
             return True
         return any(id_key(volume) in self.volume_ids for volume in _volume_list(item.get("volume_ids")))
+
+
+class KnownHoldings:
+    """What SDRS held of each project's mapped groups when this shim last read the project's whole pair
+    list (in memory): what ties a call to a mapped group while SDRS cannot answer (README, Who serves
+    which call)."""
+
+    def __init__(self) -> None:
+        self._by_project: dict[str, SdrsHoldings] = {}
+
+    def learn(self, project_id: str, holdings: SdrsHoldings) -> None:
+        self._by_project[id_key(project_id)] = holdings
+
+    def of_project(self, project_id: str) -> SdrsHoldings | None:
+        return self._by_project.get(id_key(project_id))
+
+
+def sdrs_cannot_answer(err: LegacyError) -> bool:
+    """SDRS (or the way to it) failed, as opposed to refusing the caller (401, 403, 400): an outage."""
+    return err.status >= 500
 
 
 def _key(value: Any) -> str:

@@ -61,8 +61,11 @@ async def update_group(request: web.Request, state: ShimState, entry: GroupMappi
                                       plan.rename.body)
             group = parse_answer(answer, ServerGroupAnswer, calls.errors, "rename the protection group").server_group
 
+        disks = {id_key(pair.id): tuple(pair.volume_id_list) for pair in pairs}
+
         async def removed(call: SdrsCall, job_id: str) -> None:
-            await _noted(state.notes.note_removed_pair(entry, call.path.rsplit("/", 1)[1], job_id))
+            pair_id = call.path.rsplit("/", 1)[1]
+            await _noted(state.notes.note_removed_pair(entry, pair_id, job_id, disks.get(id_key(pair_id), ())))
 
         await send_calls(claim, calls, UPDATE_WORK, plan.deletes, job_ids, on_job=removed)
     known, description = await state.notes.description(entry)
