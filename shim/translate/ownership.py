@@ -105,16 +105,40 @@ class SdrsHoldings:
 class KnownHoldings:
     """What SDRS held of each project's mapped groups when this shim last read the project's whole pair
     list (in memory): what ties a call to a mapped group while SDRS cannot answer (README, Who serves
-    which call)."""
+    which call). `learn` says whether anything changed (the caller then keeps a copy in the state
+    store, for a shim that starts while SDRS is down)."""
 
     def __init__(self) -> None:
         self._by_project: dict[str, SdrsHoldings] = {}
 
-    def learn(self, project_id: str, holdings: SdrsHoldings) -> None:
+    def learn(self, project_id: str, holdings: SdrsHoldings) -> bool:
+        known = self._by_project.get(id_key(project_id))
         self._by_project[id_key(project_id)] = holdings
+        return known is None or known.pair_ids != holdings.pair_ids or known.volume_ids != holdings.volume_ids
 
     def of_project(self, project_id: str) -> SdrsHoldings | None:
         return self._by_project.get(id_key(project_id))
+
+
+def holdings_document(holdings: SdrsHoldings) -> dict[str, Any]:
+    """The holdings as a store document: id_key of each pair and disk -> [RCG id, protection group id]."""
+    return {section: {key: [entry.rcg_id, entry.protection_group_id] for key, entry in items.items()}
+            for section, items in (("pairs", holdings.pair_ids), ("disks", holdings.volume_ids))}
+
+
+def holdings_from_document(project_id: str, document: Mapping[str, Any] | None) -> SdrsHoldings | None:
+    """Holdings a shim kept in the store (None: none, or unreadable)."""
+    if not document:
+        return None
+    try:
+        pair_ids, volume_ids = (
+            {str(key): GroupMapping(project_id, str(ids[0]), str(ids[1]))
+             for key, ids in (document.get(section) or {}).items()}
+            for section in ("pairs", "disks"))
+    except (AttributeError, IndexError, TypeError):
+        return None
+    rcg_ids = frozenset(id_key(entry.rcg_id) for entry in pair_ids.values())
+    return SdrsHoldings(rcg_ids, pair_ids, volume_ids)
 
 
 def sdrs_cannot_answer(err: LegacyError) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from shim.state.retired import ProjectRetired
+from shim.state.store import StoreUnavailable
 from shim.translate.legacy import LegacyError, canonical_project_id, id_key
 from shim.translate.listing import (
     GROUP_FILTERS,
@@ -30,6 +31,8 @@ from shim.translate.listing import (
 )
 from shim.translate.ownership import (
     SdrsHoldings,
+    holdings_document,
+    holdings_from_document,
     mapped_group,
     named_pair_ids,
     named_volume_ids,
@@ -153,11 +156,11 @@ async def pair_item(request: web.Request) -> web.StreamResponse:
             raise
         if removed is not None:
             return _removed_pair(request, removed.to_document())
-        known = state.holdings.of_project(project_id)
+        known = await known_holdings(state, project_id)
         if known is not None and id_key(pair_id) in known.pair_ids:
             raise  # a mapped group's pair: only SDRS can answer for it
         return await to_legacy(request, item=item)  # nothing known ties it to a mapped group: the legacy side's
-    state.holdings.learn(project_id, _holdings(mapped, sdrs_pairs))
+    await learn_holdings(state, project_id, _holdings(mapped, sdrs_pairs))
     pair = next((pair for pair in sdrs_pairs if id_key(pair.id) == id_key(pair_id)), None)
     entry = mapped.get(id_key(pair.server_group_id)) if pair is not None else None
     if pair is None or entry is None or request.method == hdrs.METH_DELETE:
@@ -251,7 +254,7 @@ async def _inspected_write(
         except LegacyError as err:
             if not sdrs_cannot_answer(err):
                 raise
-            holdings = state.holdings.of_project(project_id) or NO_HOLDINGS
+            holdings = await known_holdings(state, project_id) or NO_HOLDINGS
     named = await sdrs_groups_named(document, with_retired(holdings, retired), bool(mapped))
     if named:
         serve_from_sdrs(request, named[0], "refused-legacy-write")
@@ -271,8 +274,34 @@ async def sdrs_holdings(
 ) -> SdrsHoldings:
     """What SDRS holds of the project's mapped groups now (and remembered, for an SDRS outage)."""
     holdings = _holdings(mapped, await calls.pairs(project_id))
-    state.holdings.learn(project_id, holdings)
+    await learn_holdings(state, project_id, holdings)
     return holdings
+
+
+def holdings_key(project_id: str) -> str:
+    return f"holdings:{id_key(project_id)}"
+
+
+async def learn_holdings(state: ShimState, project_id: str, holdings: SdrsHoldings) -> None:
+    """Remember what SDRS holds of the project's mapped groups: in memory, and, when it changed, in the
+    state store (best effort: a store that does not answer costs this call nothing)."""
+    if state.holdings.learn(project_id, holdings):
+        try:
+            await state.actions.store.put(holdings_key(project_id), holdings_document(holdings))
+        except StoreUnavailable:
+            pass
+
+
+async def known_holdings(state: ShimState, project_id: str) -> SdrsHoldings | None:
+    """While SDRS cannot answer: what this shim last saw of the project's mapped pairs, else what a shim
+    sharing the store saw (one store read, on this outage path only)."""
+    known = state.holdings.of_project(project_id)
+    if known is not None:
+        return known
+    try:
+        return holdings_from_document(project_id, await state.actions.store.get(holdings_key(project_id)))
+    except StoreUnavailable:
+        return None
 
 
 def with_retired(holdings: SdrsHoldings, retired: ProjectRetired | None) -> SdrsHoldings:
@@ -319,7 +348,7 @@ async def merged_list(
         groups, pairs = await asyncio.gather(calls.groups(project_id), calls.pairs(project_id))
         holdings = _holdings(mapped, pairs)
         if wanted is None:
-            state.holdings.learn(project_id, holdings)
+            await learn_holdings(state, project_id, holdings)
         items = await build_items(state, calls, project_id, mapped, groups, pairs)
     holdings = with_retired(holdings, retired)
     legacy_items: list[dict[str, Any]] = []
