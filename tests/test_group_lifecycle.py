@@ -290,6 +290,8 @@ async def test_validate_names_the_mapping_entries_whose_group_was_deleted_throug
 
     assert done.returncode == 0, done.stderr
     assert f"({RCG}) points at protection group {GROUP}, deleted through the shim" in done.stdout
+    # How to retire it without bringing back the legacy copy: the store remembers, not the file.
+    assert "may be removed; the group stays deleted" in done.stdout and "keep that store" in done.stdout
 
     report = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shim", "report", "--config", str(config)],
                                      capture_output=True, text=True, timeout=60)

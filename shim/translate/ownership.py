@@ -4,13 +4,18 @@ During a phased migration some groups live in SDRS (mapped) and the rest behind 
 A mapped group's legacy copy is stale: nothing about it may reach the legacy endpoint, and nothing
 about an unmapped group reaches SDRS. For a mapped group (SDRS owns it):
 - reads of the group and its pairs come from SDRS, in the legacy shape; actions are translated;
-- `PUT`/`DELETE` of the group, `DELETE` of one of its pairs, and a create or update that names one
-  of its pairs or disks are refused (`REFUSED_STATUS`), until they are translated;
+- `PUT`/`DELETE` of the group and `DELETE` of one of its pairs are translated (writes.py, legacy
+  preconditions first); a create or update of another group that names one of its pairs or disks is
+  refused (`REFUSED_STATUS`);
 - lists merge SDRS's items with the legacy endpoint's, the legacy copies of mapped groups and pairs
   hidden; a pair list filtered by a mapped group comes from SDRS alone.
-For an unmapped group (the legacy endpoint owns it) every call is relayed unchanged, body as sent; so
-is every call of a project that maps no group. Ids are compared by `id_key` (case and dashes do not
-matter). The README's ownership table says the same for operators.
+What the shim deleted (a group) or removed from a mapped group (a pair, and its disks) stays SDRS's,
+whatever becomes of the mapping entry (the web layer adds the state store's retired index to the
+holdings). For an unmapped group (the legacy endpoint owns it) every call is relayed unchanged, body
+as sent; so is every call of a project that maps no group and where the shim deleted nothing. When
+SDRS cannot answer (`sdrs_cannot_answer`), the holdings last seen (`KnownHoldings`) stand in for it,
+and a call nothing known ties to a mapped group is the legacy endpoint's. Ids are compared by `id_key`
+(case and dashes do not matter). The README's ownership table says the same for operators.
 
 Modes (README, Migration): only an entry in mode `sdrs` hands its group to SDRS. A `legacy` or
 `shadow` entry leaves the group to the legacy endpoint exactly as an unmapped one (`shadow_entries`

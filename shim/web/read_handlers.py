@@ -343,7 +343,7 @@ async def merged_list(
     serve_from_sdrs(request, wanted, action, project_id=project_id)
     items: list[MappedItem] = []
     holdings = NO_HOLDINGS
-    if mapped:  # only groups this shim deleted: the legacy list without their copies, SDRS not asked
+    if mapped:  # else only what this shim deleted: the legacy list without those copies, SDRS not asked
         calls = sdrs_calls(request, state)
         groups, pairs = await asyncio.gather(calls.groups(project_id), calls.pairs(project_id))
         holdings = _holdings(mapped, pairs)
