@@ -368,8 +368,29 @@ async def test_another_shim_sharing_the_store_learns_of_the_deletion_without_a_s
     the group, B answers 404 within its store-watch interval, from memory."""
     shim_b = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, mapping=[ELSEWHERE],
                              state={"backend": "sqlite", "path": str(tmp_path / "state0.sqlite3")})
+    await deletion_learnt_by(world, shim_b, world.flows)
+
+
+async def test_shims_sharing_redis_learn_of_each_others_deletions(world, make_shim, redis_server):
+    state = {"backend": "redis", "url": redis_server.url}
+    shim_a = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, state=state,
+                             actions={"poll_initial_seconds": 0.02, "poll_max_seconds": 0.05,
+                                      "wait_for_previous_seconds": 5})
+    shim_b = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, mapping=[ELSEWHERE], state=state)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        await deletion_learnt_by(world, shim_b, TerraformFlows(DrsV2Client(session, shim_a, PROJECT, TOKEN), TIMINGS))
+        other = world.legacy.add_group(PROJECT, name="not-migrated")
+
+        await redis_server.stop()  # from memory: no store round trip per call
+        client_b = DrsV2Client(session, shim_b, PROJECT, TOKEN)
+        with pytest.raises(NotFound):
+            await client_b.get_group(RCG)
+        assert (await client_b.get_group(other.id))["name"] == "not-migrated"
+
+
+async def deletion_learnt_by(world: World, shim_b: str, flows_a: TerraformFlows) -> None:
     disks = list(world.sim.state.pairs[(PROJECT, world.sdrs_pair_ids[0])].volume_ids)
-    await world.flows.delete_group(RCG)
+    await flows_a.delete_group(RCG)
 
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
         client = DrsV2Client(session, shim_b, PROJECT, TOKEN)
