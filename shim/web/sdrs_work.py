@@ -27,7 +27,6 @@ class Work:
     key: str  # what the record calls it: a legacy action key, or a write's name (translate/writes.py)
     verb: str  # for messages: "reprotect", "update"
     idempotent: bool = False  # the same work still running means this one is done already
-    alongside_same: bool = False  # the same work may run beside its predecessor (deletes of two pairs)
 
 
 async def after_previous(
@@ -52,8 +51,6 @@ async def after_previous(
         if claim.record.action == work.key:
             if work.idempotent:
                 return None
-            if work.alongside_same:
-                return group  # its jobs stay pending beside this one's
             refuse_while_job_pending(running[0], work.verb, entry.rcg_id)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -117,7 +114,6 @@ async def send_calls(
 ) -> None:
     """Send each planned call once, in order, each after the claim durably says it is leaving; stop
     at the first refusal and say what had been started. `on_job` is told each job SDRS accepted."""
-    alongside = work.alongside_same and claim.record.action == work.key and bool(claim.pending_jobs())
     for call in plan:
         doing = f"{work.verb} {call.subject}"
         answer: SdrsAnswer | None = None
@@ -140,7 +136,7 @@ async def send_calls(
                     err, message=f"{err.message} (started before this failure: job {', '.join(job_ids)})"
                 ) from None
             raise
-        claim.job_started(work.key, job_id, first_of_action=not job_ids and not alongside)
+        claim.job_started(work.key, job_id, first_of_action=not job_ids)
         job_ids.append(job_id)
         if on_job is not None:
             await on_job(call, job_id)
