@@ -191,6 +191,11 @@ async def test_a_failed_pair_delete_surfaces_and_a_retried_destroy_finishes(worl
     assert failed.value.state == "error"
     group = await world.client.get_group(RCG)
     assert group["failure_detail"] == "SDRS.1607"
+    writes = len(world.sim.write_calls)
+    with pytest.raises(GoError) as refused:  # an update of a group that reads `error`: the legacy 400
+        await world.client.update_group(RCG, remove_replication_ids=world.sdrs_pair_ids)
+    assert refused.value.status == 400 and "not error" in refused.value.body.decode()
+    assert len(world.sim.write_calls) == writes
 
     await world.flows.delete_group(RCG)  # terraform destroy, again
     with pytest.raises(KeyError):

@@ -31,6 +31,7 @@ class Work:
 
 async def after_previous(
     state: ShimState, calls: SdrsCalls, claim: GroupClaim, work: Work, entry: GroupMapping,
+    seen: list[Job | None] | None = None,
 ) -> ServerGroup | None:
     """The group once the previous work's jobs have finished; None when the same idempotent work is
     still running, so this one is done already.
@@ -38,7 +39,8 @@ async def after_previous(
     The previous jobs and the group are read together (GETs: safe to overlap). Other work (a Sync
     right after a Stop, an update right after a Stop, as Terraform sends them) waits, up to
     `actions.wait_for_previous_seconds`, for them to finish rather than failing; the same work again is
-    a duplicate: 409 while its job runs."""
+    a duplicate: 409 while its job runs. `seen` receives the previous jobs as last read (how the group
+    read to clients until now: a failed update reads `error`)."""
     settings = state.settings.actions
     deadline = time.monotonic() + settings.wait_for_previous_seconds
     pauses = backoff(settings.poll_initial_seconds, settings.poll_max_seconds)
@@ -46,6 +48,8 @@ async def after_previous(
         jobs, group = await _jobs_and_group(calls, claim.pending_jobs(), entry)
         running = [job for job in jobs if job is not None and not job.finished]
         if not running:
+            if seen is not None:
+                seen[:] = jobs
             claim.jobs_finished()
             return group
         if claim.record.action == work.key:

@@ -16,7 +16,7 @@ from shim.translate.actions import SdrsCall
 from shim.translate.legacy import id_key
 from shim.translate.reads import group_reading
 from shim.translate.sdrs_answers import parse_answer
-from shim.translate.sdrs_models import ReplicationPair, ServerGroupAnswer
+from shim.translate.sdrs_models import Job, ReplicationPair, ServerGroup, ServerGroupAnswer
 from shim.translate.tables import GroupMapping
 from shim.translate.writes import (
     DELETE_GROUP,
@@ -27,6 +27,7 @@ from shim.translate.writes import (
     group_delete,
     parse_group_update,
     plan_update,
+    reading_while_pending,
     refuse_pair_delete_in_group,
 )
 from shim.web.incoming import read_capped_body, sdrs_calls
@@ -45,12 +46,14 @@ async def update_group(request: web.Request, state: ShimState, entry: GroupMappi
     calls = sdrs_calls(request, state)
     job_ids: list[str] = []
     request[AUDIT]["job_ids"] = job_ids
+    seen: list[Job | None]
     async with state.actions.claim(entry.project_id, entry.protection_group_id, entry.rcg_id) as claim:
         # After a Stop (Terraform sends one first), its job must end before pairs can be deleted.
-        group = await after_previous(state, calls, claim, UPDATE_WORK, entry)
+        previous, seen = claim.record.action, []  # the work before this one, and its jobs as last read
+        group = await after_previous(state, calls, claim, UPDATE_WORK, entry, seen)
         assert group is not None  # an update is not idempotent work
         pairs = await calls.pairs(entry.project_id, entry.protection_group_id)
-        check_update_allowed(entry, *group_reading(group, pairs, state.mappings.statuses))
+        check_update_allowed(entry, *as_clients_read_it(state, group, pairs, previous, seen))
         removed_before = frozenset([id_key(pair_id) for pair_id in update.remove
                                     if await _noted(state.notes.removed_pair(entry.project_id, pair_id))])
         plan = plan_update(update, entry, group, pairs, removed_before)
@@ -79,11 +82,14 @@ async def delete_group(request: web.Request, state: ShimState, entry: GroupMappi
     calls = sdrs_calls(request, state)
     job_ids: list[str] = []
     request[AUDIT]["job_ids"] = job_ids
+    seen: list[Job | None]
     async with state.actions.claim(entry.project_id, entry.protection_group_id, entry.rcg_id) as claim:
-        group = await after_previous(state, calls, claim, DELETE_GROUP_WORK, entry)
+        previous, seen = claim.record.action, []  # the work before this one, and its jobs as last read
+        group = await after_previous(state, calls, claim, DELETE_GROUP_WORK, entry, seen)
         if group is not None:  # None: the same delete is running already
             pairs = await calls.pairs(entry.project_id, entry.protection_group_id)
-            check_group_delete_allowed(entry, group_reading(group, pairs, state.mappings.statuses)[0], len(pairs))
+            status, _ = as_clients_read_it(state, group, pairs, previous, seen)
+            check_group_delete_allowed(entry, status, len(pairs))
 
             async def retired(call: SdrsCall, job_id: str) -> None:
                 await _noted(state.notes.note_retired(entry, job_id))
@@ -99,6 +105,16 @@ async def delete_pair(
     only a pair in no group (its precondition), so this is its 400 and nothing is sent; the group update
     removes the pair (and SDRS deletes it), after which its DELETE answers 202 (read_handlers)."""
     raise refuse_pair_delete_in_group(entry, pair.id)
+
+
+def as_clients_read_it(
+    state: ShimState, group: ServerGroup, pairs: list[ReplicationPair], previous: str, jobs: list[Job | None],
+) -> tuple[str, str]:
+    """The legacy (`status`, `replication_status`) a client read until this write: the status table's,
+    or `error` after an update whose job failed (read_handlers shows the same)."""
+    reading = reading_while_pending(group, previous, jobs)
+    status, replication_status = group_reading(reading.group, pairs, state.mappings.statuses)
+    return reading.status or status, replication_status
 
 
 T = TypeVar("T")
