@@ -297,7 +297,10 @@ async def _retired_entries(settings: Any, mappings: Any) -> list[str]:
                 deleted = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(retired.get("deleted_at", 0))))
                 lines.append(f"warning: consistency_groups entry {index} ({entry.rcg_id}) points at protection group "
                              f"{entry.protection_group_id}, deleted through the shim at {deleted} (SDRS job "
-                             f"{retired.get('job_id')}): remove the entry")
+                             f"{retired.get('job_id')}): the entry is retired and may be removed; the group stays "
+                             f"deleted (404, out of lists, its legacy copy never read) because the state store "
+                             f"({_describe_state(settings)}) remembers it, not the mapping file: keep that store, "
+                             "shared by every shim serving the project")
     except StoreUnavailable as err:
         lines.append(f"note: the state store could not be read ({str(err)[:200]}): deleted groups not checked")
     finally:

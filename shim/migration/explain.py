@@ -162,8 +162,9 @@ def _about_group(result: Explanation, mappings: Mappings, route: str, project_id
         result.answer = ('200 {"replication_consistency_group": {...}} in the exact legacy shape (statuses from '
                          "mappings/statuses.yaml, priority_station as the production AZ)")
     elif result.method in ("PUT", "DELETE"):
-        result.answer = ("409 conflictingRequest: the group has moved to SDRS; the message names the SDRS call to "
-                         "use instead")
+        result.answer = ("202 carried out through SDRS (README, Updates and deletes of a mapped group); 400 "
+                         "badRequest, nothing sent, when a legacy precondition fails (update: status available "
+                         "and replication paused; delete: no pairs left, status available or error)")
     else:
         result.answer = "405 badMethod (Allow: GET, HEAD, PUT, DELETE)"
     return result
@@ -237,11 +238,11 @@ def _about_pairs_or_lists(result: Explanation, mappings: Mappings, route: str, p
                          "filtered, sorted and paged by the shim")
     elif listing and result.method == "POST":
         if migrated:
-            result.owner, result.answer = SHIM, "409 conflictingRequest: create groups and pairs in SDRS"
+            result.owner, result.answer = SHIM, "400 badRequest: create groups and pairs in SDRS"
         else:
             result.sdrs_calls = [f"GET /v1/{project_id}/replications"]
-            result.answer = ("409 when the body names a pair or disk of a mapped group, else relayed as sent to the "
-                             "legacy endpoint")
+            result.answer = ("400 when the body names a pair or disk of a mapped group (or one the shim removed), "
+                             "else relayed as sent to the legacy endpoint")
     elif migrated:
         result.owner = "SDRS when the id is a pair of a mapped group, else the shim itself"
         result.sdrs_calls = [f"GET /v1/{project_id}/replications",
@@ -250,7 +251,8 @@ def _about_pairs_or_lists(result: Explanation, mappings: Mappings, route: str, p
     elif result.method in ("GET", "HEAD", "DELETE"):
         result.owner = f"SDRS when the id is a pair of a mapped group, else {LEGACY}"
         result.sdrs_calls = [f"GET /v1/{project_id}/replications (whose pair it is)"]
-        result.answer = ("200 the SDRS pair in the legacy shape (DELETE: 409) for a mapped group's pair, else the "
+        result.answer = ("200 the SDRS pair in the legacy shape (DELETE: 400, remove it from its group first) for a "
+                         "mapped group's pair, else the "
                          "legacy endpoint's answer")
     return result
 

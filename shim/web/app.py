@@ -23,6 +23,7 @@ from shim.credentials import KeyRing, load_key_ring
 from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
 from shim.state.backends import build_store
+from shim.state.retired import start_index
 from shim.state.store import StoreUnavailable
 from shim.translate.legacy import LegacyError
 from shim.translate.paths import canonical_path, disguises_a_translated_url, names_a_translated_url
@@ -294,6 +295,7 @@ async def _open_store(state: ShimState) -> None:
     try:
         await store.open()
         state.metrics.state_store_up.set(1)
+        await start_index(state.retired, store, state.mappings.groups.values())
     except StoreUnavailable as err:
         state.metrics.state_store_up.set(0)
         log.warning("state store unavailable at start: actions are refused until it answers",
@@ -306,6 +308,7 @@ async def _watch_store(state: ShimState) -> None:
     while True:
         try:
             await store.ping()
+            await state.retired.refresh(store)  # groups another shim deleted (one small read)
             up = True
         except StoreUnavailable as err:
             up = False

@@ -16,7 +16,9 @@ from shim.mappings import Mappings
 from shim.migration.shadow import ShadowRunner
 from shim.state.action_guard import ActionGuard
 from shim.state.group_notes import GroupNotes
+from shim.state.retired import RetiredIndex
 from shim.translate.legacy import LegacyError
+from shim.translate.ownership import KnownHoldings
 from shim.upstreams.passthrough import LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
 from shim.web.metrics import ShimMetrics
@@ -109,13 +111,17 @@ class ShimState:
     translated: TranslatedSlots = field(init=False)
     unverified_bodies: UnverifiedBodies = field(init=False)
     notes: GroupNotes = field(init=False)  # descriptions, removed pairs, deleted groups (same store as the guard)
+    retired: RetiredIndex = field(init=False)  # deleted groups, removed pairs: in memory, kept fresh from the store
+    holdings: KnownHoldings = field(init=False)  # mapped groups' SDRS pairs and disks last seen (SDRS outages)
     shadow: ShadowRunner = field(init=False)  # shadow mode's comparisons and dry runs (README, Migration)
     config_digest: str = ""
 
     def __post_init__(self) -> None:
         self.translated = TranslatedSlots(lambda: self.settings.limits.max_concurrent_translated, self.metrics)
         self.unverified_bodies = UnverifiedBodies(lambda: self.settings.limits.unverified_signed_bytes, self.metrics)
-        self.notes = GroupNotes(self.actions.store)
+        self.retired = RetiredIndex()
+        self.notes = GroupNotes(self.actions.store, self.retired)
+        self.holdings = KnownHoldings()
         self.shadow = ShadowRunner(lambda: self.settings, lambda: self.mappings, self.actions.store,
                                    self.metrics.registry)
 
