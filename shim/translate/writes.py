@@ -187,7 +187,8 @@ def check_group_delete_allowed(entry: GroupMapping, status: str, pair_count: int
 def refuse_pair_delete_in_group(entry: GroupMapping, pair_id: str) -> LegacyError:
     """The legacy pair delete's precondition: the pair is in no group. A mapped group's pair still is
     (named by the id its clients know it by)."""
-    return LegacyError(400, f"Replication pair {shown_pair_id(entry.identity, pair_id)} belongs to replication consistency group {entry.rcg_id}; "
+    return LegacyError(400, f"Replication pair {shown_pair_id(entry.identity, pair_id)} belongs to replication "
+                            f"consistency group {entry.rcg_id}; "
                             "remove it from the group first (PUT .../os-vendor-replication-consistency-groups/"
                             f"{entry.rcg_id} with remove_replication_ids); nothing was deleted.")
 
