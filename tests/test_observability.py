@@ -132,6 +132,28 @@ async def test_management_routes_are_not_counted_as_legacy_traffic(simulator, le
     assert total(after, "shim_requests_total", route="passthrough", legacy_status="200", upstream_status="200") == 1
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/migration"])
+async def test_other_methods_on_management_paths_are_405_never_passed_through(
+    simulator, legacy_upstream, start_shim, path, method
+):
+    """GET only, as the README says: any other method is the shim's own 405 (with Allow), never relayed
+    to the legacy endpoint and never counted as passthrough."""
+    _, sdrs = simulator
+    upstream, legacy = legacy_upstream
+    shim = await start_shim(sdrs=sdrs, legacy=legacy)
+
+    reply = await call(method, shim + path, body=b"{}")
+
+    assert reply.status == 405, reply.body
+    assert reply.headers["Allow"] == "GET, HEAD"
+    assert reply.fault()[0] == "badMethod"
+    assert reply.headers["X-Request-Id"] == reply.headers["X-Openstack-Request-Id"]
+    assert upstream.requests == []
+    assert total(await metric_samples(shim), "shim_requests_total") == 0
+    assert (await call("HEAD", shim + path)).status in (200, 503)  # HEAD stays a GET without a body
+
+
 # -- metrics --------------------------------------------------------------------------------------
 
 

@@ -198,6 +198,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+async def management_method_not_allowed(request: web.Request) -> web.StreamResponse:
+    """A management path is the shim's own, GET (and HEAD) only: any other method is 405, neither
+    passed through nor counted as legacy traffic."""
+    raise LegacyError(405, f"Method {request.method[:16]} is not allowed on {request.path}; use GET.",
+                      headers=(("Allow", "GET, HEAD"),))
+
+
 MANAGEMENT_ROUTE_NAMES = frozenset(path.strip("/") for path in MANAGEMENT_PATHS)
 TRANSLATED_ROUTE_NAMES = frozenset(TRANSLATED_ROUTES)
 
@@ -257,6 +264,8 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
                            "/migration": migration_report}
     for path in MANAGEMENT_PATHS:
         app.router.add_get(path, management_handlers[path], name=path.strip("/"))
+        # Any other method on the same resource: 405 here, never the passthrough route below.
+        app.router.add_route("*", path, management_method_not_allowed, name=path.strip("/"))
     translated_handlers = {
         "rcg-action": action_handlers.rcg_action,
         "rcg": read_handlers.group_item,
