@@ -395,7 +395,7 @@ async def test_head_and_204_have_no_body(make_shim, upstream) -> None:
     assert "Transfer-Encoding" not in headers and "Content-Length" not in headers
 
 
-async def test_request_ids_on_answers_upstream_ids_kept(make_shim, upstream) -> None:
+async def test_request_ids_on_answers_one_id_the_upstreams_own_kept(make_shim, upstream) -> None:
     async def respond(request: web.Request) -> web.StreamResponse:
         if request.path == "/own":
             return web.Response(text="x", headers={"X-Openstack-Request-Id": "req-from-upstream"})
@@ -409,7 +409,7 @@ async def test_request_ids_on_answers_upstream_ids_kept(make_shim, upstream) -> 
     assert plain.headers.getall("X-Openstack-Request-Id") == [sent]
     own = await call("GET", f"{shim}/own")
     assert own.headers.getall("X-Openstack-Request-Id") == ["req-from-upstream"]
-    assert REQUEST_ID.match(own.headers["X-Request-Id"])
+    assert own.headers.getall("X-Request-Id") == ["req-from-upstream"]  # one id, not the shim's beside it
 
 
 @pytest.mark.parametrize("body", [

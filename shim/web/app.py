@@ -18,7 +18,16 @@ from aiohttp import hdrs, web
 
 from shim import __version__, tls
 from shim.config import Settings
-from shim.context import AUDIT, PASSTHROUGH, REQUEST_ID, REQUEST_ID_HEADERS, REQUEST_SECRETS, ROUTE, TRANSLATED
+from shim.context import (
+    AUDIT,
+    PASSTHROUGH,
+    REQUEST_ID,
+    REQUEST_ID_HEADERS,
+    REQUEST_SECRETS,
+    ROUTE,
+    TRANSLATED,
+    UPSTREAM_REQUEST_ID,
+)
 from shim.credentials import KeyRing, load_key_ring
 from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
@@ -167,12 +176,21 @@ def _write_audit(request: web.Request, audit: dict[str, Any], legacy_status: str
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer carries both request-id headers (an upstream's own ids are kept); while
-    draining, every answer also closes its connection so clients reconnect elsewhere."""
-    request_id = request.get(REQUEST_ID) or new_request_id()
-    for name in REQUEST_ID_HEADERS:
-        if name not in response.headers:
-            response.headers[name] = request_id
+    """Every answer carries both request-id headers with one id: the legacy endpoint's own when a
+    relayed answer carries one (its header kept, the other filled with it; X-Openstack-Request-Id
+    first if it sent two), else the shim's. An upstream id other than the shim's is kept for the
+    access line. While draining, every answer also closes its connection so clients reconnect
+    elsewhere."""
+    headers = response.headers
+    theirs = headers.get("X-Openstack-Request-Id") or headers.get("X-Request-Id")
+    if theirs is None:
+        headers["X-Request-Id"] = headers["X-Openstack-Request-Id"] = request.get(REQUEST_ID) or new_request_id()
+    else:
+        for name in REQUEST_ID_HEADERS:
+            if name not in headers:
+                headers[name] = theirs
+        if theirs != request.get(REQUEST_ID):
+            request[UPSTREAM_REQUEST_ID] = theirs
     if request.app[STATE].health.draining:
         response.force_close()  # aiohttp has already chosen its headers: say it ourselves too
         response.headers["Connection"] = "close"
