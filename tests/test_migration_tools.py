@@ -202,6 +202,22 @@ def test_explain_for_each_mode_and_kind_of_url(tmp_path, method, path, body, exp
         assert line in text, text
 
 
+@pytest.mark.parametrize("key, sdrs_action", [
+    ("os-reprotect-replication-consistency-group", "start-server-group"),
+    ("os-stop-replication-consistency-group", "stop-server-group"),
+    ("os-failover-replication-consistency-group", "failover-server-group"),
+])
+def test_explain_of_a_shadow_action_names_the_sdrs_call_sdrs_mode_would_send(tmp_path, key, sdrs_action):
+    mappings = load_mappings(write_mappings(tmp_path, DEFAULT_MODES))
+    text = explain(mappings, "POST", f"{GROUPS}/{SHADOW_RCG}/action", json.dumps({key: None}).encode()).render()
+
+    (shadow,) = [line for line in text.splitlines() if line.startswith("Shadow:")]
+    assert (f"what sdrs mode would have sent, POST /v1/{PROJECT}/server-groups/{SHADOW_GROUP}/action "
+            f'{{"{sdrs_action}": ') in shadow, shadow
+    assert "nothing but GETs is sent to SDRS" in shadow
+    assert "SDRS calls the shim would make: none" in text  # in shadow mode the shim itself sends no action
+
+
 def test_explain_in_a_fully_migrated_project(tmp_path):
     mappings = load_mappings(write_mappings(tmp_path, [entry(RCG, GROUP)], [{"project_id": PROJECT, "mode": "sdrs"}]))
 

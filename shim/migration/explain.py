@@ -130,9 +130,13 @@ def _about_group(result: Explanation, mappings: Mappings, route: str, project_id
                              "pair_count and production_volumes")
         elif route == "rcg-action" and result.method == "POST":
             sdrs = _action(Explanation(result.method, result.path), entry, body)
-            result.shadow = ("afterwards the shim records a dry run: it reads " + ", ".join(
-                call for call in sdrs.sdrs_calls if call.startswith("GET")) + " and notes what sdrs mode would "
-                "have sent and answered: " + sdrs.answer + "; nothing but GETs is sent to SDRS")
+            reads = [call for call in sdrs.sdrs_calls if call.startswith("GET")]
+            writes = [call for call in sdrs.sdrs_calls if not call.startswith("GET")]
+            would_send = "; ".join(writes) if writes else "no SDRS call (the body names no action it translates)"
+            result.shadow = (("afterwards the shim records a dry run: it reads " + ", ".join(reads) + " and notes "
+                              if reads else "afterwards the shim records a dry run and notes ")
+                             + "what sdrs mode would have sent, " + would_send + ", and answered: " + sdrs.answer
+                             + "; nothing but GETs is sent to SDRS")
         return result
     result.owner = SDRS
     if route == "rcg-action":
