@@ -14,7 +14,7 @@ from yarl import URL
 from shim.translate.actions import EXTEND, REVERSE, TRANSLATED_ACTIONS, parse_action_body, requested_extensions
 from shim.translate.legacy import LegacyError, canonical_id, canonical_project_id
 from shim.translate.ownership import require_legacy_ids
-from shim.translate.paths import disguises_a_translated_url, names_a_translated_url
+from shim.translate.paths import REFUSED_SPELLING, disguises_a_translated_url, names_a_translated_url
 from shim.translate.tables import GroupMapping, Mappings
 from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_ROUTES
 
@@ -59,7 +59,7 @@ def explain(mappings: Mappings, method: str, url: str, body: bytes | None = None
         result.why = ["a management path: never passed through"]
         return result
     if disguises_a_translated_url(raw_path):
-        return _refused(result, LegacyError(400, "a non-canonical spelling of a translated URL"))
+        return _refused(result, LegacyError(400, REFUSED_SPELLING))
     route, params = _route(target.path)
     if route is None or not names_a_translated_url(raw_path):
         result.why = ["not a replication consistency group or replication pair URL"]

@@ -34,7 +34,7 @@ from shim.state.action_guard import ActionGuard
 from shim.state.backends import build_store
 from shim.state.store import StoreUnavailable
 from shim.translate.legacy import LegacyError
-from shim.translate.paths import canonical_path, disguises_a_translated_url, names_a_translated_url
+from shim.translate.paths import REFUSED_SPELLING, disguises_a_translated_url
 from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_ROUTES
 from shim.upstreams.passthrough import BodyLimits, LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
@@ -87,11 +87,11 @@ async def _observed(request: web.Request, handler: Handler) -> web.StreamRespons
 
 
 def refuse_disguised_translated_url(request: web.Request) -> None:
-    """Routing matches decoded paths: a non-canonical spelling of a translated URL must not be
-    relayed to a legacy endpoint that might normalise it and act on a migrated group."""
-    raw_path = request.rel_url.raw_path
-    if disguises_a_translated_url(raw_path):
-        raise LegacyError(400, f"Malformed request url: use the canonical form {canonical_path(raw_path)[:300]!r}.")
+    """The closed rule (shim/translate/paths.py): a path that names a translated collection in any
+    reading and is not spelled exactly as a translated route is refused, never relayed to a legacy
+    endpoint that might read it as the route and act on a migrated group."""
+    if disguises_a_translated_url(request.rel_url.raw_path):
+        raise LegacyError(400, REFUSED_SPELLING)
 
 
 async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -> tuple[web.StreamResponse, bool]:
@@ -103,9 +103,8 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
         refuse_disguised_translated_url(request)
         if legacy and state.keys:  # no key pairs configured: nothing to verify, no await on the hot path
             await verify_signature(request, state)
+        # A translated route is matched here only by its exact spelling: any other was refused above.
         about_groups = request.match_info.route.name in TRANSLATED_ROUTE_NAMES
-        if about_groups and not names_a_translated_url(request.rel_url.raw_path):
-            handler, about_groups = action_handlers.passthrough, False  # matched on the decoded path only
         if about_groups and legacy:
             watch_shadow(request, state)  # shadow mode: observe the legacy answer (nothing is awaited)
         response = await handler(request)
