@@ -113,7 +113,7 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
         return response, False
     except LegacyError as err:
         response = legacy_error_response(err, state.mappings.errors)
-        if err.status == 408:
+        if err.status == 408 or _CLOSE in err.headers:  # the body was left unread: do not wait for it
             await _answer_and_close(request, response)
         return response, True
     except web.HTTPRequestEntityTooLarge:
@@ -131,6 +131,9 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
             LegacyError(500, "The shim failed to handle the request; see its log."),
             state.mappings.errors,
         ), True
+
+
+_CLOSE = ("Connection", "close")
 
 
 async def _answer_and_close(request: web.Request, response: web.Response) -> None:
@@ -263,7 +266,9 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
                                  tls=upstream_tls, trust_env=upstreams.trust_env,
                                  max_answer_bytes=limits.upstream_body_bytes,
                                  body_limits=BodyLimits(limits.request_buffer_bytes,
-                                                        settings.timeouts.request_body_idle),
+                                                        settings.timeouts.request_body_idle,
+                                                        limits.request_spool_bytes, limits.request_body_min_rate,
+                                                        settings.passthrough.spool_directory),
                                  observer=shim_metrics.legacy_observer),
         actions=ActionGuard(build_store(settings.state), settings.actions.settle_seconds,
                             settings.state.lease_seconds),
@@ -274,6 +279,7 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
     # Read at scrape time: no lock per request.
     shim_metrics.in_flight.set_function(lambda: state.health.in_flight)
     shim_metrics.legacy_pool_in_use.set_function(lambda: state.legacy.in_use)
+    shim_metrics.request_spool_bytes.set_function(lambda: state.legacy.spool.in_use)
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
     # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too.
