@@ -101,9 +101,11 @@ _remembered_reading = functools.lru_cache(maxsize=512)(_any_reading_names_a_coll
 
 def disguises_a_translated_url(raw_path: str) -> bool:
     """A path the shim refuses (legacy 400) and never relays: some reading of it names a translated
-    collection, and it is not spelled exactly as a translated route. One comparison for the paths of
-    ordinary passthrough traffic (plain ASCII without the collection stem)."""
-    return names_a_translated_collection(raw_path) and not is_canonical_route(raw_path)
+    collection, and it is not spelled exactly as a translated route. A few string tests, no call, for
+    the paths of ordinary passthrough traffic (plain ASCII without the collection stem)."""
+    if "%" not in raw_path and raw_path.isascii() and raw_path.isprintable() and " " not in raw_path:  # _plain
+        return COLLECTION_STEM in raw_path.lower() and _CANONICAL_ROUTE.fullmatch(raw_path) is None
+    return names_a_translated_collection(raw_path) and _CANONICAL_ROUTE.fullmatch(raw_path) is None
 
 
 def names_a_translated_url(raw_path: str) -> bool:
