@@ -196,6 +196,9 @@ def test_explain_names_the_entry_the_mode_the_sdrs_calls_and_the_answer(tmp_path
     ("GET", f"{GROUPS}/{SHADOW_RCG}x", None, ["Owner:   the shim itself", "Answer:  400 Malformed request url"]),
     ("GET", f"/v2/{PROJECT}/volumes", None, ["not a replication consistency group or replication pair URL"]),
     ("GET", "/migration", None, ["the shim's own management endpoint"]),
+    ("POST", "/metrics", None, ["Owner:   the shim itself", "Answer:  405 badMethod (Allow: GET, HEAD)"]),
+    ("GET", f"{GROUPS}/{SHADOW_RCG}/action%3F", None, ["Owner:   the shim itself", "Answer:  400 Malformed request url",
+                                                     "canonical form"]),
 ])
 def test_explain_for_each_mode_and_kind_of_url(tmp_path, method, path, body, expected):
     mappings = load_mappings(write_mappings(tmp_path, DEFAULT_MODES))

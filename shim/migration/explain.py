@@ -56,6 +56,8 @@ def explain(mappings: Mappings, method: str, url: str, body: bytes | None = None
     result = Explanation(method, shown)
     if raw_path in MANAGEMENT_PATHS:
         result.owner, result.answer = SHIM, "the shim's own management endpoint (GET only)"
+        if method not in ("GET", "HEAD"):
+            result.answer = "405 badMethod (Allow: GET, HEAD): the shim's own management endpoint is GET only"
         result.why = ["a management path: never passed through"]
         return result
     if disguises_a_translated_url(raw_path):
