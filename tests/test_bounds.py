@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -536,6 +537,27 @@ async def test_an_upload_below_the_minimum_rate_is_cut_with_408(held_upstream, m
     assert "less than 1000 bytes a second" in json.loads(body)["requestTimeout"]["message"]
     assert upstream.seen == []
     assert await metric(shim, "shim_request_spool_bytes") == 0
+
+
+async def test_a_client_gone_in_the_middle_of_a_spooled_upload_frees_its_room(
+        held_upstream, make_shim: ShimFactory, caplog):
+    upstream, legacy = held_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy, limits={"request_buffer_bytes": 1024})
+    reader, writer = await connect(shim)
+    writer.write(head("PUT", "/v2/p/blob", 100_000) + b"x" * 4096)
+
+    async def spooling() -> bool:
+        return await metric(shim, "shim_request_spool_bytes") == 100_000
+
+    await eventually(spooling, "the upload is in the spool")
+    writer.close()
+
+    async def freed() -> bool:
+        return await metric(shim, "shim_request_spool_bytes") == 0
+
+    await eventually(freed, "the spool is given back")
+    assert upstream.seen == []
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 async def test_an_exhausted_legacy_pool_refuses_at_once_with_503(held_upstream, make_shim: ShimFactory):

@@ -20,6 +20,7 @@ from typing import IO, Protocol
 
 from aiohttp import web
 
+from shim.context import ClientGone
 from shim.translate.legacy import LegacyError
 
 log = logging.getLogger("shim.passthrough")
@@ -79,6 +80,8 @@ async def read_some(request: web.BaseRequest, most: int, idle: float) -> bytes:
     except TimeoutError:
         request[BODY_STALLED] = True
         raise BodyStalled(f"no request body byte for {idle:g} s") from None
+    except ConnectionResetError:  # the client went away in the middle of its body: nobody to answer
+        raise ClientGone("the client went away while sending its request body") from None
 
 
 async def _read_paced(request: web.BaseRequest, most: int, pace: BodyPace, received: int) -> bytes:
