@@ -3,7 +3,9 @@
 The request goes out as the client sent it: method, raw path and query (percent-encoding untouched),
 body bytes and end-to-end headers, plus X-Forwarded-For / X-Forwarded-Proto. The answer comes back
 as the legacy endpoint sent it: status, reason, every header value (repeats kept) and the body bytes
-(no decompression, no redirect following, no cookie jar), streamed in both directions.
+(no decompression, no redirect following, no cookie jar), streamed. The request body is read whole
+before a pooled connection is taken (memory, or a temporary file for a large one: request_body.py),
+so a slow uploader never holds one of the pool's connections.
 
 The exchange runs on the lean HTTP/1.1 client (shim/upstreams/http1.py), the per-request work kept
 to one pass over the client's headers and no URL object; aiohttp's client only through an egress
@@ -238,7 +240,7 @@ class LegacyPassthrough:
                 data = b""  # `Content-Length: 0`, as aiohttp's client sent it; a GET gains no framing
             if verified is not None:
                 # Signed again for the Host this request goes out with; the body hash is what the client
-                # signed (a hash checked above, UNSIGNED-PAYLOAD for a streamed body, or the empty body's).
+                # signed (a hash checked above, UNSIGNED-PAYLOAD for a body read unchecked, or the empty body's).
                 headers = self._resigned(headers, verified, request.method, target, verified.payload_hash)
             self._take_connection()
             try:
