@@ -253,7 +253,25 @@ def _load_checked(config: Path) -> tuple[Settings, Mappings, KeyRing]:
         tls.server_context(settings.listen.tls, str(config))
     if settings.upstreams.ca_file is not None:
         tls.client_context(settings.upstreams.ca_file, str(config))
+    _check_spool_directory(settings, str(config))
     return settings, mappings, keys
+
+
+def _check_spool_directory(settings: Settings, source: str) -> None:
+    """Passthrough bodies over limits.request_buffer_bytes go to temporary files: their directory must
+    take one (checked once here, rather than found out by the first large upload)."""
+    import tempfile
+
+    if settings.limits.request_spool_bytes == 0 or settings.upstreams.legacy is None:
+        return
+    directory = settings.passthrough.spool_directory
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        where = directory or "the system's temporary directory ($TMPDIR, /tmp)"
+        raise ConfigError(f"{source}: passthrough.spool_directory: {where} cannot hold temporary files for "
+                          f"request bodies ({type(err).__name__}: {err.strerror or err})") from None
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -79,6 +79,11 @@ class Passthrough(_Section):
         description="forward the client's Host header instead of the legacy endpoint's own; for "
         "clients that reach the shim under the legacy endpoint's name (keeps AK/SK signatures valid)",
     )
+    spool_directory: str | None = Field(
+        None,
+        description="where request bodies over limits.request_buffer_bytes are written while they arrive "
+        "(unlinked files: nothing is left behind); default the system's temporary directory ($TMPDIR, /tmp)",
+    )
 
 
 class Timeouts(_Section):
@@ -143,8 +148,21 @@ class Limits(_Section):
     )
     request_buffer_bytes: int = Field(
         65536, ge=0, le=16 * 1048576,
-        description="a passthrough request body up to this size is read whole before a legacy connection is "
-        "taken, so a slow client holds only its own connection; larger bodies stream",
+        description="a passthrough request body up to this size is read whole into memory before a legacy "
+        "connection is taken, so a slow client holds only its own connection; larger bodies are read into a "
+        "temporary file first (request_spool_bytes)",
+    )
+    request_spool_bytes: int = Field(
+        8 * 1048576, ge=0, le=1024 ** 4,
+        description="most bytes of passthrough request bodies held in temporary files at once, all requests "
+        "together (bodies over request_buffer_bytes are read there whole before a legacy connection is taken); "
+        "a body that does not fit now: 503 with Retry-After; one larger than this: 400",
+    )
+    request_body_min_rate: int = Field(
+        500, ge=0, le=1024 ** 3,
+        description="bytes per second a passthrough request body must average once timeouts.request_body_idle "
+        "has passed (its deadline grows by one second per this many bytes received, as Apache's "
+        "mod_reqtimeout MinRate); slower: 408 and the connection closed; 0: no minimum",
     )
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ from shim.translate.actions import EXTEND, REVERSE, TRANSLATED_ACTIONS, parse_ac
 from shim.translate.identity import PairIdentity
 from shim.translate.legacy import LegacyError, canonical_id, canonical_project_id
 from shim.translate.ownership import require_legacy_ids
-from shim.translate.paths import disguises_a_translated_url, names_a_translated_url
+from shim.translate.paths import REFUSED_SPELLING, disguises_a_translated_url, names_a_translated_url
 from shim.translate.tables import GroupMapping, Mappings
 from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_ROUTES
 
@@ -57,10 +57,12 @@ def explain(mappings: Mappings, method: str, url: str, body: bytes | None = None
     result = Explanation(method, shown)
     if raw_path in MANAGEMENT_PATHS:
         result.owner, result.answer = SHIM, "the shim's own management endpoint (GET only)"
+        if method not in ("GET", "HEAD"):
+            result.answer = "405 badMethod (Allow: GET, HEAD): the shim's own management endpoint is GET only"
         result.why = ["a management path: never passed through"]
         return result
     if disguises_a_translated_url(raw_path):
-        return _refused(result, LegacyError(400, "a non-canonical spelling of a translated URL"))
+        return _refused(result, LegacyError(400, REFUSED_SPELLING))
     route, params = _route(target.path)
     if route is None or not names_a_translated_url(raw_path):
         result.why = ["not a replication consistency group or replication pair URL"]
@@ -148,9 +150,13 @@ def _about_group(result: Explanation, mappings: Mappings, route: str, project_id
                              "pair_count and production_volumes")
         elif route == "rcg-action" and result.method == "POST":
             sdrs = _action(Explanation(result.method, result.path), entry, body)
-            result.shadow = ("afterwards the shim records a dry run: it reads " + ", ".join(
-                call for call in sdrs.sdrs_calls if call.startswith("GET")) + " and notes what sdrs mode would "
-                "have sent and answered: " + sdrs.answer + "; nothing but GETs is sent to SDRS")
+            reads = [call for call in sdrs.sdrs_calls if call.startswith("GET")]
+            writes = [call for call in sdrs.sdrs_calls if not call.startswith("GET")]
+            would_send = "; ".join(writes) if writes else "no SDRS call (the body names no action it translates)"
+            result.shadow = (("afterwards the shim records a dry run: it reads " + ", ".join(reads) + " and notes "
+                              if reads else "afterwards the shim records a dry run and notes ")
+                             + "what sdrs mode would have sent, " + would_send + ", and answered: " + sdrs.answer
+                             + "; nothing but GETs is sent to SDRS")
         return result
     result.owner = SDRS
     result.why += _identity_lines(entry)

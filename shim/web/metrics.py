@@ -150,6 +150,10 @@ class ShimMetrics:
             "shim_legacy_pool_in_use", "Connections to the legacy endpoint in use (at most limits.pool_connections)",
             registry=registry,
         )
+        self.request_spool_bytes = Gauge(
+            "shim_request_spool_bytes", "Bytes of passthrough request bodies held in temporary files while they "
+            "arrive or are relayed (at most limits.request_spool_bytes)", registry=registry,
+        )
         self.legacy_pool_refused = Counter(
             "shim_legacy_pool_refused", "Requests refused with 503 at once because every connection to the legacy "
             "endpoint was in use", registry=registry,
