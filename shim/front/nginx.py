@@ -8,8 +8,14 @@ nginx decodes escapes, merges slashes and resolves dot segments before it matche
 while the shim refuses non-canonical spellings of translated URLs (shim/translate/paths.py). So a
 request goes to the shim when its raw path could name a translated URL after *any* normalisation
 (see `SHIM_BOUND`); the shim then translates it, refuses it or passes it on itself. `proxy_pass`
-with a variable and no URI part sends the request target to either upstream exactly as the client
-sent it (nginx's `r->unparsed_uri`).
+without a URI part sends the request target to either upstream exactly as the client sent it
+(nginx's `r->unparsed_uri`).
+
+Per request the front does what plain nginx does plus a few lookups: the routing rule runs as one
+compiled regex (`PLAIN_TARGET_REGEX`, `pcre_jit on`) that also captures the path for the access log,
+the request id costs one lookup for a client that sends none, and both upstreams are named (a
+`proxy_pass` through a variable would be parsed and looked up on every request). benchmarks/run.py
+compares it with plain nginx writing the same kind of access line (README, Benchmark).
 """
 
 from __future__ import annotations
