@@ -351,6 +351,9 @@ async def test_traversal_into_a_translated_url_is_refused_and_reaches_no_upstrea
     f"/v2/{PROJECT}/{COLLECTION}%2e/{RCG}/action",
     f"/v2/{PROJECT}/{COLLECTION}./{RCG}/action",
     f"/v2/{PROJECT}/{COLLECTION}/{RCG}/action.",
+    # an escape assembled in a later round: `%` + an overlong or fullwidth `6` + `F` reads `%6F`, an `o`
+    f"/v2/{PROJECT}/%%C0%B6Fs-vendor-replication-consistency-groups/{RCG}/action",
+    f"/v2/{PROJECT}/%%EF%BC%96Fs-vendor-replication-consistency-groups/{RCG}/action",
 ])
 async def test_non_canonical_spellings_of_a_mapped_action_url_are_refused(world, target):
     """Only the exact route is translated; any other spelling of it is refused (400), neither

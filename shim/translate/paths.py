@@ -89,11 +89,35 @@ def _folded(text: str) -> str:
                    if unicodedata.category(char) not in _DROPPED_CATEGORIES)
 
 
+# How far a reading is followed: a path still holding an escape after this many rounds of decoding and
+# folding (or this many readings) counts as naming a collection (refused, never relayed: fail closed).
+_MAX_ROUNDS = 8
+_MAX_READINGS = 64
+
+
 def _any_reading_names_a_collection(raw_path: str) -> bool:
-    data = _fully_decoded(raw_path)
-    readings = (data.decode("utf-8", "ignore"), _overlong_as_ascii(data).decode("utf-8", "ignore"),
-                data.decode("latin-1"))
-    return any(COLLECTION_STEM in _folded(reading) for reading in readings)
+    """Each round decodes every escape, reads the bytes three ways (UTF-8, overlong UTF-8 as ASCII,
+    Latin-1) and folds each; a folded reading that holds a `%` again (`%` + an overlong or fullwidth
+    digit + `F` becomes `%6F`, an `o`) goes into the next round, until none is left."""
+    pending, seen = {raw_path}, {raw_path}
+    for _ in range(_MAX_ROUNDS):
+        following: set[str] = set()
+        for text in pending:
+            data = _fully_decoded(text)
+            for reading in (data.decode("utf-8", "ignore"), _overlong_as_ascii(data).decode("utf-8", "ignore"),
+                            data.decode("latin-1")):
+                folded = _folded(reading)
+                if COLLECTION_STEM in folded:
+                    return True
+                if "%" in folded and folded not in seen:
+                    following.add(folded)
+        if not following:
+            return False
+        seen |= following
+        if len(seen) > _MAX_READINGS:
+            return True
+        pending = following
+    return True
 
 
 _remembered_reading = functools.lru_cache(maxsize=512)(_any_reading_names_a_collection)
