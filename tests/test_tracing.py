@@ -374,3 +374,58 @@ def test_validate_names_the_missing_tracing_extra(tmp_path):
     assert missing.returncode == 2, missing.stderr
     assert "tracing.enabled" in missing.stderr and "evs-sdrs-shim[tracing]" in missing.stderr
     assert present.returncode == 0, present.stderr
+
+
+# -- AK/SK-signed clients: the trace context goes on without breaking a signature --------------------
+
+@pytest.fixture
+async def signed_world(tmp_path):
+    from test_aksk import AK, GROUP_ID, SK, SigCheckingLegacy
+    from shim.simulator import SdrsSimulator, SimulatorSettings
+    from shim.translate.signing import KeyPair
+
+    sim = SdrsSimulator(SimulatorSettings(job_init_seconds=0.05, job_run_seconds=0.2, tokens={"no-client-has-this"},
+                                          credentials={AK: SK}))
+    sim.add_protection_group(PROJECT, GROUP_ID, status="failed-over", pair_count=1)
+    legacy = SigCheckingLegacy(KeyPair(AK, SK))
+    runners = [await start_server(sim.app()), await start_server(legacy.app())]
+    yield sim, runners[0][1], legacy, runners[1][1]
+    for runner, _ in runners:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("shim_has_the_key", [True, False])
+async def test_signed_calls_stay_valid_on_both_hops(tmp_path, make_shim, collector, signed_world, shim_has_the_key):
+    """A client that signs its `traceparent`: re-signed by the shim (which holds its key pair), each hop
+    gets the shim's span as parent; passed on under the client's own signature, the legacy endpoint
+    gets the client's traceparent (replacing it would break the signature)."""
+    from test_aksk import ACTION_PATH, GROUP_ID, MAPPING, VOLUMES_PATH, key_files, sdk_signed
+
+    sim, sdrs_url, legacy, legacy_url = signed_world
+    shim = await make_shim(sdrs=sdrs_url, legacy=legacy_url, mapping=MAPPING, tracing=tracing_on(collector),
+                           aksk=[key_files(tmp_path / "secret")] if shim_has_the_key else [],
+                           # without the key pair the client's signature must hold as sent: its Host too
+                           passthrough={"preserve_host": not shim_has_the_key})
+    traceparent, trace_id, client_span = new_traceparent()
+    url, headers = sdk_signed("GET", shim + VOLUMES_PATH, headers={"traceparent": traceparent})
+    assert "traceparent" in headers["Authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+
+    relayed = await call("GET", url, headers=headers)
+
+    assert relayed.status == 200, relayed.body  # the legacy endpoint's gateway accepted the signature
+    await collector.wait_for(lambda spans: any(s.kind == CLIENT and s.trace_id == trace_id for s in spans))
+    (leg,) = [span for span in collector.of_trace(trace_id) if span.kind == CLIENT]
+    (arrived,) = legacy.requests
+    expected_parent = leg.span_id if shim_has_the_key else client_span
+    assert traceparent_ids(arrived.headers["traceparent"]) == (trace_id, expected_parent)
+    if not shim_has_the_key:
+        return  # a signed translated call needs the shim to hold the key pair
+    body = REPROTECT_BODY
+    url, headers = sdk_signed("POST", shim + ACTION_PATH, body=body, headers={"traceparent": traceparent})
+    acted = await call("POST", url, body=body, headers=headers)
+    assert acted.status == 200, acted.body  # SDRS accepted every signature, traceparent included
+    assert sim.action_calls == [(PROJECT, GROUP_ID, "start-server-group")]
+    await collector.wait_for(lambda spans: any(s.name == "sdrs POST" for s in spans))
+    exchanges = {span.span_id for span in collector.of_trace(trace_id) if span.name.startswith("sdrs")}
+    assert {traceparent_ids(headers["traceparent"]) for _, _, headers in sim.requests} == {
+        (trace_id, span_id) for span_id in exchanges}

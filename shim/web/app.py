@@ -83,7 +83,8 @@ async def _observed(request: web.Request, handler: Handler) -> web.StreamRespons
         state.translated.release(request)
         state.health.in_flight -= 1
         _request_done(request, state, timing, status, answered_by_shim)
-        span.request_done(status, request.get(ROUTE, PASSTHROUGH), request[AUDIT])
+        audit: dict[str, Any] = request[AUDIT]
+        span.request_done(status, request.get(ROUTE, PASSTHROUGH), audit)
 
 
 def refuse_disguised_translated_url(request: web.Request) -> None:
