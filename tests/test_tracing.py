@@ -381,6 +381,7 @@ def test_validate_names_the_missing_tracing_extra(tmp_path):
 @pytest.fixture
 async def signed_world(tmp_path):
     from test_aksk import AK, GROUP_ID, SK, SigCheckingLegacy
+
     from shim.simulator import SdrsSimulator, SimulatorSettings
     from shim.translate.signing import KeyPair
 
