@@ -1,8 +1,9 @@
 """A stand-in OpenTelemetry collector for the traced rows: accepts OTLP/HTTP exports and drops them.
 
 It answers every `POST /v1/traces` with 200 and an empty ExportTraceServiceResponse (zero bytes of
-protobuf), without decoding the spans: it must cost as little as possible beside the shim it serves.
-It counts the exports and their bytes and prints them at exit (stderr).
+protobuf). It counts the exports, their bytes and their spans (decoded with opentelemetry-proto,
+which the `tracing` extra brings) and prints them at exit and on SIGUSR1 (stderr): spans the shim
+dropped (its export queue full) are missing from that count.
 
     python benchmarks/otlp_sink.py [--port 0]
 
@@ -17,14 +18,24 @@ import signal
 import sys
 
 from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-EXPORTS = {"posts": 0, "bytes": 0}
+EXPORTS = {"posts": 0, "bytes": 0, "spans": 0}
 
 
 async def receive(request: web.Request) -> web.Response:
+    body = await request.read()
+    export = ExportTraceServiceRequest()
+    export.ParseFromString(body)
     EXPORTS["posts"] += 1
-    EXPORTS["bytes"] += len(await request.read())
+    EXPORTS["bytes"] += len(body)
+    EXPORTS["spans"] += sum(len(scope.spans) for resource in export.resource_spans for scope in resource.scope_spans)
     return web.Response(body=b"", content_type="application/x-protobuf")
+
+
+def report() -> None:
+    print(f"otlp sink: {EXPORTS['posts']} exports, {EXPORTS['bytes']} bytes, {EXPORTS['spans']} spans",
+          file=sys.stderr, flush=True)
 
 
 async def main(port: int) -> None:
@@ -39,9 +50,10 @@ async def main(port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, report)
     await stop.wait()
     await runner.cleanup()
-    print(f"otlp sink: {EXPORTS['posts']} exports, {EXPORTS['bytes']} bytes", file=sys.stderr)
+    report()
 
 
 if __name__ == "__main__":

@@ -1238,6 +1238,13 @@ def run_all(bench: Bench, info: dict[str, str], command: str, started: dt.dateti
             if sample.statuses.get("200", 0) != sample.requests or sample.errors:
                 print(f"  WARNING: not every answer was 200; this row measures errors, not the "
                       f"{ROW_TITLES[row.kind]} path", flush=True)
+    if "otlp-sink" in bench.servers:  # what the traced shim exported: fewer spans than made = dropped
+        sink = bench.servers["otlp-sink"]
+        sink.process.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        traced = sum(r.requests for r in rows if r.kind.endswith("-traced"))
+        print(f"{sink.log_tail(1)} received for {traced:,} measured traced requests (warm-ups not counted)",
+              flush=True)
     if "shim" in bench.servers:
         bench.soak(args.requests)
     rss = proc_status(bench.servers["shim"].pid) if "shim" in bench.servers else {}
