@@ -69,27 +69,31 @@ class OtelSpan(Span):
         return carrier
 
     def end(self, status: int | None = None, error: str | None = None) -> None:
+        self._end({}, status, error)
+
+    def _end(self, attributes: dict[str, Any], status: int | None, error: str | None) -> None:
+        """Ends the span with `attributes` added, in one call (each SDK call takes the span's lock)."""
         span = self._span
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
-            if status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
+            attributes["http.response.status_code"] = status
         if error is not None:
-            span.set_attribute("error.type", error)
+            attributes["error.type"] = error
+        if attributes:
+            span.set_attributes(attributes)
+        if error is not None or (status is not None and status >= 500):
             span.set_status(Status(StatusCode.ERROR))
         span.end()
 
     def request_done(self, status: int | None, route: str, audit: Mapping[str, Any]) -> None:
-        span = self._span
-        span.set_attribute("shim.route", route)
+        attributes: dict[str, Any] = {"shim.route": route}
         for field, attribute in _AUDIT_ATTRIBUTES:
             value = audit.get(field)
             if isinstance(value, str | int) and value != "":
-                span.set_attribute(attribute, value)
+                attributes[attribute] = value
         job_ids = audit.get("job_ids")
         if job_ids:
-            span.set_attribute("shim.job_ids", [str(job) for job in job_ids])
-        self.end(status, None if status is not None else "cancelled")
+            attributes["shim.job_ids"] = [str(job) for job in job_ids]
+        self._end(attributes, status, None if status is not None else "cancelled")
 
 
 class OtelTracing(Tracing):
