@@ -270,6 +270,22 @@ async def test_with_tracing_off_the_client_context_travels_on_unchanged(simulato
     assert collector.posts == []  # nothing exported
 
 
+async def test_a_collector_that_is_down_costs_no_request(simulator, make_shim, unused_tcp_port):
+    sim, sdrs_url = simulator
+    shim = await make_shim(sdrs=sdrs_url, tracing={"enabled": True, "export_interval_seconds": 0.01,
+                                                    "export_timeout_seconds": 0.5,
+                                                    "endpoint": f"http://127.0.0.1:{unused_tcp_port}/v1/traces"})
+    started = asyncio.get_running_loop().time()
+
+    replies = [await call("GET", f"{shim}/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}",
+                          headers=GO_HEADERS) for _ in range(5)]
+    replies.append(await call("POST", action_url(shim), body=REPROTECT_BODY, headers=GO_HEADERS))
+
+    assert [reply.status for reply in replies] == [200] * 6
+    assert asyncio.get_running_loop().time() - started < 5  # no request waited for an export
+    assert sim.action_calls == [(PROJECT, GROUP, "start-server-group")]
+
+
 @pytest.fixture
 async def spawn() -> AsyncIterator[Spawn]:
     async for start in spawner():
