@@ -254,6 +254,13 @@ def _load_checked(config: Path) -> tuple[Settings, Mappings, KeyRing]:
     if settings.upstreams.ca_file is not None:
         tls.client_context(settings.upstreams.ca_file, str(config))
     _check_spool_directory(settings, str(config))
+    if settings.tracing.enabled:
+        from shim.tracing import TracingUnavailable, check_available
+
+        try:
+            check_available()
+        except TracingUnavailable as err:
+            raise ConfigError(f"{config}: tracing.enabled: {err}") from None
     return settings, mappings, keys
 
 

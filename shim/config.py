@@ -259,6 +259,30 @@ class State(_Section):
         return self
 
 
+class Tracing(_Section):
+    """OpenTelemetry traces over OTLP/HTTP (README, Operations, Tracing); needs the `tracing` extra."""
+
+    enabled: bool = Field(False, description="make spans and export them; off: no span, nothing exported")
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces", description="the collector's OTLP/HTTP traces URL (its path included)",
+    )
+    service_name: str = Field("evs-sdrs-shim", min_length=1, description="the service.name resource attribute")
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="share of traces the shim starts that are kept; a client's traceparent "
+        "decides for its own",
+    )
+    export_interval_seconds: float = Field(5.0, gt=0, le=300, description="longest wait before a batch is sent")
+    export_timeout_seconds: float = Field(10.0, gt=0, le=300, description="longest wait for the collector")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+
 class AkskKeyPair(_Section):
     """Where one AK/SK pair is read from: a file (e.g. a mounted Kubernetes Secret) or an environment
     variable, for each half. The values themselves never appear in the config file or a log."""
@@ -294,6 +318,7 @@ class Settings(BaseSettings):
     lifecycle: Lifecycle = Lifecycle()
     state: State = State()
     shadow: Shadow = Shadow()
+    tracing: Tracing = Tracing()
     aksk: list[AkskKeyPair] = Field(
         [], description="key pairs AK/SK-signed requests are verified and re-signed with (one per project)"
     )

@@ -231,7 +231,7 @@ def test_the_example_config_lists_valid_keys_with_their_defaults():
     data = yaml.safe_load(example.read_text())
     defaults = Settings(upstreams={"sdrs": "http://127.0.0.1:8777"}).model_dump(mode="json")
     assert set(data) == set(defaults)  # every key, none unknown
-    for section in ("timeouts", "passthrough", "limits", "actions", "lifecycle", "shadow"):
+    for section in ("timeouts", "passthrough", "limits", "actions", "lifecycle", "shadow", "tracing"):
         assert data[section] == defaults[section], section
     defaults["state"].pop("path")  # environment-dependent: the example names the rule in a comment
     assert data["state"] == defaults["state"]

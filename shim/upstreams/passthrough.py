@@ -32,6 +32,7 @@ from yarl import URL
 
 from shim.config import Timeouts
 from shim.context import RELAY_OBSERVER, REQUEST_ID, REQUEST_ID_HEADERS, RelayObserver
+from shim.tracing import NO_TRACING, TRACEPARENT, TRACESTATE, Span, Tracing
 from shim.translate.legacy import LegacyError
 from shim.translate.signing import EMPTY_PAYLOAD_HASH
 from shim.upstreams import http1
@@ -104,9 +105,10 @@ class LegacyPassthrough:
         self, base_url: str | None, timeouts: Timeouts, pool_connections: int, preserve_host: bool = False,
         *, tls: ssl.SSLContext | None = None, trust_env: bool = False,
         max_answer_bytes: int = 4 * 1048576, body_limits: BodyLimits | None = None,
-        observer: LegacyObserver | None = None,
+        observer: LegacyObserver | None = None, tracing: Tracing = NO_TRACING,
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
+        self._tracing = tracing  # off: every exchange gets the span that does nothing
         self.preserve_host = preserve_host
         self._tls = tls  # None: the system's CAs
         self._trust_env = trust_env
@@ -121,6 +123,7 @@ class LegacyPassthrough:
         self._proxied: ProxiedLegacyClient | None = None
         # The legacy endpoint's own Host, worked out once.
         self._authority = URL(self.base_url).raw_authority if self.base_url else ""
+        self._address = (URL(self.base_url).host or "") if self.base_url else ""
 
     def _take_connection(self) -> None:
         """Count one of the pool's connections as in use, or a legacy 503 at once when none is free.
@@ -238,21 +241,35 @@ class LegacyPassthrough:
                 has_length = True
             if data is None and not has_length and request.method not in _BODYLESS_METHODS:
                 data = b""  # `Content-Length: 0`, as aiohttp's client sent it; a GET gains no framing
+            span = self._tracing.exchange_span("legacy", request.method, None, self._address)
+            if span.active:
+                headers = _traced_fields(headers, span, keep_client_context=verified is None)
             if verified is not None:
                 # Signed again for the Host this request goes out with; the body hash is what the client
                 # signed (a hash checked above, UNSIGNED-PAYLOAD for a body read unchecked, or the empty body's).
                 headers = self._resigned(headers, verified, request.method, target, verified.payload_hash)
-            self._take_connection()
+            try:
+                self._take_connection()
+            except LegacyError:
+                span.end(error="pool_full")
+                raise
+            status: int | None = None
+            failure: str | None = "cancelled"
             try:
                 upstream = await self._open(request, target, headers, data)
+                status, failure = upstream.status, None
                 try:
                     return await self._relay(request, upstream, observer)
                 finally:
                     # After a complete answer the connection goes back to the pool; after a cut-off one
                     # it is closed.
                     upstream.release()
+            except LegacyError as err:
+                failure = _FAILURE_KINDS.get(err.status, "failed")
+                raise
             finally:
                 self._give_back_connection()
+                span.end(status, failure)
         finally:
             if spooled is not None:
                 spooled.close()  # its temporary file, and its room in the spool
@@ -324,6 +341,9 @@ class LegacyPassthrough:
         fields[hdrs.ACCEPT] = "application/json"
         url = URL(self.base_url + (path or request.rel_url.raw_path), encoded=True).with_query(query)
         verified = request.get(VERIFIED)
+        span = self._tracing.exchange_span("legacy", hdrs.METH_GET, None, self._address)
+        if span.active:
+            fields = CIMultiDict(_traced_fields(list(fields.items()), span, keep_client_context=verified is None))
         if verified is not None:
             resign(fields, verified.key, hdrs.METH_GET, url, EMPTY_PAYLOAD_HASH, verified.signed_headers)
         headers = list(fields.items())
@@ -333,20 +353,13 @@ class LegacyPassthrough:
                 answer = await self._fetch(url, headers)
             finally:
                 self._give_back_connection()
-        except http1.AnswerTooLarge as err:
-            _warn(request, "sent a list larger than the shim reads (limits.upstream_body_bytes)", err)
-            self._exchange_done(None, "too_large")
-            raise LegacyError(502, f"The legacy EVS endpoint's list is too large for the migration proxy "
-                                   f"({err}).") from None
-        except (http1.ConnectTimeout, http1.AnswerTimeout) as err:
-            _warn(request, "timed out before answering", err)
-            self._exchange_done(None, "timeout")
-            raise LegacyError(504, "The legacy EVS endpoint did not answer in time.") from None
         except http1.Http1Error as err:
-            _warn(request, "is unreachable", err)
-            self._exchange_done(None, "unreachable")
-            raise LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
-                              retry_after=_RETRY_AFTER_SECONDS) from None
+            span.end(error=type(err).__name__)
+            raise self._fetch_failure(request, err) from None
+        except BaseException as err:
+            span.end(error="pool_full" if isinstance(err, LegacyError) else "cancelled")
+            raise
+        span.end(answer.status)
         status, body = answer.status, answer.body
         self._exchange_done(status, None)
         observer = request.get(RELAY_OBSERVER)
@@ -357,6 +370,22 @@ class LegacyPassthrough:
             return status, json.loads(body)
         except ValueError:
             return status, None
+
+    def _fetch_failure(self, request: web.Request, err: http1.Http1Error) -> LegacyError:
+        """The legacy error for a failed read of the shim's own (logged once, counted)."""
+        if isinstance(err, http1.AnswerTooLarge):
+            _warn(request, "sent a list larger than the shim reads (limits.upstream_body_bytes)", err)
+            self._exchange_done(None, "too_large")
+            return LegacyError(502, f"The legacy EVS endpoint's list is too large for the migration proxy "
+                                    f"({err}).")
+        if isinstance(err, http1.ConnectTimeout | http1.AnswerTimeout):
+            _warn(request, "timed out before answering", err)
+            self._exchange_done(None, "timeout")
+            return LegacyError(504, "The legacy EVS endpoint did not answer in time.")
+        _warn(request, "is unreachable", err)
+        self._exchange_done(None, "unreachable")
+        return LegacyError(503, "The legacy EVS endpoint is unreachable; try again later.",
+                           retry_after=_RETRY_AFTER_SECONDS)
 
     async def _fetch(self, url: URL, headers: list[tuple[str, str]]) -> http1.Http1Answer:
         """One GET read whole (capped, not decompressed); once more on a new connection when a
@@ -446,6 +475,21 @@ def _abort(request: web.Request, response: web.StreamResponse) -> None:
     transport = request.transport
     if transport is not None:
         transport.close()
+
+
+# The legacy error an exchange ended in, as its span's error kind.
+_FAILURE_KINDS = {408: "client_body_stalled", 502: "malformed", 503: "unreachable", 504: "timeout"}
+
+
+def _traced_fields(fields: list[tuple[str, str]], span: Span, *, keep_client_context: bool) -> list[tuple[str, str]]:
+    """`fields` with the client's trace context replaced by `span`'s (tracing on). A client signature
+    the shim does not sign again that covers `traceparent` keeps the client's: changing it would break
+    the signature."""
+    if keep_client_context and any(name.lower() == "authorization" and TRACEPARENT in value.lower()
+                                   for name, value in fields):
+        return fields
+    kept = [(name, value) for name, value in fields if name.lower() not in (TRACEPARENT, TRACESTATE)]
+    return kept + list(span.headers().items())
 
 
 def _warn(request: web.BaseRequest, what: str, err: BaseException) -> None:

@@ -22,6 +22,7 @@ from yarl import URL
 
 from shim import __version__
 from shim.config import Timeouts
+from shim.tracing import NO_TRACING, Tracing
 from shim.translate.sdrs_models import (
     SdrsAnswer,
     SdrsAnswerTooLarge,
@@ -52,9 +53,11 @@ class SdrsClient:
     def __init__(
         self, base_url: str, timeouts: Timeouts, pool_connections: int, observer: SdrsObserver | None = None,
         *, tls: ssl.SSLContext | None = None, trust_env: bool = False, max_answer_bytes: int = 4 * 1048576,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._observer = observer
+        self._tracing = tracing  # off: every exchange gets the span that does nothing
         self._tls = tls  # None: aiohttp's default verification
         self._trust_env = trust_env
         self._max_answer_bytes = max_answer_bytes  # SDRS answers are small JSON documents
@@ -67,6 +70,7 @@ class SdrsClient:
         self._pool: Http1Pool | None = None
         origin = URL(self.base_url)
         self._host_header = origin.raw_authority
+        self._address = origin.host or ""
         self._fixed_headers = (("Host", self._host_header), ("User-Agent", USER_AGENT), ("Accept", "application/json"))
 
     async def start(self) -> None:
@@ -103,15 +107,28 @@ class SdrsClient:
     ) -> SdrsAnswer:
         """One HTTP exchange with SDRS; `path` is built by the caller from validated ids only. With
         `key`, the request is AK/SK-signed for SDRS's host, over the header names `client_signed`
-        (the verified client's; None: the shim's own request)."""
+        (the verified client's; None: the shim's own request). With tracing on it is a span of its own,
+        whose context SDRS receives as `traceparent`."""
+        span = self._tracing.exchange_span("sdrs", method, path, self._address)
+        if span.active:
+            headers = {**headers, **span.headers()}
         started = time.monotonic()
         signer = None if key is None else (key, client_signed)
         try:
             answer = await self._exchange(method, path, headers, json_body, signer)
         except SdrsTransportError as err:
+            span.end(error=err.label)
             if self._observer is not None:
                 self._observer(started, None, err)
             raise
+        except BaseException:
+            span.end(error="cancelled")
+            raise
+        if span.active and method == "POST":
+            job_id = accepted_job_id(answer)
+            if job_id is not None:
+                span.set("sdrs.job_id", job_id)
+        span.end(answer.status)
         if self._observer is not None:
             self._observer(started, answer, None)
         return answer
@@ -193,3 +210,11 @@ class SdrsClient:
             raise SdrsUnreachable(str(err)) from err
         return SdrsAnswer(answer.status, answer.body, CIMultiDict(answer.headers))
 
+
+def accepted_job_id(answer: SdrsAnswer) -> str | None:
+    """The job id of an answer that accepted an action (`{"job_id": ...}`), else None."""
+    if answer.status >= 300:
+        return None
+    document = answer.json()
+    job_id = document.get("job_id") if isinstance(document, dict) else None
+    return job_id if isinstance(job_id, str) and len(job_id) <= 128 else None

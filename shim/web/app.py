@@ -34,14 +34,17 @@ from shim.state.action_guard import ActionGuard
 from shim.state.backends import build_store
 from shim.state.retired import start_index
 from shim.state.store import StoreUnavailable
+from shim.state.traced import traced_store
+from shim.tracing import Tracing, TracingUnavailable, build_tracing
 from shim.translate.legacy import LegacyError
 from shim.translate.paths import REFUSED_SPELLING, disguises_a_translated_url
 from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_ROUTES
 from shim.upstreams.passthrough import BodyLimits, LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
+from shim.validation import ConfigError
 from shim.web import action_handlers, read_handlers
 from shim.web.incoming import verify_signature
-from shim.web.logs import log_fields, request_secrets
+from shim.web.logs import log_fields, redact_text, request_secrets
 from shim.web.metrics import CURRENT_TIMING, RequestTiming, ShimMetrics, status_label
 from shim.web.migration import after_shadow, migration_report, watch_shadow
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
@@ -70,6 +73,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 async def _observed(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[STATE]
     timing = RequestTiming(time.monotonic())
+    # The legacy call's span (tracing off: none, and only the client's trace id for the log lines).
+    span = state.tracing.request_span(request.method, TRANSLATED_ROUTES.get(request.match_info.route.name or ""),
+                                      request.headers)
+    if span.active:
+        span.set("url.path", redact_text(request.rel_url.raw_path, REQUEST_SECRETS.get()))
     if request.body_exists:
         request.content.on_eof(timing.body_done)
     context_token = CURRENT_TIMING.set(timing)
@@ -85,6 +93,8 @@ async def _observed(request: web.Request, handler: Handler) -> web.StreamRespons
         state.translated.release(request)
         state.health.in_flight -= 1
         _request_done(request, state, timing, status, answered_by_shim)
+        audit: dict[str, Any] = request[AUDIT]
+        span.request_done(status, request.get(ROUTE, PASSTHROUGH), audit)
 
 
 def refuse_disguised_translated_url(request: web.Request) -> None:
@@ -256,12 +266,14 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
         },
     )
     shim_metrics = ShimMetrics()
+    tracing = _tracing(settings)
     app[STATE] = state = ShimState(
         settings=settings,
         mappings=mappings,
         sdrs=SdrsClient(upstreams.sdrs, settings.timeouts.sdrs, limits.pool_connections,
                         observer=shim_metrics.sdrs_observer(lambda: app[STATE].mappings.errors.codes),
-                        tls=upstream_tls, trust_env=upstreams.trust_env, max_answer_bytes=limits.upstream_body_bytes),
+                        tls=upstream_tls, trust_env=upstreams.trust_env, max_answer_bytes=limits.upstream_body_bytes,
+                        tracing=tracing),
         legacy=LegacyPassthrough(upstreams.legacy, settings.timeouts.legacy, limits.pool_connections,
                                  preserve_host=settings.passthrough.preserve_host,
                                  tls=upstream_tls, trust_env=upstreams.trust_env,
@@ -270,11 +282,12 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
                                                         settings.timeouts.request_body_idle,
                                                         limits.request_spool_bytes, limits.request_body_min_rate,
                                                         settings.passthrough.spool_directory),
-                                 observer=shim_metrics.legacy_observer),
-        actions=ActionGuard(build_store(settings.state), settings.actions.settle_seconds,
+                                 observer=shim_metrics.legacy_observer, tracing=tracing),
+        actions=ActionGuard(traced_store(build_store(settings.state), tracing), settings.actions.settle_seconds,
                             settings.state.lease_seconds),
         metrics=shim_metrics,
         keys=keys if keys is not None else load_key_ring(settings.aksk, "config"),
+        tracing=tracing,
     )
     state.config_digest = shim_metrics.config_loaded(settings, mappings)
     # Read at scrape time: no lock per request.
@@ -305,6 +318,16 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
     return app
 
 
+def _tracing(settings: Settings) -> Tracing:
+    config = settings.tracing
+    try:
+        return build_tracing(config.enabled, endpoint=config.endpoint, service_name=config.service_name,
+                             sample_ratio=config.sample_ratio, export_interval_seconds=config.export_interval_seconds,
+                             export_timeout_seconds=config.export_timeout_seconds, version=__version__)
+    except TracingUnavailable as err:
+        raise ConfigError(f"tracing.enabled: {err}") from None
+
+
 async def _upstream_sessions(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.sdrs.start()
@@ -319,6 +342,7 @@ async def _upstream_sessions(app: web.Application) -> AsyncIterator[None]:
     await state.sdrs.close()
     await state.legacy.close()
     await state.actions.store.close()
+    await state.tracing.close()  # tracing on: the spans still buffered are exported
 
 
 async def _open_store(state: ShimState) -> None:

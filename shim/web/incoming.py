@@ -13,6 +13,7 @@ from yarl import URL
 
 from shim.config import Settings
 from shim.context import AUDIT, REQUEST_ID
+from shim.tracing import client_trace_headers
 from shim.translate.legacy import LegacyError
 from shim.translate.signing import (
     SignatureRejected,
@@ -145,6 +146,8 @@ def _calls_for(
     verified = request.get(VERIFIED)
     request_id = request[REQUEST_ID]
     headers = {"X-Request-Id": request_id, "X-Openstack-Request-Id": request_id}
+    # The client's trace context goes on to SDRS (tracing on, each exchange's own span replaces it).
+    headers.update(client_trace_headers(request.headers))
     if token is not None:
         headers["X-Auth-Token"] = token
     else:

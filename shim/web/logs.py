@@ -30,6 +30,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from shim.context import AUDIT, PASSTHROUGH, REQUEST_ID, REQUEST_SECRETS, ROUTE, UPSTREAM_REQUEST_ID
+from shim.tracing import CURRENT_TRACE, TraceIds
 from shim.translate import url_space
 from shim.upstreams.peer_errors import QUOTING_ERRORS, describe_peer_error
 
@@ -134,6 +135,9 @@ class JsonFormatter(logging.Formatter):
         `message` and these extras, built without a logging record (see `log_fields`)."""
         document = {"time": timestamp(time.time()), "level": logging.getLevelName(level).lower(), "logger": logger,
                     "pid": _pid, "message": message, **fields}
+        trace = CURRENT_TRACE.get()
+        if trace is not None:
+            _add_trace(document, trace)
         return self.render(redact(document, secrets=REQUEST_SECRETS.get())) + "\n"
 
     def document(self, record: logging.LogRecord) -> dict[str, Any]:
@@ -162,6 +166,9 @@ class JsonFormatter(logging.Formatter):
                                      "(text withheld: it may quote a peer's bytes)")
         elif record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
+        trace = CURRENT_TRACE.get()
+        if trace is not None:
+            _add_trace(document, trace)
         return redact(document, secrets=REQUEST_SECRETS.get())  # type: ignore[no-any-return]
 
     def access_line(self, level: int, logger: str, fields: dict[str, Any]) -> str:
@@ -172,8 +179,9 @@ class JsonFormatter(logging.Formatter):
                 f'"request_id": {_json_value(fields["request_id"])}, "method": {_json_string(fields["method"])}, '
                 f'"path": {_json_string(fields["path"])}, "status": {fields["status"]:d}, '
                 f'"duration_ms": {fields["duration_ms"]!r}, "route": {_json_value(fields["route"])}'
-                + (f', "upstream_request_id": {_json_string(fields["upstream_request_id"])}}}\n'
-                   if "upstream_request_id" in fields else "}\n"))
+                + (f', "upstream_request_id": {_json_string(fields["upstream_request_id"])}'
+                   if "upstream_request_id" in fields else "")
+                + f'{_trace_members(fields)}}}\n')
 
 
 class TextFormatter(JsonFormatter):
@@ -192,6 +200,22 @@ class TextFormatter(JsonFormatter):
         extras = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
         return (f"{timestamp(time.time())} {logging.getLevelName(level):<7} {logger}: access "
                 f"pid={_pid} {extras}\n")
+
+
+def _add_trace(document: dict[str, Any], trace: TraceIds) -> None:
+    """The trace of the request being handled (README, Operations, Tracing): the trace id, and the
+    shim's span for the request when tracing is on."""
+    document.setdefault("trace_id", trace.trace_id)
+    if trace.span_id is not None:
+        document.setdefault("span_id", trace.span_id)
+
+
+def _trace_members(fields: dict[str, Any]) -> str:
+    """The access line's trace members (hex ids: nothing to escape), when its request has a trace."""
+    if "trace_id" not in fields:
+        return ""
+    span = f', "span_id": "{fields["span_id"]}"' if "span_id" in fields else ""
+    return f', "trace_id": "{fields["trace_id"]}"{span}'
 
 
 def _json_value(value: str | None) -> str:
@@ -347,6 +371,9 @@ class JsonAccessLogger(AbstractAccessLogger):
         upstream_id = request.get(UPSTREAM_REQUEST_ID)
         if upstream_id is not None:  # a relayed answer carried the legacy endpoint's own id
             fields["upstream_request_id"] = upstream_id[:128]
+        trace = CURRENT_TRACE.get()
+        if trace is not None:
+            _add_trace(fields, trace)
         handler = _only_sink_handler(self.logger, level)
         if handler is None:
             self.logger.log(level, "access", extra=fields)

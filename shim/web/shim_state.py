@@ -17,6 +17,7 @@ from shim.migration.shadow import ShadowRunner
 from shim.state.action_guard import ActionGuard
 from shim.state.group_notes import GroupNotes
 from shim.state.retired import RetiredIndex
+from shim.tracing import NO_TRACING, Tracing
 from shim.translate.legacy import LegacyError
 from shim.translate.ownership import KnownHoldings
 from shim.upstreams.passthrough import LegacyPassthrough
@@ -106,6 +107,7 @@ class ShimState:
     actions: ActionGuard
     metrics: ShimMetrics = field(default_factory=ShimMetrics)
     keys: KeyRing = field(default_factory=lambda: NO_KEYS)  # `aksk`: access key -> key pair
+    tracing: Tracing = NO_TRACING  # spans and trace context (shim/tracing): the one that does nothing when off
     server_tls: ssl.SSLContext | None = None  # the listener's when it serves https; SIGHUP reloads its certificate
     health: Health = field(default_factory=Health)
     translated: TranslatedSlots = field(init=False)
