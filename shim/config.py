@@ -39,6 +39,18 @@ class Listen(_Section):
     tls: ListenTls | None = Field(None, description="serve https with this certificate; plain http without")
 
 
+class Management(_Section):
+    """A second, plain-http listener for the shim's own endpoints (/metrics, /healthz, /readyz,
+    /migration), e.g. on the pod IP for Prometheus and httpGet probes while clients use loopback."""
+
+    host: str = Field("127.0.0.1", description="address of the management listener (0.0.0.0: every interface)")
+    port: int = Field(ge=0, le=65535, description="its port; must differ from listen.port")
+    also_on_listen: bool = Field(
+        True, description="the client listener keeps answering the management paths too; false: only the "
+        "management listener does, and the client listener passes them to the legacy endpoint like any path",
+    )
+
+
 def _origin_url(value: str) -> str:
     """Accept only `scheme://host[:port]`: the shim builds every path itself."""
     url = URL(value)
@@ -253,6 +265,9 @@ class Settings(BaseSettings):
     )
 
     listen: Listen = Listen()
+    management: Management | None = Field(
+        None, description="a second listener for /metrics, /healthz, /readyz and /migration (default: none)"
+    )
     upstreams: Upstreams
     passthrough: Passthrough = Passthrough()
     mappings: Path = Path("./mappings")
@@ -282,6 +297,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment overrides the YAML file (passed in as init values).
         return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _management_apart(self) -> Settings:
+        management = self.management
+        if management is not None and management.port != 0 and management.port == self.listen.port \
+                and management.host == self.listen.host:
+            raise ValueError("management.port must differ from listen.port on the same host")
+        return self
 
     @model_validator(mode="after")
     def _shared_state_for_workers(self) -> Settings:

@@ -2,7 +2,8 @@
 
 Routing: the translated legacy calls get their handlers (action_handlers.py, read_handlers.py); every
 other request streams to the legacy EVS endpoint (shim/upstreams/passthrough.py). `/healthz`,
-`/readyz` and `/metrics` are the shim's own (GET only) and are not counted as legacy traffic.
+`/readyz`, `/metrics` and `/migration` are the shim's own (GET only) and are not counted as legacy
+traffic; `build_management_app` serves them on the management listener too.
 """
 
 from __future__ import annotations
@@ -252,11 +253,10 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
     shim_metrics.legacy_pool_in_use.set_function(lambda: state.legacy.in_use)
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
-    # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too.
-    management_handlers = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics,
-                           "/migration": migration_report}
-    for path in MANAGEMENT_PATHS:
-        app.router.add_get(path, management_handlers[path], name=path.strip("/"))
+    # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too. With
+    # `management.also_on_listen: false` only the management listener answers them (build_management_app).
+    if settings.management is None or settings.management.also_on_listen:
+        add_management_routes(app)
     translated_handlers = {
         "rcg-action": action_handlers.rcg_action,
         "rcg": read_handlers.group_item,
@@ -268,6 +268,23 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
         app.router.add_route("*", path, translated_handlers[name], name=name, expect_handler=_expect_continue_only)
     app.router.add_route("*", "/{tail:.*}", action_handlers.passthrough, name="passthrough",
                          expect_handler=_expect_continue_only)
+    return app
+
+
+def add_management_routes(app: web.Application) -> None:
+    management_handlers = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics,
+                           "/migration": migration_report}
+    for path in MANAGEMENT_PATHS:
+        app.router.add_get(path, management_handlers[path], name=path.strip("/"))
+
+
+def build_management_app(shim_app: web.Application) -> web.Application:
+    """The management listener's application (`management: {host, port}`): only the shim's own
+    endpoints, answering from the shim app's state (so /readyz turns 503 with its drain); any other
+    path is a plain 404. It has no upstream sessions of its own: the shim app opens and closes them."""
+    app = web.Application(handler_args={"max_line_size": 8190, "max_field_size": 8190, "max_headers": 64})
+    app[STATE] = shim_app[STATE]
+    add_management_routes(app)
     return app
 
 
