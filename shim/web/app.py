@@ -33,7 +33,14 @@ from shim.upstreams.sdrs_client import SdrsClient
 from shim.web import action_handlers, read_handlers
 from shim.web.incoming import verify_signature
 from shim.web.logs import log_fields, request_secrets
-from shim.web.metrics import CURRENT_TIMING, RequestTiming, ShimMetrics, status_label
+from shim.web.metrics import (
+    CURRENT_TIMING,
+    RequestTiming,
+    ShimMetrics,
+    action_label,
+    method_label,
+    status_label,
+)
 from shim.web.migration import after_shadow, migration_report, watch_shadow
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
 from shim.web.shim_state import STATE, ShimState
@@ -148,11 +155,12 @@ def _request_done(
         # answer to arrive may be a success.
         failed = status is None or status >= 400
         upstream = status_label(timing.sdrs_failure if failed and timing.sdrs_failure else audit.get("sdrs_status"))
-        state.metrics.request_done(TRANSLATED, legacy_status, upstream, timing)
+        state.metrics.request_done(TRANSLATED, legacy_status, upstream, timing, method_label(request.method),
+                                   action_label(audit.get("action")))
         _write_audit(request, audit, legacy_status, time.monotonic() - timing.started)
     else:
         upstream = "none" if answered_by_shim or status is None else status_label(status)
-        state.metrics.request_done(PASSTHROUGH, legacy_status, upstream, timing)
+        state.metrics.request_done(PASSTHROUGH, legacy_status, upstream, timing, method_label(request.method))
 
 
 def _write_audit(request: web.Request, audit: dict[str, Any], legacy_status: str, seconds: float) -> None:
@@ -188,9 +196,15 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready: config and mappings loaded, upstream sessions open, not draining."""
     state = request.app[STATE]
     if state.health.ready:
-        return web.json_response({"status": "ready", "config_digest": state.config_digest,
+        store_up = state.health.store_up
+        # `?require=state_store`: for a deployment that would rather be taken out of its Services than
+        # refuse actions (README, Health and metrics); by default a down store keeps the shim ready.
+        needs_store = "state_store" in request.query.getall("require", [])
+        return web.json_response({"status": "ready" if store_up or not needs_store else "state store unavailable",
+                                  "config_digest": state.config_digest,
                                   "mapped_groups": len(state.mappings.groups),
-                                  "state_store": "available" if state.health.store_up else "unavailable"})
+                                  "state_store": "available" if store_up else "unavailable"},
+                                 status=200 if store_up or not needs_store else 503)
     return web.json_response({"status": "draining" if state.health.draining else "starting"}, status=503)
 
 
@@ -251,6 +265,7 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
     # Read at scrape time: no lock per request.
     shim_metrics.in_flight.set_function(lambda: state.health.in_flight)
     shim_metrics.legacy_pool_in_use.set_function(lambda: state.legacy.in_use)
+    shim_metrics.ready.set_function(lambda: 1 if state.health.ready else 0)
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
     # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too. With
@@ -309,9 +324,9 @@ async def _open_store(state: ShimState) -> None:
     store = state.actions.store
     try:
         await store.open()
-        state.metrics.state_store_up.set(1)
+        state.metrics.state_store_checked(True)
     except StoreUnavailable as err:
-        state.metrics.state_store_up.set(0)
+        state.metrics.state_store_checked(False)
         log.warning("state store unavailable at start: actions are refused until it answers",
                     extra={"backend": store.name, "error": str(err)[:300]})
 
@@ -331,5 +346,5 @@ async def _watch_store(state: ShimState) -> None:
         if up and not was_up:
             log.info("state store available again", extra={"backend": store.name})
         state.health.store_up, was_up = up, up
-        state.metrics.state_store_up.set(1 if up else 0)
+        state.metrics.state_store_checked(up)
         await asyncio.sleep(STORE_WATCH_SECONDS)
