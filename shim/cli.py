@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers N
 
     validate = commands.add_parser(
-        "validate", help="check a config file and its mapping tables",
-        description="Load the config and every mapping table as `serve` would; exit 2 with one line "
-        "naming the file, entry or key, and the problem.")
+        "validate", help="check a config file, its mapping tables and its state store",
+        description="Load the config and every mapping table as `serve` would, and open the state store "
+        "(the SQLite file, or the Redis server); exit 2 with one line naming the file, entry or key (the "
+        "store's path or URL), and the problem.")
     validate.add_argument("--config", type=Path, required=True, metavar="PATH", help="YAML config file")
 
     front = commands.add_parser(
@@ -277,9 +278,17 @@ def _describe_state(settings: Any) -> str:
     return "memory (this process only)"
 
 
+def _without_password(text: str, url: str | None) -> str:
+    from yarl import URL
+
+    password = URL(url).password if url else None
+    return text.replace(password, "***") if password else text
+
+
 async def _retired_entries(settings: Any, mappings: Any) -> list[str]:
-    """Mapping entries whose group this shim deleted (the state store's notes); best effort: a store
-    that cannot be read is said to be so, and the file is still valid."""
+    """Mapping entries whose group this shim deleted (the state store's notes). A store that cannot
+    be opened (a file that cannot be written, a Redis that does not answer) is a ConfigError naming
+    the path or URL; one that opens but cannot be read is said to be so."""
     if settings.state.backend == "memory":
         return []
     from shim.state.backends import build_store
@@ -289,7 +298,12 @@ async def _retired_entries(settings: Any, mappings: Any) -> list[str]:
     store = build_store(settings.state)
     lines = []
     try:
-        await store.open()
+        try:
+            await store.open()
+        except StoreUnavailable as err:  # what `serve` would refuse every action for: not a valid deployment
+            key = "state.path" if settings.state.backend == "sqlite" else "state.url"
+            raise ConfigError(f"{key}: the state store {_describe_state(settings)} cannot be opened: "
+                              f"{_without_password(str(err), settings.state.url)[:300]}") from None
         notes = GroupNotes(store)
         for index, entry in enumerate(mappings.groups.values()):
             retired = await notes.retired(entry)
