@@ -1,5 +1,5 @@
-"""The `shim` command: serve, validate, front-config, demo, simulate, and the migration tools report,
-explain, discover. Every subcommand has --help."""
+"""The `shim` command: serve, validate, config-schema, front-config, demo, simulate, legacy-sim, and the
+migration tools report, explain, discover. Every subcommand has --help."""
 
 from __future__ import annotations
 
@@ -113,6 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--job-seconds", type=float, default=20.0,
                       help="how long simulated SDRS jobs run (default 20)")
 
+    schema = commands.add_parser(
+        "config-schema", help="print the config file's JSON Schema",
+        description="Print the JSON Schema (draft 2020-12) of the YAML config file, generated from the "
+        "settings models `serve` validates with: every key, its type, bounds, default and description. "
+        "For editors and CI checks; `shim validate` remains the complete check (files, key pairs, store).")
+    schema.add_argument("--indent", type=int, default=2, metavar="N", help="indentation (default 2; 0: one line)")
+
+    legacy_sim = commands.add_parser(
+        "legacy-sim", help="run the legacy EVS v2 stand-in alone",
+        description="Run the legacy EVS v2 stand-in (replication pairs and consistency groups, with state; "
+        "README, Legacy EVS stand-in) on loopback. It accepts any token.")
+    legacy_sim.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    legacy_sim.add_argument("--port", type=int, default=8776, help="listen port (default 8776; 0 = any free port)")
+    legacy_sim.add_argument("--seed-demo", action="store_true",
+                            help="start with the demo's two groups (one mapped by the shipped mappings, one not)")
+    legacy_sim.add_argument("--transition-seconds", type=float, default=0.2,
+                            help="time a group or pair stays creating/updating/deleting/failovering/reversing")
+    legacy_sim.add_argument("--copy-seconds", type=float, default=0.2,
+                            help="time replication stays copying after a sync or reprotect")
+
     simulate = commands.add_parser(
         "simulate", help="run the SDRS v1 simulator alone",
         description="Run the SDRS v1 simulator (protection groups, jobs, replication pairs) on loopback.")
@@ -142,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shim: config error: {err}", file=sys.stderr)
         return 2
     except ListenError as err:
-        hint = " (choose another --port; 0 picks a free one)" if args.command in ("demo", "simulate") else ""
+        hint = " (choose another --port; 0 picks a free one)" if args.command in ("demo", "simulate", "legacy-sim") \
+            else ""
         print(f"shim: {err}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -211,6 +232,29 @@ def _run(args: argparse.Namespace) -> int:
         )
         try:
             asyncio.run(serve_simulator(args.host, args.port, simulator_settings, args.seed_demo))
+        except OSError as err:
+            raise ListenError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+        return 0
+    if args.command == "config-schema":
+        import json
+
+        from shim.config import config_schema
+
+        print(json.dumps(config_schema(), indent=args.indent or None))
+        return 0
+    if args.command == "legacy-sim":
+        from shim.legacy_sim import LegacySimSettings
+        from shim.runtime.legacy_stub import serve as serve_legacy
+        from shim.runtime.server import ListenError
+        from shim.web.logs import configure_logging
+
+        configure_logging("info")
+        try:
+            legacy_settings = LegacySimSettings(transition_seconds=args.transition_seconds,
+                                                copy_seconds=args.copy_seconds)
+            asyncio.run(serve_legacy(args.host, args.port, legacy_settings, args.seed_demo))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         except OSError as err:
             raise ListenError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
         return 0

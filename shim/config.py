@@ -373,3 +373,12 @@ def load_settings(path: Path) -> Settings:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return settings_from_mapping(data, source=str(path), base_dir=path.parent.resolve())
+
+
+def config_schema() -> dict[str, Any]:
+    """The config file's JSON Schema (draft 2020-12), from the models `load_settings` validates with."""
+    schema = Settings.model_json_schema(mode="validation")
+    schema.pop("description", None)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "evs-sdrs-shim config file",
+            "description": "shim serve --config FILE; every key may be overridden by SHIM_<KEY>[__<SUBKEY>] "
+            "variables (README, Configuration)", **{k: v for k, v in schema.items() if k != "title"}}
