@@ -15,11 +15,12 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import DEFAULT_MAPPING, GROUP, PROJECT, REPROTECT_BODY, action_url, call, write_mappings
+from conftest import DEFAULT_MAPPING, GROUP, PROJECT, REPROTECT_BODY, action_url, call, start_server, write_mappings
 from shim import __version__
 from shim.config import settings_from_mapping
 from shim.mappings import load_mappings
 from shim.runtime.server import start_site
+from shim.simulator import SdrsSimulator, SimulatorSettings
 from shim.simulator.faults import Fault
 from shim.web.app import build_app
 
@@ -135,6 +136,9 @@ async def test_a_down_state_store_shows_in_readyz_and_in_metrics_an_alert_can_us
     assert total(down, "shim_state_store_checks_total", result="unavailable") >= 1
     assert 0 < total(down, "shim_state_store_last_ok_timestamp_seconds") <= stopped_at  # an alert: time() - it
     assert total(down, "shim_ready") == 1
+    refused = await call("POST", action_url(shim), body=REPROTECT_BODY, headers=TOKEN)
+    assert refused.status == 503
+    assert total(await samples_of(shim), "shim_actions_refused_total", reason="state_store") == 1
 
     await redis_server.start()  # the same port again
 
@@ -143,3 +147,23 @@ async def test_a_down_state_store_shows_in_readyz_and_in_metrics_an_alert_can_us
 
     await wait_until(store_up)
     assert total(await samples_of(shim), "shim_state_store_up") == 1
+
+
+async def test_actions_the_guard_refuses_are_counted_by_reason(start_shim):
+    sim = SdrsSimulator(SimulatorSettings(job_init_seconds=0.05, job_run_seconds=30))  # the job outlives the test
+    sim.add_protection_group(PROJECT, GROUP, status="failed-over", pair_count=2)
+    runner, sdrs = await start_server(sim.app())
+    try:
+        shim = await start_shim(sdrs=sdrs)
+        before = await samples_of(shim)
+        assert (await call("POST", action_url(shim), body=REPROTECT_BODY, headers=TOKEN)).status == 200
+        duplicate = await call("POST", action_url(shim), body=REPROTECT_BODY, headers=TOKEN)
+        samples = await samples_of(shim)
+    finally:
+        await runner.cleanup()
+
+    assert duplicate.status == 409
+    for reason in ("job_running", "in_progress", "settle", "state_store", "lease_lost"):  # there from the start
+        assert ("shim_actions_refused_total", frozenset({("reason", reason)})) in before, reason
+    assert total(samples, "shim_actions_refused_total", reason="job_running") == 1
+    assert total(samples, "shim_actions_refused_total") == 1

@@ -41,7 +41,7 @@ NOTE_AHEAD_SECONDS = 1.0  # how far ahead the claim's own note reaches (capped a
 def store_unavailable(doing: str) -> LegacyError:
     return LegacyError(
         503, f"The migration proxy cannot reach its state store, so it sends no action to SDRS ({doing}); "
-        "try again shortly.", retry_after=STORE_RETRY_AFTER_SECONDS,
+        "try again shortly.", retry_after=STORE_RETRY_AFTER_SECONDS, refusal="state_store",
     )
 
 
@@ -60,12 +60,14 @@ class GroupClaim:
     async def save(self) -> None:
         """Write the record now, only while the lease is still held (a fenced write)."""
         if self.lost:
-            raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.")
+            raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.",
+                             refusal="lease_lost")
         try:
             await self.store.put(self.lease.key, self.record.to_document(), fence=self.lease)
         except LeaseLost:
             self.lost = True
-            raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.") from None
+            raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.",
+                             refusal="lease_lost") from None
         except StoreUnavailable as err:
             log.warning("state store unavailable before an action POST", extra={"error": str(err)[:300]})
             raise store_unavailable("it could not record the action before sending it") from None
@@ -140,7 +142,8 @@ class ActionGuard:
                 break
             await asyncio.sleep(LEASE_POLL_SECONDS)
         if acquired is None:
-            raise LegacyError(409, f"Another action on replication consistency group {rcg_id} is in progress.")
+            raise LegacyError(409, f"Another action on replication consistency group {rcg_id} is in progress.",
+                              refusal="in_progress")
         lease, document = acquired
         # Without a note, the claim only holds the group long enough to refuse it (below).
         claim = GroupClaim(
@@ -153,7 +156,7 @@ class ActionGuard:
                 wait = max(1, claim.record.unsettled_for(time.time(), self._settle_seconds))
                 raise LegacyError(
                     409, f"The outcome of the previous action on replication consistency group {rcg_id} is not "
-                    f"known yet (SDRS did not answer it); retry in {wait} s.", retry_after=wait,
+                    f"known yet (SDRS did not answer it); retry in {wait} s.", retry_after=wait, refusal="settle",
                 )
             # Most actions end long before a renewal is due: a timer costs less than a task per action.
             loop = asyncio.get_running_loop()

@@ -112,6 +112,8 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
             after_shadow(request, state)  # the answer has been relayed: compare off the client's path
         return response, False
     except LegacyError as err:
+        if err.refusal is not None:  # the duplicate-action guard said no
+            state.metrics.action_refused(err.refusal)
         response = legacy_error_response(err, state.mappings.errors)
         if err.status == 408:
             await _answer_and_close(request, response)

@@ -48,6 +48,8 @@ NO_ACTION = "none"
 # group" -> "reprotect"); six values.
 ACTION_LABELS = {key: key.removeprefix("os-").split("-")[0] for key in LEGACY_ACTION_KEYS}
 
+REFUSAL_REASONS = ("job_running", "in_progress", "settle", "state_store", "lease_lost")
+
 # Up to the legacy passthrough's longest default timeout (300 s).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -176,6 +178,14 @@ class ShimMetrics:
             "shim_state_store_last_ok_timestamp_seconds", "Wall-clock time the state store last answered a "
             "check (0: never since start)", registry=registry,
         )
+        self.actions_refused = Counter(
+            "shim_actions_refused", "Actions the duplicate-action guard refused before sending anything, by "
+            "reason: job_running (the previous action's SDRS job still runs: a duplicate), in_progress "
+            "(another action holds the group), settle (actions.settle_seconds after an unknown outcome), "
+            "state_store (the store is unavailable), lease_lost", ["reason"], registry=registry,
+        )
+        for reason in REFUSAL_REASONS:  # every series exists from the start: rate() sees the first one
+            self.actions_refused.labels(reason)
         self.ready = Gauge(
             "shim_ready", "1 while /readyz answers 200 (started, not draining)", registry=registry
         )
@@ -265,6 +275,9 @@ class ShimMetrics:
                 self._child(self.sdrs_errors, label).inc()
 
         return observe
+
+    def action_refused(self, reason: str) -> None:
+        self._child(self.actions_refused, reason if reason in REFUSAL_REASONS else OTHER).inc()
 
     def state_store_checked(self, up: bool) -> None:
         self.state_store_up.set(1 if up else 0)
