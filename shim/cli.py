@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         "redis); GET /migration on the shim answers the same as JSON (see README, Migration).")
     report.add_argument("--config", type=Path, required=True, metavar="PATH", help="the shim's YAML config file")
     report.add_argument("--json", action="store_true", help="print the JSON GET /migration answers instead")
+    report.add_argument("--token-file", type=Path, metavar="PATH",
+                        help="read the unfinished last actions' jobs from SDRS with the IAM token in this file "
+                        "(default: $OS_TOKEN when set; without a token the report shows the state store's record "
+                        "and when it was written)")
 
     explain = commands.add_parser(
         "explain", help="say which side would serve a legacy call, and what it would send and answer",
@@ -269,7 +273,8 @@ def _migration_command(args: argparse.Namespace) -> int:
         from shim.mappings import load_mappings
 
         settings = load_settings(args.config)
-        print(commands.report(settings, load_mappings(settings.mappings), args.json), end="")
+        print(commands.report(settings, load_mappings(settings.mappings), args.json,
+                              commands.read_token(args.token_file)), end="")
         return 0
     if args.command == "explain":
         from shim.config import load_settings
