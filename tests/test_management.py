@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from conftest import call
+from conftest import REPROTECT_BODY, action_url, call
 from processes import ShimProcess, Spawn, spawner, write_config
 from shim.config import settings_from_mapping
+from shim.simulator.faults import Fault
 from shim.validation import ConfigError
 
 MANAGEMENT_PATHS = ("/healthz", "/readyz", "/metrics", "/migration")
@@ -114,3 +115,26 @@ def test_the_management_port_must_differ_from_the_listen_port(tmp_path):
         settings_from_mapping(data, source="test", base_dir=tmp_path)
     data["management"] = {"port": 9090}
     assert settings_from_mapping(data, source="test", base_dir=tmp_path).management.port == 9090
+
+
+async def test_a_token_given_to_the_management_migration_never_reaches_a_log_line(tmp_path, simulator, spawn):
+    sim, sdrs = simulator
+    config = write_config(tmp_path, sdrs, None, management={"port": 0}, log_level="debug")
+    shim = await spawn(config)
+    management = await management_url(shim)
+    headers = {"X-Auth-Token": "client-token-0123456789", "Content-Type": "application/json"}
+    assert (await call("POST", action_url(shim.url), body=REPROTECT_BODY, headers=headers)).status == 200
+    secret = "operator-token-abcdefghij0123456789"
+    sim.inject(Fault(method="GET", path_suffix="", status=500, body={"error": {"code": "SDRS.9999",
+                                                                             "message": "down"}}, times=None))
+
+    reply = await call("GET", management + "/migration", headers={"X-Auth-Token": secret})
+
+    sim.clear_faults()
+    (group,) = [group for group in reply.json()["groups"] if group["last_action"]]
+    assert group["last_action"]["sdrs"]["error"]  # SDRS was asked, with the operator's token, and failed
+    shim.proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(shim.proc.wait(), 15)
+    logged = "".join(shim.raw)
+    assert "GET /migration" in logged or '"path": "/migration"' in logged  # the access line is there (DEBUG)
+    assert secret not in logged
