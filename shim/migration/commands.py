@@ -63,7 +63,8 @@ async def _report(settings: Settings, mappings: Mappings, as_json: bool, token: 
             context = tls.client_context(upstreams.ca_file, "config") if upstreams.ca_file is not None else None
             sdrs = SdrsClient(upstreams.sdrs, settings.timeouts.sdrs, 4, tls=context, trust_env=upstreams.trust_env)
             await sdrs.start()
-        built = await build_report(mappings, store, None if sdrs is None else job_reader(sdrs, token, mappings))
+        reader = job_reader(sdrs, token, mappings) if sdrs is not None and token is not None else None
+        built = await build_report(mappings, store, reader)
     finally:
         await store.close()
         if sdrs is not None:
