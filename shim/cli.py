@@ -303,7 +303,25 @@ def _load_checked(config: Path) -> tuple[Settings, Mappings, KeyRing]:
         tls.server_context(settings.listen.tls, str(config))
     if settings.upstreams.ca_file is not None:
         tls.client_context(settings.upstreams.ca_file, str(config))
+    _check_spool_directory(settings, str(config))
     return settings, mappings, keys
+
+
+def _check_spool_directory(settings: Settings, source: str) -> None:
+    """Passthrough bodies over limits.request_buffer_bytes go to temporary files: their directory must
+    take one (checked once here, rather than found out by the first large upload)."""
+    import tempfile
+
+    if settings.limits.request_spool_bytes == 0 or settings.upstreams.legacy is None:
+        return
+    directory = settings.passthrough.spool_directory
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        where = directory or "the system's temporary directory ($TMPDIR, /tmp)"
+        raise ConfigError(f"{source}: passthrough.spool_directory: {where} cannot hold temporary files for "
+                          f"request bodies ({type(err).__name__}: {err.strerror or err})") from None
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -360,7 +378,10 @@ async def _retired_entries(settings: Any, mappings: Any) -> list[str]:
                 deleted = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(retired.get("deleted_at", 0))))
                 lines.append(f"warning: consistency_groups entry {index} ({entry.rcg_id}) points at protection group "
                              f"{entry.protection_group_id}, deleted through the shim at {deleted} (SDRS job "
-                             f"{retired.get('job_id')}): remove the entry")
+                             f"{retired.get('job_id')}): the entry is retired and may be removed; the group stays "
+                             f"deleted (404, out of lists, its legacy copy never read) because the state store "
+                             f"({_describe_state(settings)}) remembers it, not the mapping file: keep that store, "
+                             "shared by every shim serving the project")
     except StoreUnavailable as err:
         lines.append(f"note: the state store could not be read ({str(err)[:200]}): deleted groups not checked")
     finally:

@@ -20,6 +20,8 @@ from yarl import URL
 from shim.validation import ConfigError, describe_validation_error, read_yaml
 
 ENV_PREFIX = "SHIM_"  # SHIM_<SECTION>__<KEY> overrides a key of the file
+# A Host header value: a DNS name or IPv4 address, or a bracketed IPv6 address, and an optional port.
+_HOST_AND_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))(?::(?P<port>[0-9]{1,5}))?$")
 
 
 class _Section(BaseModel):
@@ -89,6 +91,11 @@ class Passthrough(_Section):
         description="forward the client's Host header instead of the legacy endpoint's own; for "
         "clients that reach the shim under the legacy endpoint's name (keeps AK/SK signatures valid)",
     )
+    spool_directory: str | None = Field(
+        None,
+        description="where request bodies over limits.request_buffer_bytes are written while they arrive "
+        "(unlinked files: nothing is left behind); default the system's temporary directory ($TMPDIR, /tmp)",
+    )
 
 
 class Timeouts(_Section):
@@ -127,6 +134,11 @@ class Limits(_Section):
         1048576, gt=0, description="largest body of an AK/SK-signed request whose body hash is signed (it is "
         "read whole and checked before anything is forwarded); UNSIGNED-PAYLOAD bodies stream without limit"
     )
+    unverified_signed_bytes: int = Field(
+        16 * 1048576, gt=0, le=1024 * 1048576,
+        description="bytes of AK/SK-signed bodies held before their signature is checked, all requests together "
+        "(anyone who knows an access key id can send one); a body that would pass it: 503 with Retry-After",
+    )
     request_head_bytes: int = Field(
         65536, ge=1024, le=16 * 1048576,
         description="most bytes of one request head, all lines together; more: 400 and close",
@@ -148,14 +160,34 @@ class Limits(_Section):
     )
     request_buffer_bytes: int = Field(
         65536, ge=0, le=16 * 1048576,
-        description="a passthrough request body up to this size is read whole before a legacy connection is "
-        "taken, so a slow client holds only its own connection; larger bodies stream",
+        description="a passthrough request body up to this size is read whole into memory before a legacy "
+        "connection is taken, so a slow client holds only its own connection; larger bodies are read into a "
+        "temporary file first (request_spool_bytes)",
+    )
+    request_spool_bytes: int = Field(
+        8 * 1048576, ge=0, le=1024 ** 4,
+        description="most bytes of passthrough request bodies held in temporary files at once, all requests "
+        "together (bodies over request_buffer_bytes are read there whole before a legacy connection is taken); "
+        "a body that does not fit now: 503 with Retry-After; one larger than this: 400",
+    )
+    request_body_min_rate: int = Field(
+        500, ge=0, le=1024 ** 3,
+        description="bytes per second a passthrough request body must average once timeouts.request_body_idle "
+        "has passed (its deadline grows by one second per this many bytes received, as Apache's "
+        "mod_reqtimeout MinRate); slower: 408 and the connection closed; 0: no minimum",
     )
 
     @model_validator(mode="after")
     def _head_holds_a_line(self) -> Limits:
         if self.request_head_bytes < max(self.max_line_size, self.max_field_size):
             raise ValueError("request_head_bytes must be at least max_line_size and max_field_size")
+        return self
+
+    @model_validator(mode="after")
+    def _signed_bodies_fit(self) -> Limits:
+        if self.unverified_signed_bytes < self.signed_body_bytes:
+            raise ValueError("limits.unverified_signed_bytes must be at least limits.signed_body_bytes "
+                             "(else a signed body of the largest size could never be checked)")
         return self
 
 
@@ -280,6 +312,11 @@ class Settings(BaseSettings):
     aksk: list[AkskKeyPair] = Field(
         [], description="key pairs AK/SK-signed requests are verified and re-signed with (one per project)"
     )
+    aksk_host_aliases: list[str] = Field(
+        [], description="more Host values (host or host:port) a client may sign for the shim, besides the address "
+        "it connected to, listen.host:listen.port and upstreams.legacy's host: e.g. a Service name or the nginx "
+        "front's address; a signature over any other Host is refused",
+    )
     workers: int = Field(1, ge=1, le=64, description="processes sharing the listen port (SO_REUSEPORT)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = Field(
@@ -297,6 +334,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment overrides the YAML file (passed in as init values).
         return env_settings, init_settings
+
+    @field_validator("aksk_host_aliases")
+    @classmethod
+    def _host_aliases(cls, values: list[str]) -> list[str]:
+        for value in values:
+            match = _HOST_AND_PORT.match(value)
+            if match is None or not 0 < int(match["port"] or 80) < 65536:
+                raise ValueError(f"{value[:100]!r} is not host or host:port (no scheme, path or user)")
+        return values
 
     @model_validator(mode="after")
     def _management_apart(self) -> Settings:

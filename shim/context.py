@@ -31,6 +31,10 @@ REQUEST_SECRETS: ContextVar[tuple[str, ...]] = ContextVar("request_secrets", def
 # Every answer carries both (golangsdk reads X-Request-Id; OpenStack clients X-Openstack-Request-Id).
 REQUEST_ID_HEADERS = ("X-Request-Id", "X-Openstack-Request-Id")
 
+# The legacy endpoint's own request id, when a relayed answer carried one other than the shim's: the
+# client is given that one id in both headers, and the access line logs it beside the shim's.
+UPSTREAM_REQUEST_ID = web.RequestKey("upstream_request_id", str)
+
 
 class ClientGone(asyncio.CancelledError):
     """The client disconnected, so nobody waits for this answer: the request's work stops as if

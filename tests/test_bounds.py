@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -404,9 +405,11 @@ async def test_slow_uploads_do_not_hold_the_legacy_pool(held_upstream, make_shim
         writer.close()
 
 
-async def test_a_stalled_streamed_upload_gives_its_pooled_connection_back(held_upstream, make_shim: ShimFactory):
-    """A body too large to read first streams to the legacy endpoint; when the client stalls, the
-    upload is cut (408) and its pooled connection freed for the next request."""
+async def test_a_stalled_large_upload_is_cut_before_it_takes_a_pooled_connection(
+        held_upstream, make_shim: ShimFactory):
+    """A body too large to read into memory is read into a temporary file first; when the client
+    stalls, the upload is cut (408) without a pooled connection ever being taken, and its room in the
+    spool is given back."""
     upstream, legacy = held_upstream
     shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy,
                            limits={"pool_connections": 1, "request_buffer_bytes": 1024},
@@ -414,18 +417,147 @@ async def test_a_stalled_streamed_upload_gives_its_pooled_connection_back(held_u
     reader, writer = await connect(shim)
     writer.write(head("PUT", "/v2/p/blob", 100_000) + b"x" * 4096)
 
-    async def streaming() -> bool:
-        return upstream.arrived == 1
-
-    await eventually(streaming, "the upload reached the legacy endpoint")
-    status, _, _ = await read_answer(reader)
+    status, headers, body = await read_answer(reader)
     writer.close()
     after = await call("GET", shim + "/v2/p/volumes")
 
-    assert status == 408
-    assert after.status == 200, after.body  # the single pooled connection was given back
-    assert upstream.seen == [("/v2/p/volumes", 0)]  # the cut upload never completed upstream
+    assert status == 408 and headers["connection"] == "close", body
+    assert json.loads(body)["requestTimeout"]["message"] == "The request body stalled: nothing arrived for 0.3 seconds."
+    assert after.status == 200, after.body
+    assert upstream.seen == [("/v2/p/volumes", 0)]  # the cut upload never reached the legacy endpoint
     assert await metric(shim, "shim_legacy_pool_in_use") == 0
+    assert await metric(shim, "shim_request_spool_bytes") == 0
+
+
+async def test_a_hundred_slow_large_uploads_leave_the_legacy_pool_to_everyone_else(
+        held_upstream, make_shim: ShimFactory):
+    """100 clients uploading bodies larger than the in-memory buffer at a byte a second, with the
+    default pool of 100 legacy connections: their bodies go to temporary files first, so none of
+    them holds a pooled connection, and a healthy GET is still answered 200 (not 503)."""
+    upstream, legacy = held_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy,
+                           limits={"request_buffer_bytes": 1024, "request_spool_bytes": 100 * 65536,
+                                   "request_body_min_rate": 0})
+    uploaders = [await connect(shim) for _ in range(100)]
+    for _, writer in uploaders:
+        writer.write(head("PUT", "/v2/p/blob", 65536) + b"x" * 2048)  # past the buffer: a temporary file
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        while not writer.is_closing():
+            writer.write(b"x")
+            await asyncio.sleep(1)
+
+    trickles = [asyncio.create_task(trickle(writer)) for _, writer in uploaders]
+    try:
+        async def all_uploading() -> bool:
+            return await metric(shim, "shim_requests_in_flight") >= 100
+
+        await eventually(all_uploading, "all 100 uploads are being read")
+        reply = await call("GET", shim + "/v2/p/volumes")
+
+        assert reply.status == 200, reply.body
+        assert upstream.seen == [("/v2/p/volumes", 0)]  # no upload reached (or holds) the legacy endpoint
+        assert await metric(shim, "shim_legacy_pool_in_use") == 0
+        assert await metric(shim, "shim_request_spool_bytes") == 100 * 65536  # each reserved its length
+    finally:
+        for task in trickles:
+            task.cancel()
+        for _, writer in uploaders:
+            writer.close()
+
+
+async def test_a_spooled_upload_reaches_the_legacy_endpoint_whole_with_its_length(
+        held_upstream, make_shim: ShimFactory):
+    upstream, legacy = held_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy, limits={"request_buffer_bytes": 1024})
+    body = bytes(range(256)) * 400
+
+    reply = await call("PUT", shim + "/v2/p/blob", body=body)
+
+    assert reply.status == 200, reply.body
+    assert upstream.seen == [("/v2/p/blob", len(body))]
+    assert await metric(shim, "shim_request_spool_bytes") == 0
+
+
+async def test_uploads_beyond_the_spool_are_refused_and_never_reach_the_legacy_endpoint(
+        held_upstream, make_shim: ShimFactory):
+    """The temporary files are bounded all together: an upload that does not fit beside the others
+    is 503 with Retry-After, one larger than the whole spool 400; both close the connection unread."""
+    upstream, legacy = held_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy,
+                           limits={"request_buffer_bytes": 1024, "request_spool_bytes": 100_000})
+    first_reader, first = await connect(shim)
+    first.write(head("PUT", "/v2/p/first", 60_000) + b"x" * 2048)
+
+    async def first_spooling() -> bool:
+        return await metric(shim, "shim_request_spool_bytes") == 60_000
+
+    await eventually(first_spooling, "the first upload is in the spool")
+    second_reader, second = await connect(shim)
+    second.write(head("PUT", "/v2/p/second", 60_000) + b"x" * 2048)
+    too_large_reader, too_large = await connect(shim)
+    too_large.write(head("PUT", "/v2/p/huge", 100_001) + b"x" * 2048)
+    try:
+        busy = await read_answer(second_reader)
+        huge = await read_answer(too_large_reader)
+    finally:
+        for writer in (first, second, too_large):
+            writer.close()
+
+    assert busy[0] == 503 and busy[1]["retry-after"] == "5" and busy[1]["connection"] == "close"
+    assert "limits.request_spool_bytes" in json.loads(busy[2])["serviceUnavailable"]["message"]
+    assert huge[0] == 400 and huge[1]["connection"] == "close"
+    assert "at most 100000 bytes" in json.loads(huge[2])["badRequest"]["message"]
+    assert upstream.seen == []
+
+
+async def test_an_upload_below_the_minimum_rate_is_cut_with_408(held_upstream, make_shim: ShimFactory):
+    """A byte now and then, never a pause as long as request_body_idle: still cut, once the body
+    falls behind one second per request_body_min_rate bytes after the idle time."""
+    upstream, legacy = held_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy,
+                           limits={"request_buffer_bytes": 1024, "request_body_min_rate": 1000},
+                           timeouts={"request_body_idle": 0.5})
+    reader, writer = await connect(shim)
+    writer.write(head("PUT", "/v2/p/blob", 100_000) + b"x" * 100)
+
+    async def trickle() -> None:
+        while not writer.is_closing():
+            writer.write(b"x" * 10)  # 100 bytes a second: a tenth of the minimum
+            await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(trickle())
+    try:
+        status, headers, body = await read_answer(reader)
+    finally:
+        task.cancel()
+        writer.close()
+
+    assert status == 408 and headers["connection"] == "close", body
+    assert "less than 1000 bytes a second" in json.loads(body)["requestTimeout"]["message"]
+    assert upstream.seen == []
+    assert await metric(shim, "shim_request_spool_bytes") == 0
+
+
+async def test_a_client_gone_in_the_middle_of_a_spooled_upload_frees_its_room(
+        held_upstream, make_shim: ShimFactory, caplog):
+    upstream, legacy = held_upstream
+    shim = await make_shim(sdrs="http://127.0.0.1:9", legacy=legacy, limits={"request_buffer_bytes": 1024})
+    reader, writer = await connect(shim)
+    writer.write(head("PUT", "/v2/p/blob", 100_000) + b"x" * 4096)
+
+    async def spooling() -> bool:
+        return await metric(shim, "shim_request_spool_bytes") == 100_000
+
+    await eventually(spooling, "the upload is in the spool")
+    writer.close()
+
+    async def freed() -> bool:
+        return await metric(shim, "shim_request_spool_bytes") == 0
+
+    await eventually(freed, "the spool is given back")
+    assert upstream.seen == []
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 async def test_an_exhausted_legacy_pool_refuses_at_once_with_503(held_upstream, make_shim: ShimFactory):

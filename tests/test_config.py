@@ -42,6 +42,15 @@ def test_the_documented_example_config_validates(tmp_path):
     assert "1 mapped consistency groups" in result.stdout
 
 
+def test_a_spool_directory_that_cannot_hold_files_stops_the_shim_at_start(tmp_path):
+    path = write_config(tmp_path, {**GOOD, "passthrough": {"spool_directory": str(tmp_path / "missing")}})
+    for command in ("validate", "serve"):
+        result = run_shim(command, "--config", str(path))
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert f"passthrough.spool_directory: {tmp_path / 'missing'} cannot hold temporary files" in line
+
+
 def test_relative_mappings_path_is_relative_to_the_config_file(tmp_path):
     settings = load_settings(write_config(tmp_path, GOOD))
     assert settings.mappings == (tmp_path / "mappings").resolve()

@@ -135,7 +135,8 @@ async def test_sigkill_while_the_post_is_on_its_way_leaves_the_outcome_unknown_n
 
 
 async def test_after_a_restart_an_accepted_reprotect_still_reads_and_guards_as_running(tmp_path, spawn):
-    sim, runner, sdrs = await simulator_with(init_seconds=2.0, run_seconds=0.3)
+    # The job stays INIT long enough for two process starts on a loaded machine.
+    sim, runner, sdrs = await simulator_with(init_seconds=6.0, run_seconds=0.3)
     try:
         config = write_config(tmp_path, sdrs, None, lifecycle={"drain_seconds": 0.2, "readiness_grace_seconds": 0})
         first_shim = await spawn(config)

@@ -50,8 +50,8 @@ from conftest import (
     write_mappings,
 )
 from shim import cli
-from shim.front.nginx import front_routes_to_shim
-from shim.translate.paths import canonical_path, disguises_a_translated_url
+from shim.front.nginx import LOG_PATH_CAPTURE, PLAIN_TARGET_REGEX, SHIM_BOUND, front_routes_to_shim
+from shim.translate.paths import disguises_a_translated_url, names_a_translated_url
 from shim.translate.url_space import TRANSLATED_COLLECTIONS
 
 COLLECTION = "os-vendor-replication-consistency-groups"
@@ -622,14 +622,16 @@ async def test_every_spelling_of_a_translated_url_reaches_the_shim_behind_the_fr
     f"/v2/{PROJECT}/{C}/%62{RCG[1:]}/action",
     f"/v2/{PROJECT}/os-vendor-replic%61tion-consistency-groups/{RCG}/action",
 ])
-async def test_an_escaped_spelling_of_a_mapped_action_is_translated_behind_the_front(make_world, target):
+async def test_an_escaped_spelling_of_a_mapped_action_is_refused_behind_the_front(make_world, target):
+    """The shim's closed rule: only the exact spelling is translated; an escaped one reaches the shim
+    through the front and is refused there, neither translated nor relayed."""
     world = await make_world(separate_legacy=True)
 
     status, _, body = await raw_exchange(world.front.url, raw_request("POST", target.encode(), token_headers(),
                                                                        REPROTECT_BODY))
 
-    assert (status, body) == (200, b"")
-    assert world.sim.action_calls == [(PROJECT, GROUP, "start-server-group")]
+    assert status == 400 and b"canonical form" in body
+    assert world.sim.action_calls == []
     assert world.direct.seen == [] and world.behind_shim.seen == []
 
 
@@ -664,9 +666,7 @@ def disguised_translated_targets(draw: Any) -> str:
 @given(disguised_translated_targets())
 def test_the_front_sends_every_target_the_shim_would_answer_itself_to_the_shim(target):
     path = target.partition("?")[0]
-    canonical = canonical_path(path)
-    names_a_translated_url = any(f"/{name}".lower() in canonical.lower() for name in TRANSLATED_COLLECTIONS)
-    if disguises_a_translated_url(path) or names_a_translated_url:
+    if disguises_a_translated_url(path) or names_a_translated_url(path):
         assert front_routes_to_shim(target), target
 
 
@@ -674,6 +674,81 @@ def test_the_front_sends_every_target_the_shim_would_answer_itself_to_the_shim(t
                                     "/v2/p/snapshots/s1/action", "/v3/p/types", "/"])
 def test_ordinary_legacy_targets_go_straight_to_the_legacy_endpoint(target):
     assert not front_routes_to_shim(target)
+
+
+# The regex nginx runs (PLAIN_TARGET_REGEX, one pass without backtracking) against the rule as
+# written (SHIM_BOUND): targets made of the pieces either could trip on, near misses included.
+_TARGET_PIECES = st.sampled_from([
+    "/", "//", "/.", ".", "..", "%", "%2e", "%6F", ";", ";x", "\\", "?", "#", "&", "=", "-", "_", "~", "+", "\n", "\t",
+    " ", "\x00", "\x7f", "\x80", "\xe9", "\xff", "\uff4f", "o", "O", "s", "os", "v2", PROJECT, RCG, "volumes", "action",
+    *TRANSLATED_COLLECTIONS, *(name.upper() for name in TRANSLATED_COLLECTIONS), "Os-Vendor-Replications",
+    "os-vendor-replication", "os-vendor-replication-consistency-group", "s-vendor-replications",
+    "oos-vendor-replications",
+    "healthz", "/healthz", "/readyz", "/metrics", "/migration", "/healthz/", "/metricsx"])
+
+
+@given(st.lists(_TARGET_PIECES, max_size=10), st.booleans())
+def test_the_regex_nginx_routes_with_leaves_to_the_legacy_endpoint_exactly_what_the_rule_does(pieces, rooted):
+    target = ("/" if rooted else "") + "".join(pieces)
+    plain = re.match(PLAIN_TARGET_REGEX, target)
+
+    assert (plain is None) == front_routes_to_shim(target), target
+    if plain is not None:  # what the access log gets: the path without the query
+        assert plain[LOG_PATH_CAPTURE] == target.partition("?")[0]
+
+
+@pytest.mark.parametrize(("method", "target"), SPELLINGS_REFUSED_TODAY + SPELLINGS_TO_COME)
+def test_the_regex_nginx_routes_with_sends_every_listed_spelling_to_the_shim(method, target):
+    assert re.match(PLAIN_TARGET_REGEX, target) is None
+
+
+NEAR_MISSES = [  # (raw target, whether it goes to the shim)
+    ("/v2/p/os-vendor-replication", False), ("/v2/p/os-vendor-replicationz", False),
+    (f"/v2/p/{C}", True), ("/v2/p/xOS-VENDOR-REPLICATIONS/x", True), ("/v2/p/oos-vendor-replications", True),
+    ("/v2/p/volumes?name=os-vendor-replications&x=%2e%2e;//", False), ("/v2/p/volumes/v.1/a-b_c~d", False),
+    ("/v2/p/volumes/.hidden", True), ("/v2/p/volumes/x#y", False), ("/healthzx", False), ("/v2/healthz", False),
+    ("/healthz?verbose=1", True), ("/metrics", True), ("/", False),
+]
+
+
+async def test_near_misses_of_the_routing_rule_go_where_the_rule_says_and_are_logged_with_their_raw_path(make_world):
+    """Through a real nginx: near misses of a collection name, a management path or a structural
+    spelling go where SHIM_BOUND says (legacy straight, or the shim, which relays an unknown path to
+    its own legacy upstream); the access line has the raw path, without the query, either way."""
+    world = await make_world(separate_legacy=True)
+    assert [shim for _, shim in NEAR_MISSES] == [front_routes_to_shim(target) for target, _ in NEAR_MISSES]
+
+    for target, to_shim in NEAR_MISSES:
+        world.direct.seen.clear()
+        status, headers, _ = await raw_exchange(world.front.url, raw_request("GET", target.encode()))
+
+        assert [seen.raw_path for seen in world.direct.seen] == ([] if to_shim else [target]), target
+        assert status == 200 or to_shim, target  # the shim answers a collection without a token itself
+        line = await world.front.access_line(headers["X-Request-Id"])
+        assert (line["path"], line["upstream"]) == (target.partition("?")[0], "shim" if to_shim else "legacy")
+
+
+async def test_a_request_nginx_refuses_itself_is_logged_with_its_raw_path(make_world):
+    """nginx answers an oversized header itself, before any location: the access line still has the
+    path, which the routing regex captures (a target nginx cannot parse at all has none to log)."""
+    world = await make_world()
+
+    status, headers, _ = await raw_exchange(world.front.url, raw_request("GET", b"/v2/p/volumes?a=b",
+                                                                          {"X-Big": "b" * 9000}))
+
+    assert status == 400
+    line = await world.front.access_line(headers["X-Request-Id"])
+    assert (line["path"], line["status"]) == ("/v2/p/volumes", 400)
+    assert world.direct.seen == []
+
+
+def test_the_routing_rule_names_what_the_generated_config_says_goes_to_the_shim(tmp_path):
+    status, conf, err = generate(write_config(tmp_path), "127.0.0.1:9000")
+
+    assert status == 0, err
+    for pattern in SHIM_BOUND:
+        assert f"#   - {pattern.why}\n" in conf
+    assert conf.count("pcre_jit on;") == 1
 
 
 # ---------------------------------------------------------------------------------------------

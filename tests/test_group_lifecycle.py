@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from conftest import GROUP, PROJECT, RCG, TOKEN, ShimFactory, start_server
+from conftest import DEFAULT_ENTRY, GROUP, OTHER_PROJECT, PROJECT, RCG, TOKEN, ShimFactory, start_server
 from shim.legacy_sim.server import LegacySimulator
 from shim.simulator import SdrsSimulator, SimulatorSettings
 from shim.simulator.faults import Fault
-from terraform_flows import DrsV2Client, GoError, TerraformFlows, Timings, UnexpectedStateError
+from terraform_flows import DrsV2Client, GoError, NotFound, TerraformFlows, Timings, UnexpectedStateError
 
 TIMINGS = Timings(timeout=15)
 
@@ -31,6 +31,8 @@ class World:
     flows: TerraformFlows
     client: DrsV2Client
     sdrs_pair_ids: list[str]
+    sdrs_url: str = ""
+    legacy_url: str = ""
 
     def dr_disks(self) -> list[str]:
         return [self.sim.state.pairs[(PROJECT, pair_id)].volume_ids[1] for pair_id in self.sdrs_pair_ids]
@@ -63,7 +65,7 @@ async def world(make_shim: ShimFactory) -> AsyncIterator[World]:
     legacy.requests.clear()
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
         client = DrsV2Client(session, shim, PROJECT, TOKEN)
-        yield World(sim, legacy, TerraformFlows(client, TIMINGS), client, sdrs_pair_ids)
+        yield World(sim, legacy, TerraformFlows(client, TIMINGS), client, sdrs_pair_ids, sdrs_url, legacy_url)
     await sim_runner.cleanup()
     await legacy_runner.cleanup()
 
@@ -139,6 +141,47 @@ async def stopped(world: World) -> None:
         await asyncio.sleep(0.02)
 
 
+async def test_terraform_destroy_of_a_failed_over_group_is_refused_as_the_legacy_endpoint_refuses_it(world):
+    """The legacy update needs an available group: on a failovered one the PUT removing every pair is
+    the legacy 400 and changes nothing (it never deletes the SDRS pairs)."""
+    await world.client.failover(RCG)
+    await world.flows.wait(world.flows.group_refresh(RCG), ["available", "failovering"], ["failovered"])
+    writes_before = list(world.sim.write_calls)
+
+    with pytest.raises(GoError) as refused:
+        await world.flows.delete_group(RCG)  # Stop (nothing to do), GET, PUT removing every pair
+    assert refused.value.status == 400
+    assert "must be available to be updated, not failovered" in refused.value.body.decode()
+    for change in ({"name": "renamed"}, {"description": "only the description"}):
+        with pytest.raises(GoError) as refused:
+            await world.client.update_group(RCG, **change)
+        assert refused.value.status == 400 and "not failovered" in refused.value.body.decode()
+
+    assert world.sim.write_calls == writes_before  # nothing was sent to SDRS
+    assert world.sim.pair_ids(PROJECT, GROUP) == world.sdrs_pair_ids
+    group = await world.client.get_group(RCG)
+    assert (group["status"], group["description"], sorted(group["replication_ids"])) == \
+        ("failovered", None, sorted(world.sdrs_pair_ids))
+    assert world.legacy.requests == []
+
+
+async def test_an_update_while_replication_runs_is_the_legacy_400_stop_it_first(world):
+    with pytest.raises(GoError) as refused:  # no Stop first: the group replicates (SDRS protected)
+        await world.client.update_group(RCG, remove_replication_ids=[world.sdrs_pair_ids[0]])
+    assert refused.value.status == 400 and "Stop replication consistency group" in refused.value.body.decode()
+    assert world.sim.write_calls == [] and world.sim.pair_ids(PROJECT, GROUP) == world.sdrs_pair_ids
+
+
+async def test_deleting_a_pair_still_in_a_mapped_group_is_the_legacy_400_and_sends_nothing(world):
+    await stopped(world)
+    with pytest.raises(GoError) as refused:
+        await world.client.delete_pair(world.sdrs_pair_ids[0])
+    assert refused.value.status == 400 and "remove it from the group first" in refused.value.body.decode()
+    assert [call for call in world.sim.write_calls if call[0] == "DELETE"] == []
+    assert world.sim.pair_ids(PROJECT, GROUP) == world.sdrs_pair_ids
+    assert world.legacy.requests == []
+
+
 async def test_a_failed_pair_delete_surfaces_and_a_retried_destroy_finishes(world):
     await stopped(world)  # the destroy's own Stop then sends nothing: the next job is a pair delete
     world.sim.fail_next_job(PROJECT, GROUP, "SDRS.1607", "the DR disk is busy")
@@ -148,6 +191,11 @@ async def test_a_failed_pair_delete_surfaces_and_a_retried_destroy_finishes(worl
     assert failed.value.state == "error"
     group = await world.client.get_group(RCG)
     assert group["failure_detail"] == "SDRS.1607"
+    writes = len(world.sim.write_calls)
+    with pytest.raises(GoError) as refused:  # an update of a group that reads `error`: the legacy 400
+        await world.client.update_group(RCG, remove_replication_ids=world.sdrs_pair_ids)
+    assert refused.value.status == 400 and "not error" in refused.value.body.decode()
+    assert len(world.sim.write_calls) == writes
 
     await world.flows.delete_group(RCG)  # terraform destroy, again
     with pytest.raises(KeyError):
@@ -155,10 +203,11 @@ async def test_a_failed_pair_delete_surfaces_and_a_retried_destroy_finishes(worl
     assert world.legacy.requests == []
 
 
-async def test_a_group_delete_sdrs_refuses_surfaces_and_the_full_destroy_then_finishes(world):
+async def test_a_group_delete_while_pairs_remain_is_the_legacy_400_and_the_full_destroy_then_finishes(world):
     with pytest.raises(GoError) as refused:
-        await world.client.delete_group(RCG)  # pairs remain: SDRS.1010
-    assert refused.value.status == 400 and "SDRS.1010" in refused.value.body.decode()
+        await world.client.delete_group(RCG)  # pairs remain: the legacy precondition, checked by the shim
+    assert refused.value.status == 400 and "Remove the 2 replication pair(s)" in refused.value.body.decode()
+    assert world.sim.write_calls == []  # not left to SDRS's own refusal: nothing was sent
     assert world.sim.group(PROJECT, GROUP).status in ("protected", "available")
 
     await world.flows.delete_group(RCG)
@@ -246,6 +295,8 @@ async def test_validate_names_the_mapping_entries_whose_group_was_deleted_throug
 
     assert done.returncode == 0, done.stderr
     assert f"({RCG}) points at protection group {GROUP}, deleted through the shim" in done.stdout
+    # How to retire it without bringing back the legacy copy: the store remembers, not the file.
+    assert "may be removed; the group stays deleted" in done.stdout and "keep that store" in done.stdout
 
     report = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shim", "report", "--config", str(config)],
                                      capture_output=True, text=True, timeout=60)
@@ -254,3 +305,105 @@ async def test_validate_names_the_mapping_entries_whose_group_was_deleted_throug
     assert "(group deleted)" in row
     assert any(line.startswith("  protection group deleted through the shim at ")
                and line.endswith("remove the entry from the mapping file") for line in report.stdout.splitlines())
+
+
+# -- what the shim deleted stays deleted ------------------------------------------------------------------
+
+# Another project's entry: a mapping file from which the deleted group's entry was removed.
+ELSEWHERE = {"project_id": OTHER_PROJECT, "replication_consistency_group_id": "2b4d6f80-1a3c-4e5f-8a9b-0c1d2e3f4a5b",
+             "protection_group_id": "3c5e7a91-2b4d-4f6a-9b0c-1d2e3f4a5b6c"}
+
+
+async def assert_deleted_everywhere(world: World, shim: str, removed_disks: list[str]) -> None:
+    """Read, list, act on, update the deleted group; create a pair on a removed pair's disks: 404, absent,
+    refused, and the legacy endpoint hears nothing about the group or those disks."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        client = DrsV2Client(session, shim, PROJECT, TOKEN)
+        legacy_before = len(world.legacy.requests)
+        with pytest.raises(NotFound):
+            await client.get_group(RCG)
+        for attempt in (client.stop(RCG), client.update_group(RCG, description="x"), client.delete_group(RCG)):
+            with pytest.raises(GoError) as refused:
+                await attempt
+            assert refused.value.status == 404
+        assert RCG not in [group["id"] for group in await client.list_groups()]
+        assert [pair for pair in await client.list_pairs() if pair["replication_consistency_group_id"] == RCG] == []
+        with pytest.raises(GoError) as refused:
+            await client.create_pair(volume_ids=removed_disks, priority_station="eu-de-01")
+        assert refused.value.status == 400 and "has moved to SDRS" in refused.value.body.decode()
+    for request in world.legacy.requests[legacy_before:]:
+        assert (request.method, request.path.split("?")[0]) in (
+            ("GET", f"/v2/{PROJECT}/os-vendor-replication-consistency-groups"),
+            ("GET", f"/v2/{PROJECT}/os-vendor-replications")), request.path  # the lists only
+    world.assert_legacy_never_heard_of_the_mapped_group()
+
+
+async def test_a_pair_create_on_the_disks_of_a_pair_the_shim_removed_is_refused_never_relayed(world):
+    kept, removed = world.sdrs_pair_ids
+    disks = list(world.sim.state.pairs[(PROJECT, removed)].volume_ids)
+    await world.flows.update_group(RCG, replication_ids=[kept])  # SDRS deletes the pair, keeps its disks
+
+    for volume_ids in (disks, [disks[1], "9f0e1d2c-3b4a-4596-8877-665544332211"]):
+        with pytest.raises(GoError) as refused:
+            await world.client.create_pair(volume_ids=volume_ids, priority_station="eu-de-01")
+        assert refused.value.status == 400 and "has moved to SDRS" in refused.value.body.decode()
+    assert world.legacy.requests == []
+
+
+@pytest.mark.parametrize("entry_now", ["removed", "mode legacy", "mode shadow"])
+async def test_a_group_deleted_through_the_shim_stays_deleted_whatever_becomes_of_its_mapping_entry(
+    world, make_shim, tmp_path, entry_now,
+):
+    disks = [disk for pair_id in world.sdrs_pair_ids for disk in world.sim.state.pairs[(PROJECT, pair_id)].volume_ids]
+    await world.flows.delete_group(RCG)
+    for pair_id in world.sdrs_pair_ids:
+        await world.flows.delete_replication(pair_id)
+
+    mapping = [ELSEWHERE] if entry_now == "removed" else [{**DEFAULT_ENTRY, "mode": entry_now.split()[1]}]
+    # The shim restarted with the edited mapping file and the same state file.
+    shim = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, mapping=mapping,
+                           state={"backend": "sqlite", "path": str(tmp_path / "state0.sqlite3")})
+    await assert_deleted_everywhere(world, shim, disks[:2])
+
+
+async def test_another_shim_sharing_the_store_learns_of_the_deletion_without_a_store_read_per_call(
+    world, make_shim, tmp_path,
+):
+    """Shim B shares the state file but no longer maps the group (its entry is gone): once shim A deleted
+    the group, B answers 404 within its store-watch interval, from memory."""
+    shim_b = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, mapping=[ELSEWHERE],
+                             state={"backend": "sqlite", "path": str(tmp_path / "state0.sqlite3")})
+    await deletion_learnt_by(world, shim_b, world.flows)
+
+
+async def test_shims_sharing_redis_learn_of_each_others_deletions(world, make_shim, redis_server):
+    state = {"backend": "redis", "url": redis_server.url}
+    shim_a = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, state=state,
+                             actions={"poll_initial_seconds": 0.02, "poll_max_seconds": 0.05,
+                                      "wait_for_previous_seconds": 5})
+    shim_b = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, mapping=[ELSEWHERE], state=state)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        await deletion_learnt_by(world, shim_b, TerraformFlows(DrsV2Client(session, shim_a, PROJECT, TOKEN), TIMINGS))
+        other = world.legacy.add_group(PROJECT, name="not-migrated")
+
+        await redis_server.stop()  # from memory: no store round trip per call
+        client_b = DrsV2Client(session, shim_b, PROJECT, TOKEN)
+        with pytest.raises(NotFound):
+            await client_b.get_group(RCG)
+        assert (await client_b.get_group(other.id))["name"] == "not-migrated"
+
+
+async def deletion_learnt_by(world: World, shim_b: str, flows_a: TerraformFlows) -> None:
+    disks = list(world.sim.state.pairs[(PROJECT, world.sdrs_pair_ids[0])].volume_ids)
+    await flows_a.delete_group(RCG)
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        client = DrsV2Client(session, shim_b, PROJECT, TOKEN)
+        for _ in range(100):  # the store is watched every 2 s
+            try:
+                await client.get_group(RCG)
+            except NotFound:
+                break
+            await asyncio.sleep(0.1)
+    world.legacy.requests.clear()  # B relayed reads of the stale copy until it learnt
+    await assert_deleted_everywhere(world, shim_b, disks)

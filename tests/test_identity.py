@@ -28,7 +28,7 @@ from shim.mappings import load_mappings
 from shim.migration.explain import explain
 from shim.migration.report import render_table
 from shim.simulator import SdrsSimulator, SimulatorSettings
-from terraform_flows import DrsV2Client, GoError, TerraformFlows, Timings
+from terraform_flows import DrsV2Client, GoError, NotFound, TerraformFlows, Timings
 
 LEGACY_NAME = "web tier (prod)"  # not a valid SDRS name: spaces and parentheses
 LEGACY_DESCRIPTION = "the web tier's disks"
@@ -126,7 +126,8 @@ async def test_terraform_state_written_before_the_mapping_survives_it_and_update
 
     # The documented mapping steps, then a shim serving the group from SDRS.
     mapping = await discovered(tmp_path, world)
-    shim = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, mapping=mapping,
+    shared_store = {"backend": "sqlite", "path": str(tmp_path / "shared-state.sqlite3")}
+    shim = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, mapping=mapping, state=shared_store,
                            actions={"poll_initial_seconds": 0.02, "poll_max_seconds": 0.05,
                                     "wait_for_previous_seconds": 5})
     world.legacy.requests.clear()
@@ -165,6 +166,26 @@ async def test_terraform_state_written_before_the_mapping_survives_it_and_update
     assert world.legacy.requests == []  # nothing about the mapped group reached its stale copy
     legacy_ids = {pair_id.replace("-", "") for pair_id in world.legacy_pair_ids}
     assert not [path for _, path, _ in world.sim.requests if any(key in path.replace("-", "") for key in legacy_ids)]
+
+    # The retired entry leaves the mapping file (its correspondence with it): the group and the pairs
+    # Terraform knew by their legacy ids stay gone; the stale copy is never read again, nor listed.
+    retired = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, state=shared_store,
+                              mapping=[{"project_id": PROJECT, "replication_consistency_group_id": OTHER_RCG,
+                                        "protection_group_id": "6b1f7d2e-3c40-4e5f-9a61-8293a4b5c6d7",
+                                        "mode": "legacy"}])
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        client = DrsV2Client(session, retired, PROJECT, TOKEN)
+        for pair_id in world.legacy_pair_ids:
+            with pytest.raises(NotFound):
+                await client.get_pair(pair_id)
+            await client.delete_pair(pair_id)  # a removed pair's destroy ends: 202
+        with pytest.raises(NotFound):
+            await client.get_group(RCG)
+        listed = [pair["id"] for pair in await client.list_pairs()]
+        assert not set(listed) & set(world.legacy_pair_ids)
+        assert RCG not in [group["id"] for group in await client.list_groups()]
+    assert not [seen.path for seen in world.legacy.requests
+                if any(key in seen.path.replace("-", "") for key in legacy_ids | {RCG.replace("-", "")})]
 
 
 async def test_discover_records_the_correspondence_and_explain_and_report_show_it(tmp_path, world, make_shim):
@@ -255,10 +276,16 @@ async def test_a_legacy_name_sdrs_would_refuse_reads_back_and_sending_it_back_is
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
         client = DrsV2Client(session, shim, PROJECT, TOKEN)
         assert (await client.get_group(RCG))["name"] == LEGACY_NAME
+        await client.stop(RCG)  # the legacy update needs a paused group (Terraform stops it first)
+        for _ in range(200):
+            if (await client.get_group(RCG))["replication_status"] not in ("active", "copying"):
+                break
+            await asyncio.sleep(0.02)
+        writes_before = len(world.sim.write_calls)
 
         accepted = await client.update_group(RCG, name=LEGACY_NAME, description="still the web tier")
         assert accepted["name"] == LEGACY_NAME
-        assert world.sim.write_calls == []  # no rename sent: it is the name the group reads as
+        assert len(world.sim.write_calls) == writes_before  # no rename sent: it is the name the group reads as
         group = await client.get_group(RCG)
         assert (group["name"], group["description"]) == (LEGACY_NAME, "still the web tier")
 
@@ -295,7 +322,9 @@ async def test_a_pair_created_in_sdrs_after_the_mapping_keeps_its_sdrs_id_and_li
     world.legacy.requests.clear()
     for method in ("GET", "DELETE", "PUT"):
         reply = await call(method, f"{shim}{PAIRS}/{world.legacy_pair_ids[1]}", headers={"X-Auth-Token": TOKEN})
-        assert reply.status == {"GET": 200, "DELETE": 202, "PUT": 405}[method], reply.body
+        # A pair still in its group is not deleted (the legacy precondition), named by its legacy id.
+        assert reply.status == {"GET": 200, "DELETE": 400, "PUT": 405}[method], reply.body
+        assert method != "DELETE" or world.legacy_pair_ids[1] in reply.body.decode()
     assert world.legacy.requests == []
 
 

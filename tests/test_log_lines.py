@@ -27,6 +27,8 @@ ACCESS_FIELDS = [
      "route": None},
     {"request_id": "r=1 two", "method": "DELETE", "path": "/", "status": 503, "duration_ms": 12345.678,
      "route": "translated"},
+    {"request_id": "req-2", "method": "GET", "path": "/v2/p/x", "status": 200, "duration_ms": 2.0,
+     "route": "passthrough", "upstream_request_id": 'req-"legacy"-\u00e9'},
 ]
 
 

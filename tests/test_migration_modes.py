@@ -159,7 +159,7 @@ async def test_a_create_in_a_fully_migrated_project_is_refused_and_names_sdrs(mi
     body = b'{"replication_consistency_group": {"name": "new", "replication_ids": []}}'
     reply = await call("POST", migrated.shim + GROUPS, headers=GO_HEADERS, body=body)
 
-    assert reply.status == 409, reply.body
+    assert reply.status == 400, reply.body  # golangsdk shows a 400's message (a 409's it hides)
     assert f"POST /v1/{PROJECT}/server-groups" in reply.fault()[1]["message"]
     assert migrated.legacy.requests == []
 

@@ -8,13 +8,15 @@ import json
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 
-from conftest import GO_HEADERS, GROUP, PROJECT, RCG, REPROTECT_BODY, TOKEN, call, write_mappings
+from conftest import GO_HEADERS, GROUP, PROJECT, RCG, REPROTECT_BODY, TOKEN, call, start_server, write_mappings
 from migration_world import (
     DEFAULT_MODES,
     GROUPS,
@@ -201,12 +203,31 @@ def test_explain_names_the_entry_the_mode_the_sdrs_calls_and_the_answer(tmp_path
     ("GET", f"{GROUPS}/{SHADOW_RCG}x", None, ["Owner:   the shim itself", "Answer:  400 Malformed request url"]),
     ("GET", f"/v2/{PROJECT}/volumes", None, ["not a replication consistency group or replication pair URL"]),
     ("GET", "/migration", None, ["the shim's own management endpoint"]),
+    ("POST", "/metrics", None, ["Owner:   the shim itself", "Answer:  405 badMethod (Allow: GET, HEAD)"]),
+    ("GET", f"{GROUPS}/{SHADOW_RCG}/action%3F", None, ["Owner:   the shim itself", "Answer:  400 Malformed request url",
+                                                     "canonical form"]),
 ])
 def test_explain_for_each_mode_and_kind_of_url(tmp_path, method, path, body, expected):
     mappings = load_mappings(write_mappings(tmp_path, DEFAULT_MODES))
     text = explain(mappings, method, path, None if body is None else body.encode()).render()
     for line in expected:
         assert line in text, text
+
+
+@pytest.mark.parametrize("key, sdrs_action", [
+    ("os-reprotect-replication-consistency-group", "start-server-group"),
+    ("os-stop-replication-consistency-group", "stop-server-group"),
+    ("os-failover-replication-consistency-group", "failover-server-group"),
+])
+def test_explain_of_a_shadow_action_names_the_sdrs_call_sdrs_mode_would_send(tmp_path, key, sdrs_action):
+    mappings = load_mappings(write_mappings(tmp_path, DEFAULT_MODES))
+    text = explain(mappings, "POST", f"{GROUPS}/{SHADOW_RCG}/action", json.dumps({key: None}).encode()).render()
+
+    (shadow,) = [line for line in text.splitlines() if line.startswith("Shadow:")]
+    assert (f"what sdrs mode would have sent, POST /v1/{PROJECT}/server-groups/{SHADOW_GROUP}/action "
+            f'{{"{sdrs_action}": ') in shadow, shadow
+    assert "nothing but GETs is sent to SDRS" in shadow
+    assert "SDRS calls the shim would make: none" in text  # in shadow mode the shim itself sends no action
 
 
 def test_explain_in_a_fully_migrated_project(tmp_path):
@@ -307,6 +328,60 @@ async def test_discover_write_keeps_the_file_a_backup_and_a_valid_mapping(tmp_pa
     status, again, err = await run_shim("discover", "--config", str(config), "--project", PROJECT, "--write",
                                         "--token-file", str(token_file), env={"PATH": "/usr/bin:/bin"})
     assert status == 0 and again == out and "Already mapped: 3" in err and "Nothing new to write" in err
+
+
+@dataclass
+class EndlessLegacy:
+    """A legacy endpoint that pages wrongly: it ignores `marker` (the first full page again and again)
+    or invents new ids on every page; after `stop_after` pages it answers 500, so a lister without
+    guards ends too, with the wrong error."""
+
+    kind: str  # "ignores marker" | "never ends" | "slow"
+    stop_after: int = 40
+    pages: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.pages += 1
+        if self.pages > self.stop_after:
+            return web.json_response({"computeFault": {"message": "gave up", "code": "EVS.5000"}}, status=500)
+        key = ("replication_consistency_groups" if request.path.endswith("consistency-groups") else "replications")
+        first = 0 if self.kind == "ignores marker" else (self.pages - 1) * 1000
+        if self.kind == "slow":
+            await asyncio.sleep(0.3)
+        items = [{"id": f"{n:08x}-0000-4000-8000-{self.pages if self.kind != 'ignores marker' else 0:012x}",
+                  "name": f"g{n}", "replication_ids": [], "volume_ids": ""} for n in range(first, first + 1000)]
+        return web.json_response({key: items})
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("ignores marker", "(it ignores `marker`); the list cannot be completed"),
+    ("never ends", "more than 2500 items"),
+    ("slow", "did not list all of GET"),
+])
+async def test_discover_ends_against_a_legacy_endpoint_that_pages_wrongly(tmp_path, world, kind, says):
+    """The SDRS lister's guards on the legacy lists too: a page that does not advance, an item cap and a
+    deadline; real loopback servers (the hostile legacy endpoint, the SDRS simulator)."""
+    legacy = EndlessLegacy(kind)
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", legacy.handle)
+    runner, legacy_url = await start_server(app)
+    try:
+        config = write_config(tmp_path, world, [entry(RCG, GROUP)])
+        document = yaml.safe_load(config.read_text())
+        document["upstreams"]["legacy"] = legacy_url
+        document["limits"] = {"sdrs_list_items": 2500}
+        document["timeouts"] = {"sdrs_list": 0.5 if kind == "slow" else 30}
+        config.write_text(yaml.safe_dump(document))
+
+        status, out, err = await run_shim("discover", "--config", str(config), "--project", PROJECT,
+                                          env={"OS_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"})
+    finally:
+        await runner.cleanup()
+
+    assert status == 1, err
+    assert says in err, err
+    assert out == ""
+    assert legacy.pages <= 2 * 4  # both lists stop within a few pages (the cap is 2500 items: 3 pages each)
 
 
 async def test_discover_takes_no_token_from_the_command_line(tmp_path, world):

@@ -26,6 +26,7 @@ from conftest import (
     action_url,
     call,
     raw_exchange,
+    start_server,
     write_mappings,
 )
 from shim.config import settings_from_mapping
@@ -130,6 +131,28 @@ async def test_management_routes_are_not_counted_as_legacy_traffic(simulator, le
     assert total(before, "shim_requests_total") == 0
     assert total(after, "shim_requests_total") == 1
     assert total(after, "shim_requests_total", route="passthrough", legacy_status="200", upstream_status="200") == 1
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/migration"])
+async def test_other_methods_on_management_paths_are_405_never_passed_through(
+    simulator, legacy_upstream, start_shim, path, method
+):
+    """GET only, as the README says: any other method is the shim's own 405 (with Allow), never relayed
+    to the legacy endpoint and never counted as passthrough."""
+    _, sdrs = simulator
+    upstream, legacy = legacy_upstream
+    shim = await start_shim(sdrs=sdrs, legacy=legacy)
+
+    reply = await call(method, shim + path, body=b"{}")
+
+    assert reply.status == 405, reply.body
+    assert reply.headers["Allow"] == "GET, HEAD"
+    assert reply.fault()[0] == "badMethod"
+    assert reply.headers["X-Request-Id"] == reply.headers["X-Openstack-Request-Id"]
+    assert upstream.requests == []
+    assert total(await metric_samples(shim), "shim_requests_total") == 0
+    assert (await call("HEAD", shim + path)).status in (200, 503)  # HEAD stays a GET without a body
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -345,6 +368,43 @@ async def test_access_and_audit_lines(simulator, legacy_upstream, start_shim, lo
     assert (access["req-pass-1"]["method"], access["req-pass-1"]["status"]) == ("GET", 200)
     assert access["req-pass-1"]["route"] == "passthrough" and access["req-audit-1"]["route"] == "translated"
     assert all(isinstance(record["duration_ms"], float | int) for record in access.values())
+
+
+@pytest.mark.parametrize("upstream_sets", [("X-Request-Id",), ("X-Openstack-Request-Id",)])
+async def test_a_passthrough_answer_carries_one_request_id_and_the_log_has_both(
+    simulator, start_shim, log_buffer, upstream_sets
+):
+    """A legacy endpoint that sets its own request id in one header: the client reads that one id in
+    both headers, and the access line names it beside the shim's own."""
+    async def own_id(request: web.Request) -> web.Response:
+        return web.json_response({}, headers={name: "req-legacy-own-7" for name in upstream_sets})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", own_id)
+    runner, legacy = await start_server(app)
+    try:
+        _, sdrs = simulator
+        shim = await start_shim(sdrs=sdrs, legacy=legacy)
+        reply = await call("GET", f"{shim}/v2/{PROJECT}/volumes", headers={"X-Request-Id": "req-client-5"})
+    finally:
+        await runner.cleanup()
+
+    assert reply.status == 200
+    assert reply.headers.getall("X-Request-Id") == reply.headers.getall("X-Openstack-Request-Id") == [
+        "req-legacy-own-7"]
+    (access,) = [record for record in log_records(log_buffer) if record["message"] == "access"]
+    assert (access["request_id"], access["upstream_request_id"]) == ("req-client-5", "req-legacy-own-7")
+
+
+async def test_an_answer_without_an_upstream_id_logs_none(simulator, legacy_upstream, start_shim, log_buffer):
+    _, sdrs = simulator
+    _, legacy = legacy_upstream
+    shim = await start_shim(sdrs=sdrs, legacy=legacy)
+    reply = await call("GET", f"{shim}/v2/{PROJECT}/volumes", headers={"X-Request-Id": "req-client-6"})
+
+    assert reply.headers["X-Request-Id"] == reply.headers["X-Openstack-Request-Id"] == "req-client-6"
+    (access,) = [record for record in log_records(log_buffer) if record["message"] == "access"]
+    assert access["request_id"] == "req-client-6" and "upstream_request_id" not in access
 
 
 async def test_an_sdrs_refusal_is_audited_with_its_code(simulator, start_shim, log_buffer):

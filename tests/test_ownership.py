@@ -8,6 +8,7 @@ that has not moved. The mapping file spells the ids in upper case without dashes
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ class World:
     stale_pair_ids: list[str]
     unmigrated_rcg: str
     unmigrated_pair_ids: list[str]
+    sdrs_url: str = ""
+    legacy_url: str = ""
+    mapping: list[dict[str, str]] | None = None
 
     def legacy_paths(self) -> list[str]:
         return [request.path for request in self.legacy.requests]
@@ -78,7 +82,7 @@ async def world(make_shim: ShimFactory) -> AsyncIterator[World]:
     shim = await make_shim(sdrs=sdrs_url, legacy=legacy_url, mapping=mapping)
     legacy.requests.clear()
     yield World(shim, sim, legacy, [pair.id for pair in sdrs_pairs], [pair.id for pair in stale_pairs],
-                unmigrated.id, list(unmigrated.replication_ids))
+                unmigrated.id, list(unmigrated.replication_ids), sdrs_url, legacy_url, mapping)
     await sim_runner.cleanup()
     await legacy_runner.cleanup()
 
@@ -189,20 +193,26 @@ def golang_body(document: dict[str, Any]) -> bytes:
 
 
 async def test_a_mapped_groups_update_delete_and_pair_delete_go_to_sdrs_never_to_its_stale_copy(world):
+    stop = await call("POST", f"{world.shim}{GROUPS}/{RCG}/action", headers=GO_HEADERS,
+                      body=b'{"os-stop-replication-consistency-group":null}\n')
+    assert stop.status == 200
+    while world.sim.group(PROJECT, GROUP).status != "available":
+        await asyncio.sleep(0.02)
     put = await call("PUT", f"{world.shim}{GROUPS}/{shouting(RCG)}", headers=GO_HEADERS,
-                     body=golang_body({"replication_consistency_group": {"name": "renamed"}}))
+                     body=golang_body({"replication_consistency_group": {
+                         "name": "renamed", "remove_replication_ids": [world.sdrs_pair_ids[0]]}}))
     delete_pair = await call("DELETE", f"{world.shim}{PAIRS}/{world.sdrs_pair_ids[0]}", headers=READ_HEADERS)
     delete = await call("DELETE", f"{world.shim}{GROUPS}/{RCG}", headers=READ_HEADERS)
 
     assert put.status == 202 and put.json()["replication_consistency_group"]["name"] == "renamed"
     assert world.sim.group(PROJECT, GROUP).name == "renamed"
-    assert delete_pair.status == 202
-    # One pair remains: SDRS refuses the group delete, and the refusal is the client's answer.
-    assert delete.status == 400 and "SDRS.1010" in delete.fault()[1]["message"]
+    assert delete_pair.status == 202  # removed by the update: its delete is done
+    # One pair remains: the legacy precondition refuses the group delete before anything is sent.
+    assert delete.status == 400 and "Remove the 1 replication pair(s)" in delete.fault()[1]["message"]
     assert [(method, path) for method, path, _ in world.sim.write_calls] == [
+        ("POST", f"/v1/{PROJECT}/server-groups/{GROUP}/action"),
         ("PUT", f"/v1/{PROJECT}/server-groups/{GROUP}"),
         ("DELETE", f"/v1/{PROJECT}/replications/{world.sdrs_pair_ids[0]}"),
-        ("DELETE", f"/v1/{PROJECT}/server-groups/{GROUP}"),
     ]
     world.assert_legacy_untouched_by(RCG, *world.sdrs_pair_ids, *world.stale_pair_ids)
     assert world.legacy.requests == []
@@ -221,7 +231,7 @@ async def test_creates_and_updates_naming_a_mapped_groups_pair_or_disk_are_refus
                          "replication_model": "hypermetro"}}))
 
     for reply in (create_group, add_to_unmigrated, create_pair):
-        assert reply.status == 409, reply.body
+        assert reply.status == 400, reply.body  # golangsdk shows a 400's message, not a 409's
         assert "has moved to SDRS" in reply.fault()[1]["message"]
     assert world.legacy.requests == []
 
@@ -266,3 +276,64 @@ async def test_timestamps_with_a_utc_offset_are_converted_before_the_offset_is_d
     group_read = reply.json()["replication_consistency_group"]
     assert group_read["created_at"] == "2019-05-23T10:51:58.256000"
     assert group_read["updated_at"] == "2019-05-23T03:51:58.256000"
+
+
+# -- an SDRS outage does not break what the legacy endpoint serves -------------------------------------
+
+
+@pytest.mark.parametrize("outage", [
+    Fault(status=503, times=None, body={"error": {"code": "SDRS.0008", "message": "Service unavailable"}}),
+    Fault(reset=True, times=None),
+])
+async def test_legacy_only_calls_keep_working_while_sdrs_is_down(world, outage):
+    """Pair GET/DELETE/create of unmapped pairs and a description-only update of an unmapped group, in a
+    project that maps a group: SDRS is read only when the call may be about a mapped group, and when
+    it cannot answer, what the shim knows decides (here: the mapped pairs of its last list)."""
+    mapped_pair = world.sdrs_pair_ids[0]
+    assert (await get(world, f"{PAIRS}/{mapped_pair}")).json()["replication"]["id"] == mapped_pair  # seen once
+    standalone = world.legacy.add_pair(PROJECT)  # in no group: the legacy endpoint deletes it
+    world.legacy.requests.clear()
+    world.sim.inject(outage)
+
+    read = await call("GET", f"{world.shim}{PAIRS}/{world.unmigrated_pair_ids[0]}", headers=READ_HEADERS)
+    describe = await call("PUT", f"{world.shim}{GROUPS}/{world.unmigrated_rcg}", headers=GO_HEADERS,
+                          body=golang_body({"replication_consistency_group": {"description": "legacy only"}}))
+    create = await call("POST", world.shim + PAIRS, headers=GO_HEADERS, body=golang_body({"replication": {
+        "volume_ids": ["0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "1b2c3d4e-5f6a-4b7c-9d8e-0f1a2b3c4d5e"],
+        "priority_station": "eu-de-01", "replication_model": "hypermetro"}}))
+    delete = await call("DELETE", f"{world.shim}{PAIRS}/{standalone.id}", headers=READ_HEADERS)
+
+    assert read.status == 200 and read.json()["replication"]["id"] == world.unmigrated_pair_ids[0]
+    assert describe.status == 202, describe.body
+    assert create.status == 202, create.body
+    assert delete.status == 202, delete.body
+    assert len(world.legacy.requests) == 4
+    # What the shim knows ties these to the mapped group: SDRS must answer, never the stale side.
+    disk = world.sim.state.pairs[(PROJECT, mapped_pair)].volume_ids[0]
+    mapped_read = await call("GET", f"{world.shim}{PAIRS}/{mapped_pair}", headers=READ_HEADERS)
+    mapped_create = await call("POST", world.shim + PAIRS, headers=GO_HEADERS, body=golang_body({"replication": {
+        "volume_ids": [disk, "2c3d4e5f-6a7b-4c8d-8e9f-1a2b3c4d5e6f"], "priority_station": "eu-de-01",
+        "replication_model": "hypermetro"}}))
+    assert mapped_read.status == 503, mapped_read.body
+    assert mapped_create.status == 400 and "has moved to SDRS" in mapped_create.fault()[1]["message"]
+    assert len(world.legacy.requests) == 4
+    world.assert_legacy_untouched_by(RCG, *world.sdrs_pair_ids)
+
+
+async def test_a_shim_started_while_sdrs_is_down_knows_the_mapped_pairs_from_the_store(world, make_shim, tmp_path):
+    """What one shim saw of the mapped pairs is kept in the shared store: a shim (re)started during the
+    outage answers 503 for a mapped pair rather than relaying it (the legacy endpoint's 404 would tell
+    Terraform the pair is gone), and still relays the legacy endpoint's pairs."""
+    mapped_pair = world.sdrs_pair_ids[0]
+    await get(world, f"{PAIRS}/{mapped_pair}")  # the first shim reads the project's pairs once
+    world.sim.inject(Fault(reset=True, times=None))
+    restarted = await make_shim(sdrs=world.sdrs_url, legacy=world.legacy_url, mapping=world.mapping,
+                                state={"backend": "sqlite", "path": str(tmp_path / "state0.sqlite3")})
+    world.legacy.requests.clear()
+
+    mapped_read = await call("GET", f"{restarted}{PAIRS}/{mapped_pair}", headers=READ_HEADERS)
+    legacy_read = await call("GET", f"{restarted}{PAIRS}/{world.unmigrated_pair_ids[0]}", headers=READ_HEADERS)
+
+    assert mapped_read.status == 503, mapped_read.body
+    assert legacy_read.status == 200 and legacy_read.json()["replication"]["id"] == world.unmigrated_pair_ids[0]
+    assert world.legacy_paths() == [f"{PAIRS}/{world.unmigrated_pair_ids[0]}"]

@@ -234,7 +234,9 @@ async def test_get_without_body_gains_no_body_framing(make_shim, upstream) -> No
     assert seen.body == b""
 
 
-async def test_large_chunked_upload_streams_through_chunked(make_shim, upstream) -> None:
+async def test_large_chunked_upload_is_read_whole_and_relayed_with_its_length(make_shim, upstream) -> None:
+    """Over limits.request_buffer_bytes, the body is read into a temporary file before a legacy
+    connection is taken, then relayed from there with its real length."""
     up = await upstream()
     shim = await shim_to(make_shim, up)
     payload = random.Random(7).randbytes(3 * 1024 * 1024 + 17)  # far above the app's client_max_size
@@ -248,7 +250,7 @@ async def test_large_chunked_upload_streams_through_chunked(make_shim, upstream)
             assert response.status == 200
     (seen,) = up.seen
     assert seen.body == payload
-    assert seen.values("Transfer-Encoding") == ["chunked"] and seen.values("Content-Length") == []
+    assert seen.values("Transfer-Encoding") == [] and seen.values("Content-Length") == [str(len(payload))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,7 +397,7 @@ async def test_head_and_204_have_no_body(make_shim, upstream) -> None:
     assert "Transfer-Encoding" not in headers and "Content-Length" not in headers
 
 
-async def test_request_ids_on_answers_upstream_ids_kept(make_shim, upstream) -> None:
+async def test_request_ids_on_answers_one_id_the_upstreams_own_kept(make_shim, upstream) -> None:
     async def respond(request: web.Request) -> web.StreamResponse:
         if request.path == "/own":
             return web.Response(text="x", headers={"X-Openstack-Request-Id": "req-from-upstream"})
@@ -409,7 +411,7 @@ async def test_request_ids_on_answers_upstream_ids_kept(make_shim, upstream) -> 
     assert plain.headers.getall("X-Openstack-Request-Id") == [sent]
     own = await call("GET", f"{shim}/own")
     assert own.headers.getall("X-Openstack-Request-Id") == ["req-from-upstream"]
-    assert REQUEST_ID.match(own.headers["X-Request-Id"])
+    assert own.headers.getall("X-Request-Id") == ["req-from-upstream"]  # one id, not the shim's beside it
 
 
 @pytest.mark.parametrize("body", [

@@ -254,3 +254,27 @@ async def test_after_sdrs_refused_an_action_a_retry_is_sent(simulator, make_shim
 
     assert retry.status == 200
     assert len(sim.action_calls) == 2
+
+
+@pytest.mark.parametrize("second", ["action", "update", "delete"])
+async def test_an_expired_token_on_the_previous_jobs_read_is_the_clients_401(simulator, make_shim, second):
+    """golangsdk re-authenticates only on 401: an SDRS 401 while the shim reads the previous action's job
+    (an action or write after one) is the client's 401, not a 503 that ends the client's run."""
+    sim, sdrs_url = simulator
+    shim = await make_shim(sdrs=sdrs_url)
+    assert (await call("POST", action_url(shim), body=REPROTECT_BODY, headers=GO_HEADERS)).status == 200
+    sim.inject(Fault(method="GET", path_contains="/jobs/", status=401, times=None,
+                     body={"error": {"code": "APIGW.0301", "message": "Incorrect IAM authentication information"}}))
+    group_url = action_url(shim).rsplit("/", 1)[0]
+    if second == "action":
+        reply = await call("POST", action_url(shim), headers=GO_HEADERS,
+                           body=b'{"os-stop-replication-consistency-group":null}\n')
+    elif second == "update":
+        reply = await call("PUT", group_url, headers=GO_HEADERS,
+                           body=b'{"replication_consistency_group":{"description":"x"}}\n')
+    else:
+        reply = await call("DELETE", group_url, headers=GO_HEADERS)
+
+    assert reply.status == 401, reply.body
+    assert reply.fault()[0] == "unauthorized"
+    assert len(sim.action_calls) == 1 and [call for call in sim.write_calls if call[0] != "POST"] == []

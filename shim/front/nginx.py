@@ -8,8 +8,14 @@ nginx decodes escapes, merges slashes and resolves dot segments before it matche
 while the shim refuses non-canonical spellings of translated URLs (shim/translate/paths.py). So a
 request goes to the shim when its raw path could name a translated URL after *any* normalisation
 (see `SHIM_BOUND`); the shim then translates it, refuses it or passes it on itself. `proxy_pass`
-with a variable and no URI part sends the request target to either upstream exactly as the client
-sent it (nginx's `r->unparsed_uri`).
+without a URI part sends the request target to either upstream exactly as the client sent it
+(nginx's `r->unparsed_uri`).
+
+Per request the front does what plain nginx does plus a few lookups: the routing rule runs as one
+compiled regex (`PLAIN_TARGET_REGEX`, `pcre_jit on`) that also captures the path for the access log,
+the request id costs one lookup for a client that sends none, and both upstreams are named (a
+`proxy_pass` through a variable would be parsed and looked up on every request). benchmarks/run.py
+compares it with plain nginx writing the same kind of access line (README, Benchmark).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from yarl import URL
 from shim.config import Settings
 from shim.front import DEFAULT_CA_FILE
 from shim.translate.legacy import LegacyError
+from shim.translate.signing import comparable_host
 from shim.translate.tables import SdrsErrorTable
 from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_COLLECTIONS
 from shim.validation import ConfigError
@@ -71,9 +78,55 @@ SHIM_BOUND: tuple[ShimBoundPattern, ...] = (
 )
 
 
-def front_routes_to_shim(request_target: str) -> bool:
-    """Whether the generated nginx.conf sends this raw request target to the shim."""
-    return any(pattern.matches(request_target) for pattern in SHIM_BOUND)
+def front_routes_to_shim(request_target: str, authorization: str | None = None, aksk: bool = False) -> bool:
+    """Whether the generated nginx.conf sends this raw request target to the shim. With `aksk`
+    configured, every request with an Authorization header goes to the shim too: an AK/SK signature
+    is verified and re-signed there (nginx would relay it unverified, with a Host it does not cover)."""
+    return bool(aksk and authorization) or any(pattern.matches(request_target) for pattern in SHIM_BOUND)
+
+
+# The same rule as nginx runs it, once per request: one regex that recognises a *plain* target, the
+# only kind that goes straight to the legacy endpoint, and captures its path for the access log. It
+# reads the path once, left to right, without backtracking (possessive repeats): runs of characters
+# that cannot start anything SHIM_BOUND looks for, a `/` not followed by `/` or `.`, and the first
+# letter of a collection name where the rest of the name (in any case) does not follow. It matches
+# only if that reaches the query string or the end: anything else stops it (an escape, `;`, a
+# backslash, a byte outside printable ASCII, `//`, `/.`, a collection name). Management paths are
+# excluded first. tests/test_front_nginx.py checks it against SHIM_BOUND.
+LOG_PATH_CAPTURE = "evs_front_path"
+# What a plain path never holds: the query's start, escapes, `;`, backslashes, and `/` unless the
+# regex's own branch takes it (a `/` not followed by `/` or `.`).
+_NEVER_PLAIN = frozenset("?%;\\/")
+
+
+def _char_class(excluded: set[str]) -> str:
+    """Printable ASCII (0x21-0x7e) without `excluded`, as ranges of escapes (nothing else matches)."""
+    ranges: list[list[int]] = []
+    for code in range(0x21, 0x7F):
+        if chr(code) in excluded:
+            continue
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "[" + "".join(rf"\x{a:02x}" + (rf"-\x{b:02x}" if b != a else "") for a, b in ranges) + "]"
+
+
+def _plain_target_regex() -> str:
+    rests_by_first: dict[str, list[str]] = {}
+    for word in TRANSLATED_COLLECTIONS:
+        rests_by_first.setdefault(word[0].lower(), []).append(word[1:])
+    starts = {char for first in rests_by_first for char in (first, first.upper())}
+    word_starts = "".join(
+        f"|[{re.escape(first + first.upper()) if first.upper() != first else re.escape(first)}]"
+        f"(?!(?i:{_regex_alternatives(tuple(rests))}))"
+        for first, rests in rests_by_first.items())
+    return (f"^(?!{_regex_alternatives(MANAGEMENT_PATHS)}" r"(?:\?|$))"
+            f"(?P<{LOG_PATH_CAPTURE}>(?:{_char_class(set(_NEVER_PLAIN) | starts)}++|/(?![/.]){word_starts})*+)"
+            "(?![^?])")
+
+
+PLAIN_TARGET_REGEX = _plain_target_regex()
 
 
 @dataclass(frozen=True)
@@ -146,6 +199,7 @@ def render_nginx_conf(
     legacy = URL(settings.upstreams.legacy) if settings.upstreams.legacy else None
     if legacy is not None:
         _checked_host(legacy.host or "", f"{source}: upstreams.legacy")
+    _check_signed_hosts(settings, listen, source)
     values = {
         "source": source,
         "listen": str(listen),
@@ -156,12 +210,20 @@ def render_nginx_conf(
         "header_buffer": _header_buffer(settings),
         "connect_timeout": _ms(min(settings.timeouts.legacy.connect, 75.0)),
         "read_timeout": _ms(_read_timeout_seconds(settings)),
-        "shim_bound": "\n".join(
-            f"        # {pattern.why}\n        {_quote(('~*' if pattern.ignore_case else '~') + pattern.regex)}"
-            f" {SHIM_UPSTREAM};"
-            for pattern in SHIM_BOUND
-        ),
-        "default_upstream": f"{legacy.scheme}://{LEGACY_UPSTREAM}" if legacy else SHIM_UPSTREAM,
+        "plain_target": _quote("~" + PLAIN_TARGET_REGEX),
+        "plain_route": "legacy" if legacy else "shim",
+        "shim_bound": "".join(f"    #   - {pattern.why}\n" for pattern in SHIM_BOUND),
+        "any_target": _quote(f"~^(?P<{LOG_PATH_CAPTURE}>[^?]*)"),
+        "log_path": "$" + LOG_PATH_CAPTURE,
+        "proxy_pass": _proxy_pass(legacy),
+        "new_id_regex": _quote("~" + _NEW_ID_REGEX),
+        "no_client_id_regex": _quote("~^[|]" + _NEW_ID_REGEX.removeprefix("^")),
+        "new_id": _NEW_ID,
+        # With aksk, the target decides only for requests without an Authorization header.
+        "target_route": "$evs_front_target_route" if settings.aksk else "$evs_front_route",
+        "signed_route": _SIGNED_TO_SHIM if settings.aksk else "",
+        # The log's path is the target map's capture: key it on that map so that it has run.
+        "log_route": "$evs_front_target_route" if settings.aksk else "$evs_front_route",
         "legacy_upstream_block": _legacy_upstream_block(legacy, settings.limits.pool_connections),
         "legacy_host": "$http_host" if settings.passthrough.preserve_host or legacy is None
         else _literal(legacy.raw_authority),
@@ -172,6 +234,43 @@ def render_nginx_conf(
         "error_locations": _error_locations(errors),
     }
     return _fill(_TEMPLATE, values)
+
+
+def _check_signed_hosts(settings: Settings, listen: Address, source: str) -> None:
+    """With `aksk`, clients that sign `host` sign the front's address, which the shim (reached at its
+    own) accepts only when listed: refuse a config whose signed requests the shim would refuse."""
+    if not settings.aksk or listen.wildcard:
+        return
+    front = comparable_host(str(listen))
+    if front not in {comparable_host(alias) for alias in settings.aksk_host_aliases}:
+        raise ConfigError(f"{source}: aksk_host_aliases: AK/SK clients that sign the Host sign the front's "
+                          f"address; add {str(listen)!r} to aksk_host_aliases so that the shim accepts it")
+
+
+# Requests with an Authorization header go to the shim when it holds key pairs (`aksk`): it verifies
+# a signature and signs again for the legacy endpoint's Host; nginx would relay a forged one.
+_SIGNED_TO_SHIM = """    map $http_authorization $evs_front_route {
+        "" $evs_front_target_route;
+        default shim;  # aksk: a signature is verified and signed again by the shim
+    }
+"""
+
+
+# nginx's $request_id (32 random hex digits) as the shim's new ids: req-<uuid4>.
+_NEW_ID_REGEX = r"^(.{8})(.{4}).(.{3}).(.{3})(.{12})$"
+_NEW_ID = '"req-$1-$2-4$3-a$4-$5"'
+
+
+def _proxy_pass(legacy: URL | None) -> str:
+    """Both upstreams by name, not through a variable (which nginx would parse and look up on every
+    request): the legacy endpoint in the location, the shim in an `if` on the route."""
+    if legacy is None:
+        return f"            proxy_pass {SHIM_UPSTREAM};  # no URI part: the raw request target, unchanged\n"
+    return (f"            proxy_pass {legacy.scheme}://{LEGACY_UPSTREAM};  # no URI part: the raw request target, "
+            "unchanged\n"
+            "            if ($evs_front_route = shim) {\n"
+            f"                proxy_pass {SHIM_UPSTREAM};  # inherits everything else in this location\n"
+            "            }\n")
 
 
 def _read_timeout_seconds(settings: Settings) -> float:
@@ -287,6 +386,7 @@ daemon off;
 worker_processes 1;  # one worker relays tens of thousands of requests per second; raise it for more
 pid nginx.pid;
 error_log stderr warn;
+pcre_jit on;  # the routing and request-id regexes run on every request: compiled, not interpreted
 
 events {
     worker_connections 4096;
@@ -300,29 +400,43 @@ http {
     scgi_temp_path scgi_temp;
     server_tokens off;  # nginx names itself only where no upstream answered (its own errors)
 
-    # Where a request goes, decided on the raw request target, before nginx decodes or normalises
-    # anything (see the shim's README, "Behind nginx").
-    map $request_uri $evs_front_upstream {
-        default {{default_upstream}};
-{{shim_bound}}
+    # Where a request goes (`shim` or `legacy`), decided on the raw request target, before nginx
+    # decodes or normalises anything (see the shim's README, "Behind nginx"). To the shim goes a
+    # target that is or holds any of
+{{shim_bound}}    # and everything else straight to the legacy endpoint. The first regex recognises that rest
+    # (a plain target) in one pass, left to right, without backtracking; either regex captures the
+    # path (without the query) for the access log.
+    map $request_uri {{target_route}} {
+        {{plain_target}} {{plain_route}};
+        {{any_target}} shim;
+        default shim;
     }
-    map $evs_front_upstream $evs_front_route {
-        {{SHIM_UPSTREAM}} shim;
-        default legacy;
-    }
-    map $evs_front_upstream $evs_front_upstream_name {
-        {{SHIM_UPSTREAM}} "The EVS-to-SDRS shim";
+{{signed_route}}    map $evs_front_route $evs_front_upstream_name {
+        shim "The EVS-to-SDRS shim";
         default "The legacy EVS endpoint";
     }
     # Host as the shim's passthrough sends it: the legacy endpoint's own (the client's goes on in
     # X-Forwarded-Host) unless passthrough.preserve_host; the shim gets the client's and decides itself.
-    map $evs_front_upstream $evs_front_host {
-        {{SHIM_UPSTREAM}} $http_host;
+    map $evs_front_route $evs_front_host {
+        shim $http_host;
         default {{legacy_host}};
     }
 
     # The request id, chosen as the shim chooses it: the client's X-Openstack-Request-Id or
     # X-Request-Id when it is a plain token, else a new req-<uuid> made of nginx's random $request_id.
+    # A client that sends neither (most) costs one lookup: its key is `|` and the random id alone.
+    map "$http_x_openstack_request_id$http_x_request_id|$request_id" $evs_front_request_id {
+        {{no_client_id_regex}} {{new_id}};
+        default $evs_front_client_request_id;
+    }
+    map $evs_front_client_os_id $evs_front_client_request_id {
+        "" $evs_front_client_x_id_or_new;
+        default $evs_front_client_os_id;
+    }
+    map $evs_front_client_x_id $evs_front_client_x_id_or_new {
+        "" $evs_front_new_id;
+        default $evs_front_client_x_id;
+    }
     map $http_x_openstack_request_id $evs_front_client_os_id {
         "~^[A-Za-z0-9._:-]{1,128}$" $http_x_openstack_request_id;
         default "";
@@ -332,12 +446,7 @@ http {
         default "";
     }
     map $request_id $evs_front_new_id {
-        "~^(?<id_a>.{8})(?<id_b>.{4}).(?<id_c>.{3}).(?<id_d>.{3})(?<id_e>.{12})$" "req-$id_a-$id_b-4$id_c-a$id_d-$id_e";
-    }
-    map "$evs_front_client_os_id|$evs_front_client_x_id" $evs_front_request_id {
-        "~^(?<evs_os_id>[^|]+)[|]" $evs_os_id;
-        "~^[|](?<evs_x_id>.+)$" $evs_x_id;
-        default $evs_front_new_id;
+        {{new_id_regex}} {{new_id}};
     }
     # Upstreams get the client's own request-id headers, or the chosen id where it sent none...
     map $http_x_request_id $evs_front_upstream_x_request_id {
@@ -358,9 +467,10 @@ http {
         default "";
     }
 
-    # JSON access log: no headers and no query string (they may carry credentials).
-    map $request_uri $evs_front_log_path {
-        "~^(?<evs_path>[^?]*)" $evs_path;
+    # JSON access log: no headers and no query string (they may carry credentials). The path is the
+    # routing regex's capture; this map makes sure routing ran first (nginx's own 400s skip it).
+    map {{log_route}} $evs_front_log_path {
+        default {{log_path}};
     }
     log_format evs_front escape=json
         '{"time":"$time_iso8601","level":"info","logger":"front.access","request_id":"$evs_front_request_id",'
@@ -388,8 +498,7 @@ http {
 
 {{error_locations}}
         location / {
-            proxy_pass $evs_front_upstream;  # no URI part: the raw request target, unchanged
-            proxy_http_version 1.1;
+{{proxy_pass}}            proxy_http_version 1.1;
             proxy_set_header Connection "";  # keep-alive to both upstreams
             proxy_set_header Host $evs_front_host;
 {{forwarded_host}}            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -427,4 +536,4 @@ http {
 {{legacy_tls}}{{request_id_headers}}        }
     }
 }
-""".replace("{{SHIM_UPSTREAM}}", SHIM_UPSTREAM)
+"""

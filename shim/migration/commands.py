@@ -27,7 +27,7 @@ from shim.state.store import StoreUnavailable
 from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError, canonical_project_id, is_legacy_id
 from shim.translate.signing import EMPTY_PAYLOAD_HASH, KeyPair
 from shim.upstreams.resign import resign
-from shim.upstreams.sdrs_calls import SdrsCalls
+from shim.upstreams.sdrs_calls import ListBounds, SdrsCalls
 from shim.upstreams.sdrs_client import SdrsClient
 from shim.validation import ConfigError
 
@@ -174,7 +174,9 @@ async def _discover(settings: Settings, mappings: Mappings, project_id: str, tok
                                           sock_read=timeouts.legacy.read),
             headers={"User-Agent": f"evs-sdrs-shim/{__version__} (discover)", "Accept": "application/json"},
         ) as session:
-            legacy = _LegacyLister(session, upstreams.legacy or "", project_id, headers, key)
+            bounds = ListBounds(settings.limits.sdrs_list_items, timeouts.sdrs_list)
+            legacy = _LegacyLister(session, upstreams.legacy or "", project_id, headers, key, bounds,
+                                   settings.limits.upstream_body_bytes)
             groups, pairs, sdrs_groups, sdrs_pairs = await asyncio.gather(
                 legacy.all(RCG_COLLECTION, "replication_consistency_groups"),
                 legacy.all(PAIR_COLLECTION, "replications"), calls.groups(project_id), calls.pairs(project_id))
@@ -184,21 +186,47 @@ async def _discover(settings: Settings, mappings: Mappings, project_id: str, tok
 
 
 class _LegacyLister:
-    """Every item of a legacy list, page by page (`limit` and `marker`), read-only."""
+    """Every item of a legacy list, page by page (`limit` and `marker`), read-only, within the bounds
+    an SDRS list has (`ListBounds`: `limits.sdrs_list_items` items, `timeouts.sdrs_list` for all pages)
+    and `limits.upstream_body_bytes` a page: a legacy endpoint that ignores `marker` (the same page
+    again), never ends or sends a page too large is an error, never an endless read."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, project_id: str, headers: dict[str, str],
-                 key: KeyPair | None) -> None:
+                 key: KeyPair | None, bounds: ListBounds | None = None, max_page_bytes: int = 4 * 1048576) -> None:
         self._session, self._base, self._project = session, base_url.rstrip("/"), project_id
         self._headers, self._key = headers, key
+        self._bounds = bounds or ListBounds()
+        self._max_page_bytes = max_page_bytes
 
     async def all(self, collection: str, list_key: str) -> list[dict[str, Any]]:
+        bounds = self._bounds
         items: list[dict[str, Any]] = []
-        while True:
-            query = {"limit": str(LEGACY_PAGE), **({"marker": items[-1]["id"]} if items else {})}
-            page = await self._get(URL(f"{self._base}/v2/{self._project}/{collection}").with_query(query), list_key)
-            items += page
-            if len(page) < LEGACY_PAGE:
-                return items
+        seen: set[str] = set()
+        path = f"/v2/{self._project}/{collection}"
+        try:
+            async with asyncio.timeout(bounds.seconds):
+                while True:
+                    query = {"limit": str(LEGACY_PAGE), **({"marker": items[-1]["id"]} if items else {})}
+                    page = await self._get(URL(self._base + path).with_query(query), list_key)
+                    ids = [item.get("id") for item in page]
+                    if not all(isinstance(item_id, str) and item_id for item_id in ids):
+                        raise LegacyError(502, f"the legacy endpoint listed an item without an id in GET {path}: "
+                                               "its list cannot be paged")
+                    new = [item for item, item_id in zip(page, ids, strict=True) if item_id not in seen]
+                    if page and len(new) < len(page):  # a marker ignored: the list would never end
+                        raise LegacyError(502, f"the legacy endpoint sent items of GET {path} again after marker "
+                                               f"{query.get('marker', '(none)')} (it ignores `marker`); the list "
+                                               "cannot be completed")
+                    items += new
+                    seen.update(item["id"] for item in new)
+                    if len(items) > bounds.max_items:
+                        raise LegacyError(502, f"the legacy endpoint lists more than {bounds.max_items} items in "
+                                               f"GET {path}, more than discovery reads (limits.sdrs_list_items)")
+                    if len(page) < LEGACY_PAGE:
+                        return items
+        except TimeoutError:
+            raise LegacyError(504, f"the legacy endpoint did not list all of GET {path} in time "
+                                   f"({bounds.seconds:g} s, timeouts.sdrs_list)") from None
 
     async def _get(self, url: URL, list_key: str) -> list[dict[str, Any]]:
         headers: CIMultiDict[str] = CIMultiDict(self._headers)
@@ -206,9 +234,14 @@ class _LegacyLister:
             resign(headers, self._key, "GET", url, EMPTY_PAYLOAD_HASH)
         try:
             async with self._session.get(url, headers=headers, allow_redirects=False) as answer:
-                status, body = answer.status, await answer.read()
+                status, body = answer.status, bytearray()
+                while len(body) <= self._max_page_bytes and (chunk := await answer.content.read(65536)):
+                    body += chunk
         except (aiohttp.ClientError, TimeoutError) as err:
             raise LegacyError(503, f"the legacy endpoint could not be read: {type(err).__name__}") from None
+        if len(body) > self._max_page_bytes:
+            raise LegacyError(502, f"the legacy endpoint's page of GET {url.path} is larger than "
+                                   f"{self._max_page_bytes} bytes (limits.upstream_body_bytes)")
         try:
             document = json.loads(body)
         except ValueError:

@@ -15,7 +15,7 @@ from shim.translate.actions import EXTEND, REVERSE, TRANSLATED_ACTIONS, parse_ac
 from shim.translate.identity import PairIdentity
 from shim.translate.legacy import LegacyError, canonical_id, canonical_project_id
 from shim.translate.ownership import require_legacy_ids
-from shim.translate.paths import disguises_a_translated_url, names_a_translated_url
+from shim.translate.paths import REFUSED_SPELLING, disguises_a_translated_url, names_a_translated_url
 from shim.translate.tables import GroupMapping, Mappings
 from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_ROUTES
 
@@ -57,10 +57,12 @@ def explain(mappings: Mappings, method: str, url: str, body: bytes | None = None
     result = Explanation(method, shown)
     if raw_path in MANAGEMENT_PATHS:
         result.owner, result.answer = SHIM, "the shim's own management endpoint (GET only)"
+        if method not in ("GET", "HEAD"):
+            result.answer = "405 badMethod (Allow: GET, HEAD): the shim's own management endpoint is GET only"
         result.why = ["a management path: never passed through"]
         return result
     if disguises_a_translated_url(raw_path):
-        return _refused(result, LegacyError(400, "a non-canonical spelling of a translated URL"))
+        return _refused(result, LegacyError(400, REFUSED_SPELLING))
     route, params = _route(target.path)
     if route is None or not names_a_translated_url(raw_path):
         result.why = ["not a replication consistency group or replication pair URL"]
@@ -148,9 +150,13 @@ def _about_group(result: Explanation, mappings: Mappings, route: str, project_id
                              "pair_count and production_volumes")
         elif route == "rcg-action" and result.method == "POST":
             sdrs = _action(Explanation(result.method, result.path), entry, body)
-            result.shadow = ("afterwards the shim records a dry run: it reads " + ", ".join(
-                call for call in sdrs.sdrs_calls if call.startswith("GET")) + " and notes what sdrs mode would "
-                "have sent and answered: " + sdrs.answer + "; nothing but GETs is sent to SDRS")
+            reads = [call for call in sdrs.sdrs_calls if call.startswith("GET")]
+            writes = [call for call in sdrs.sdrs_calls if not call.startswith("GET")]
+            would_send = "; ".join(writes) if writes else "no SDRS call (the body names no action it translates)"
+            result.shadow = (("afterwards the shim records a dry run: it reads " + ", ".join(reads) + " and notes "
+                              if reads else "afterwards the shim records a dry run and notes ")
+                             + "what sdrs mode would have sent, " + would_send + ", and answered: " + sdrs.answer
+                             + "; nothing but GETs is sent to SDRS")
         return result
     result.owner = SDRS
     result.why += _identity_lines(entry)
@@ -162,8 +168,9 @@ def _about_group(result: Explanation, mappings: Mappings, route: str, project_id
         result.answer = ('200 {"replication_consistency_group": {...}} in the exact legacy shape (statuses from '
                          "mappings/statuses.yaml, priority_station as the production AZ)")
     elif result.method in ("PUT", "DELETE"):
-        result.answer = ("409 conflictingRequest: the group has moved to SDRS; the message names the SDRS call to "
-                         "use instead")
+        result.answer = ("202 carried out through SDRS (README, Updates and deletes of a mapped group); 400 "
+                         "badRequest, nothing sent, when a legacy precondition fails (update: status available "
+                         "and replication paused; delete: no pairs left, status available or error)")
     else:
         result.answer = "405 badMethod (Allow: GET, HEAD, PUT, DELETE)"
     return result
@@ -237,11 +244,11 @@ def _about_pairs_or_lists(result: Explanation, mappings: Mappings, route: str, p
                          "filtered, sorted and paged by the shim")
     elif listing and result.method == "POST":
         if migrated:
-            result.owner, result.answer = SHIM, "409 conflictingRequest: create groups and pairs in SDRS"
+            result.owner, result.answer = SHIM, "400 badRequest: create groups and pairs in SDRS"
         else:
             result.sdrs_calls = [f"GET /v1/{project_id}/replications"]
-            result.answer = ("409 when the body names a pair or disk of a mapped group, else relayed as sent to the "
-                             "legacy endpoint")
+            result.answer = ("400 when the body names a pair or disk of a mapped group (or one the shim removed), "
+                             "else relayed as sent to the legacy endpoint")
     elif migrated:
         result.owner = "SDRS when the id is a pair of a mapped group, else the shim itself"
         result.sdrs_calls = [f"GET /v1/{project_id}/replications",
@@ -250,7 +257,8 @@ def _about_pairs_or_lists(result: Explanation, mappings: Mappings, route: str, p
     elif result.method in ("GET", "HEAD", "DELETE"):
         result.owner = f"SDRS when the id is a pair of a mapped group, else {LEGACY}"
         result.sdrs_calls = [f"GET /v1/{project_id}/replications (whose pair it is)"]
-        result.answer = ("200 the SDRS pair in the legacy shape (DELETE: 409) for a mapped group's pair, else the "
+        result.answer = ("200 the SDRS pair in the legacy shape (DELETE: 400, remove it from its group first) for a "
+                         "mapped group's pair, else the "
                          "legacy endpoint's answer")
     return result
 

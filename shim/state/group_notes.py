@@ -5,7 +5,8 @@
 - the pairs it removed from a group (their legacy DELETE then answers 202 and their GET 404, as a
   removed legacy pair's delete would end, instead of reaching the legacy endpoint);
 - the groups it deleted (their mapping entries are retired: `shim validate` and the report say so).
-Keys are built from normalised ids (`id_key`), so any spelling finds the note.
+Keys are built from normalised ids (`id_key`), so any spelling finds the note. Deleted groups and
+removed pairs also go into the retired index (retired.py), which every shim keeps in memory.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from shim.state.retired import Retired, RetiredIndex
 from shim.state.store import StateStore, StoreUnavailable
 from shim.translate.legacy import id_key
 from shim.translate.tables import GroupMapping
@@ -38,8 +40,9 @@ def retired_key(project_id: str, rcg_id: str) -> str:
 
 
 class GroupNotes:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, retired: RetiredIndex | None = None) -> None:
         self.store = store
+        self.index = retired if retired is not None else RetiredIndex()
 
     async def description(self, entry: GroupMapping) -> tuple[bool, str | None]:
         """(known, description): known is False when none was ever set or the store cannot say."""
@@ -77,15 +80,28 @@ class GroupNotes:
     async def removed_pair(self, project_id: str, pair_id: str) -> dict[str, Any] | None:
         return await self.store.get(removed_pair_key(project_id, pair_id))
 
-    async def note_removed_pair(self, entry: GroupMapping, pair_id: str, job_id: str) -> None:
+    async def note_removed_pair(self, entry: GroupMapping, pair_id: str, job_id: str,
+                                volume_ids: tuple[str, ...] = ()) -> None:
+        now = time.time()
         await self.store.put(removed_pair_key(entry.project_id, pair_id), {
             "pair_id": pair_id, "rcg_id": entry.rcg_id, "protection_group_id": entry.protection_group_id,
-            "job_id": job_id, "removed_at": time.time()})
+            "job_id": job_id, "removed_at": now, "volume_ids": list(volume_ids)})
+        await self.index.note(self.store, Retired(entry.project_id, entry.rcg_id, entry.protection_group_id,
+                                                    job_id, now, pair_id, volume_ids))
+        recorded = entry.identity.by_sdrs_id(pair_id) if entry.identity is not None else None
+        if recorded is not None and id_key(recorded.legacy_id) != id_key(pair_id):
+            # Clients know the pair by its legacy id: that id stays removed too, also once the mapping entry
+            # (and the correspondence it records) is gone.
+            await self.index.note(self.store, Retired(entry.project_id, entry.rcg_id, entry.protection_group_id,
+                                                        job_id, now, recorded.legacy_id, volume_ids))
 
     async def note_retired(self, entry: GroupMapping, job_id: str) -> None:
+        now = time.time()
         await self.store.put(retired_key(entry.project_id, entry.rcg_id), {
             "rcg_id": entry.rcg_id, "protection_group_id": entry.protection_group_id, "job_id": job_id,
-            "deleted_at": time.time()})
+            "deleted_at": now})
+        await self.index.note(self.store, Retired(entry.project_id, entry.rcg_id, entry.protection_group_id,
+                                                    job_id, now))
 
     async def retired(self, entry: GroupMapping) -> dict[str, Any] | None:
         return await self.store.get(retired_key(entry.project_id, entry.rcg_id))

@@ -4,15 +4,20 @@ During a phased migration some groups live in SDRS (mapped) and the rest behind 
 A mapped group's legacy copy is stale: nothing about it may reach the legacy endpoint, and nothing
 about an unmapped group reaches SDRS. For a mapped group (SDRS owns it):
 - reads of the group and its pairs come from SDRS, in the legacy shape; actions are translated;
-- `PUT`/`DELETE` of the group, `DELETE` of one of its pairs, and a create or update that names one
-  of its pairs or disks are refused (`REFUSED_STATUS`), until they are translated;
+- `PUT`/`DELETE` of the group and `DELETE` of one of its pairs are translated (writes.py, legacy
+  preconditions first); a create or update of another group that names one of its pairs or disks is
+  refused (`REFUSED_STATUS`);
 - lists merge SDRS's items with the legacy endpoint's, the legacy copies of mapped groups and pairs
   hidden; a pair list filtered by a mapped group comes from SDRS alone.
-For an unmapped group (the legacy endpoint owns it) every call is relayed unchanged, body as sent; so
-is every call of a project that maps no group. Ids are compared by `id_key` (case and dashes do not
-matter). A mapped group's pairs are named by their SDRS ids or by the legacy pair ids its mapping entry
-records (translate/identity.py): both are the group's. The README's ownership table says the same for
-operators.
+What the shim deleted (a group) or removed from a mapped group (a pair, and its disks) stays SDRS's,
+whatever becomes of the mapping entry (the web layer adds the state store's retired index to the
+holdings). For an unmapped group (the legacy endpoint owns it) every call is relayed unchanged, body
+as sent; so is every call of a project that maps no group and where the shim deleted nothing. When
+SDRS cannot answer (`sdrs_cannot_answer`), the holdings last seen (`KnownHoldings`) stand in for it,
+and a call nothing known ties to a mapped group is the legacy endpoint's. Ids are compared by `id_key`
+(case and dashes do not matter). A mapped group's pairs are named by their SDRS ids or by the legacy
+pair ids its mapping entry records (translate/identity.py): both are the group's. The README's
+ownership table says the same for operators.
 
 Modes (README, Migration): only an entry in mode `sdrs` hands its group to SDRS. A `legacy` or
 `shadow` entry leaves the group to the legacy endpoint exactly as an unmapped one (`shadow_entries`
@@ -29,9 +34,10 @@ from typing import Any
 from shim.translate.legacy import LegacyError, id_key, is_legacy_id
 from shim.translate.tables import GroupMapping, Mappings
 
-# The one status every refusal of a legacy write on an SDRS-owned group carries: the request conflicts
-# with where the group lives now (Terraform and golangsdk surface it as an error and stop).
-REFUSED_STATUS = 409
+# The one status every refusal of a legacy write on an SDRS-owned group carries. 400, not 409: golangsdk
+# shows the body of a 400 (and 404, 500, 504) but prints a fixed sentence for a 409, and the message
+# names the SDRS call the user must make instead; the legacy pages allow either (a wrong state is 400).
+REFUSED_STATUS = 400
 
 
 def require_legacy_ids(project_id: str, item_id: str | None = None, what: str = "id") -> None:
@@ -74,9 +80,13 @@ class SdrsHoldings:
     @classmethod
     def of(cls, mapped: Mapping[str, GroupMapping], pairs: Iterable[tuple[str, str, list[str]]]) -> SdrsHoldings:
         """`pairs`: (pair id, protection group id, volume ids) of the project's SDRS pairs."""
-        pair_ids: dict[str, GroupMapping] = {id_key(pair.legacy_id): entry for entry in mapped.values()
-                                             for pair in (entry.identity.pairs if entry.identity else ())}
-        volume_ids: dict[str, GroupMapping] = {}
+        recorded = [(entry, pair) for entry in mapped.values()
+                    for pair in (entry.identity.pairs if entry.identity else ())]
+        # What the mapping file records is the group's even when SDRS cannot be read (an outage): its
+        # legacy pair ids and their production disks.
+        pair_ids: dict[str, GroupMapping] = {id_key(pair.legacy_id): entry for entry, pair in recorded}
+        volume_ids: dict[str, GroupMapping] = {id_key(pair.volume_id): entry for entry, pair in recorded
+                                               if pair.volume_id}
         for pair_id, group_id, volumes in pairs:
             entry = mapped.get(id_key(group_id))
             if entry is None:
@@ -103,6 +113,50 @@ class SdrsHoldings:
         if _key(item.get("id")) in self.pair_ids:
             return True
         return any(id_key(volume) in self.volume_ids for volume in _volume_list(item.get("volume_ids")))
+
+
+class KnownHoldings:
+    """What SDRS held of each project's mapped groups when this shim last read the project's whole pair
+    list (in memory): what ties a call to a mapped group while SDRS cannot answer (README, Who serves
+    which call). `learn` says whether anything changed (the caller then keeps a copy in the state
+    store, for a shim that starts while SDRS is down)."""
+
+    def __init__(self) -> None:
+        self._by_project: dict[str, SdrsHoldings] = {}
+
+    def learn(self, project_id: str, holdings: SdrsHoldings) -> bool:
+        known = self._by_project.get(id_key(project_id))
+        self._by_project[id_key(project_id)] = holdings
+        return known is None or known.pair_ids != holdings.pair_ids or known.volume_ids != holdings.volume_ids
+
+    def of_project(self, project_id: str) -> SdrsHoldings | None:
+        return self._by_project.get(id_key(project_id))
+
+
+def holdings_document(holdings: SdrsHoldings) -> dict[str, Any]:
+    """The holdings as a store document: id_key of each pair and disk -> [RCG id, protection group id]."""
+    return {section: {key: [entry.rcg_id, entry.protection_group_id] for key, entry in items.items()}
+            for section, items in (("pairs", holdings.pair_ids), ("disks", holdings.volume_ids))}
+
+
+def holdings_from_document(project_id: str, document: Mapping[str, Any] | None) -> SdrsHoldings | None:
+    """Holdings a shim kept in the store (None: none, or unreadable)."""
+    if not document:
+        return None
+    try:
+        pair_ids, volume_ids = (
+            {str(key): GroupMapping(project_id, str(ids[0]), str(ids[1]))
+             for key, ids in (document.get(section) or {}).items()}
+            for section in ("pairs", "disks"))
+    except (AttributeError, IndexError, TypeError):
+        return None
+    rcg_ids = frozenset(id_key(entry.rcg_id) for entry in pair_ids.values())
+    return SdrsHoldings(rcg_ids, pair_ids, volume_ids)
+
+
+def sdrs_cannot_answer(err: LegacyError) -> bool:
+    """SDRS (or the way to it) failed, as opposed to refusing the caller (401, 403, 400): an outage."""
+    return err.status >= 500
 
 
 def _key(value: Any) -> str:

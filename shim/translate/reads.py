@@ -83,6 +83,17 @@ def fault_level(pairs: Iterable[ReplicationPair]) -> str:
     return str(max(levels, default=0))
 
 
+def group_reading(group: ServerGroup, pairs: Iterable[ReplicationPair], table: StatusTable) -> tuple[str, str]:
+    """The legacy (`status`, `replication_status`) of a group, by the status table."""
+    row = table.group_statuses.get(group.status)
+    if row is None:
+        raise _undocumented("protection group", group.status)
+    replication_status: str = row.replication_status
+    if replication_status == "from-pairs":
+        replication_status = group_replication_status(pairs, table)
+    return row.status, replication_status
+
+
 def legacy_group(
     rcg_id: str, group: ServerGroup, pairs: list[ReplicationPair], table: StatusTable, *,
     status: str | None = None, failure_detail: str | None = None,
@@ -93,17 +104,12 @@ def legacy_group(
     `status` overrides the table's reading (work of this shim's is pending); `written_description` is
     (known, value) of the one the shim keeps (SDRS has none to change); `identity` the group as old
     clients knew it and `renamed` whether it was renamed through the shim since (translate/identity.py)."""
-    row = table.group_statuses.get(group.status)
-    if row is None:
-        raise _undocumented("protection group", group.status)
-    replication_status: str = row.replication_status
-    if replication_status == "from-pairs":
-        replication_status = group_replication_status(pairs, table)
+    table_status, replication_status = group_reading(group, pairs, table)
     return {
         "id": rcg_id,
         "name": shown_group_name(identity, group.name, renamed),
         "description": shown_group_description(identity, group.description, written_description),
-        "status": status or row.status,
+        "status": status or table_status,
         "priority_station": production_zone(group),
         "replication_model": "hypermetro",
         "replication_status": replication_status,

@@ -11,19 +11,27 @@ Pure: no I/O, no clock (callers pass the time).
 
 CanonicalURI: each path segment unquoted then quoted with safe "~", always ending in "/".
 CanonicalQuery: (key, value) pairs sorted, both quoted with safe "~", joined by "&".
-CanonicalHeaders: "name:value.strip()\\n" for each signed header, in the order signed.
+CanonicalHeaders: "name:value.strip()\\n" for each signed header, in the order signed; a header given more
+than once has one such line per value, the values sorted (as golangsdk's signer writes them).
 PayloadHash: sha256 of the empty string for an empty body, else the X-Sdk-Content-Sha256 header
 (the SDKs send "UNSIGNED-PAYLOAD" for non-JSON bodies), else hex(sha256(body)).
+
+Which signatures are accepted is the API gateway's rule (README, "AK/SK-signed clients and https"):
+`x-sdk-date` must be signed, `host` need not be (golangsdk never signs it: Go keeps Host outside the
+header map), and when it is, the signed Host must name an endpoint the verifier stands for.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote, unquote
+
+from multidict import MultiMapping
 
 ALGORITHM = "SDK-HMAC-SHA256"
 DATE_HEADER = "X-Sdk-Date"
@@ -35,10 +43,14 @@ DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 MAX_CLOCK_SKEW_SECONDS = 15 * 60
 EMPTY_PAYLOAD_HASH = hashlib.sha256(b"").hexdigest()
 
-# A signature that does not bind the host and the time could be replayed anywhere, at any time.
-REQUIRED_SIGNED_HEADERS = ("host", "x-sdk-date")
-# Signed whenever present when the shim signs a request itself (temporary credentials, project scope).
-CARRIED_SIGNED_HEADERS = ("content-type", "x-project-id", "x-domain-id", "x-security-token", "x-sdk-content-sha256")
+# A signature that does not bind the time could be replayed at any time. `host` is not required: the
+# gateway accepts signatures without it (golangsdk's), so a stricter verifier would refuse the provider.
+REQUIRED_SIGNED_HEADERS = ("x-sdk-date",)
+# Signed whenever present when the shim signs a request of its own (no client signature to follow).
+OWN_SIGNED_HEADERS = ("host", "x-sdk-date", "content-type", "x-project-id", "x-domain-id", "x-security-token",
+                      "x-sdk-content-sha256")
+# An Authorization value in any spelling of an SDK signature: verified, or refused, never relayed as is.
+_LOOKS_SIGNED = re.compile(r"sdk-hmac|signedheaders\s*=|signature\s*=", re.IGNORECASE)
 # Never signed when re-signing: they are replaced, recomputed or dropped on the way to the next hop.
 _NEVER_RESIGNED = frozenset({
     "authorization", "content-length", "expect", "connection", "keep-alive", "proxy-connection", "te",
@@ -82,18 +94,37 @@ class SignatureRejected(Exception):
 
 
 def is_signed(authorization: str | None) -> bool:
-    """Whether an Authorization value is an AK/SK signature (of any SDK algorithm)."""
-    return authorization is not None and authorization.startswith("SDK-HMAC-")
+    """Whether an Authorization value is meant as an AK/SK signature, in any spelling (any algorithm,
+    any letter case): such a value is verified or refused, never passed on unverified."""
+    return authorization is not None and _LOOKS_SIGNED.search(authorization) is not None
+
+
+def signature_of(authorization_values: Sequence[str]) -> str | None:
+    """The request's signature from all its Authorization header values; None when it has none.
+    More than one Authorization header is refused: which one a verifier or an upstream reads differs."""
+    if len(authorization_values) > 1:
+        raise SignatureRejected("more than one Authorization header")
+    if not authorization_values or not is_signed(authorization_values[0]):
+        return None
+    return authorization_values[0]
+
+
+def authorization_values(headers: Mapping[str, str]) -> list[str]:
+    """Every Authorization value of `headers` (a multidict holds each header line)."""
+    if isinstance(headers, MultiMapping):
+        return list(headers.getall("Authorization", ()))
+    value = headers.get("Authorization")
+    return [] if value is None else [value]
 
 
 def parse_authorization(value: str) -> Authorization:
     algorithm, _, rest = value.partition(" ")
-    if algorithm != ALGORITHM:
+    if algorithm != ALGORITHM:  # exactly as the SDKs spell it: `sdk-hmac-sha256` is not verified as it
         raise SignatureRejected(f"unsupported signing algorithm (only {ALGORITHM})")
     fields: dict[str, str] = {}
     for part in rest.split(","):
         key, sep, field_value = part.strip().partition("=")
-        if not sep:
+        if not sep or key in fields:
             raise SignatureRejected("invalid authorization header")
         fields[key] = field_value
     try:
@@ -106,23 +137,39 @@ def parse_authorization(value: str) -> Authorization:
     return Authorization(access, signed_headers, signature)
 
 
-def identify(headers: Mapping[str, str], keys: Mapping[str, KeyPair], now: float) -> tuple[KeyPair, Authorization]:
-    """The checks that need no body: a known access key, X-Sdk-Date within MAX_CLOCK_SKEW_SECONDS of
-    `now` (epoch seconds), host and X-Sdk-Date among the signed headers."""
-    auth = parse_authorization(headers.get("Authorization", ""))
+def identify(
+    headers: Mapping[str, str], keys: Mapping[str, KeyPair], now: float, hosts: Container[str] | None = None,
+) -> tuple[KeyPair, Authorization]:
+    """The checks that need no body: one Authorization header, a known access key, X-Sdk-Date within
+    MAX_CLOCK_SKEW_SECONDS of `now` (epoch seconds) and signed, and, when `host` is signed and `hosts`
+    given, a Host among `hosts` (as `comparable_host` writes them)."""
+    auth = parse_authorization(signature_of(authorization_values(headers)) or "")
     key = keys.get(auth.access_key)
     if key is None:
         raise SignatureRejected("access key not found")
     check_date(headers.get(DATE_HEADER), now)
     if any(name not in auth.signed_headers for name in REQUIRED_SIGNED_HEADERS):
-        raise SignatureRejected("host and x-sdk-date must be signed")
+        raise SignatureRejected("x-sdk-date must be signed")
+    if hosts is not None and "host" in auth.signed_headers:
+        host = headers.get("Host", "")
+        if comparable_host(host) not in hosts:
+            # A request signed for another endpoint (another region): re-signed here, it would work.
+            raise SignatureRejected(f"signed for another host ({host[:100]!r})")
     return key, auth
 
 
-def verify(request: SignedRequest, keys: Mapping[str, KeyPair], now: float) -> tuple[KeyPair, Authorization]:
+def comparable_host(host: str) -> str:
+    """A Host value as signed hosts are compared: without case, a port of 80 or 443 as none."""
+    host = host.strip().lower()
+    return host.rpartition(":")[0] if host.endswith((":80", ":443")) else host
+
+
+def verify(
+    request: SignedRequest, keys: Mapping[str, KeyPair], now: float, hosts: Container[str] | None = None,
+) -> tuple[KeyPair, Authorization]:
     """The key pair that signed `request` and its parsed Authorization; SignatureRejected otherwise.
     Checked as the API gateway does: `identify`, then the signature itself."""
-    key, auth = identify(request.headers, keys, now)
+    key, auth = identify(request.headers, keys, now, hosts)
     canonical = canonical_request(request, auth.signed_headers)
     if not hmac.compare_digest(signature(key, str(request.headers[DATE_HEADER]), canonical), auth.signature):
         raise SignatureRejected("verify aksk signature fail")
@@ -153,11 +200,13 @@ def authorization(key: KeyPair, request: SignedRequest, signed_headers: Iterable
             f"Signature={signature(key, request.headers[DATE_HEADER], canonical)}")
 
 
-def headers_to_sign(headers: Mapping[str, str], client_signed: Iterable[str] = ()) -> tuple[str, ...]:
-    """What the shim signs on a hop: host and X-Sdk-Date, the headers the client had signed that go
-    on unchanged in name (their values as they leave), and the carried ones that are present."""
+def headers_to_sign(headers: Mapping[str, str], client_signed: Iterable[str] | None = None) -> tuple[str, ...]:
+    """What the shim signs on a hop. For a client's request: exactly the names the client signed
+    (`host` then names the hop's Host), those the hop carries, and X-Sdk-Date: never a header the
+    client did not sign, which anyone replaying its request could have added. For a request of the
+    shim's own (`client_signed` None): OWN_SIGNED_HEADERS, those present."""
     present = {name.lower() for name in headers}
-    wanted = {*REQUIRED_SIGNED_HEADERS, *CARRIED_SIGNED_HEADERS, *client_signed}
+    wanted = set(OWN_SIGNED_HEADERS if client_signed is None else (*client_signed, *REQUIRED_SIGNED_HEADERS))
     return tuple(sorted(name for name in wanted if name in present and name not in _NEVER_RESIGNED))
 
 
@@ -189,12 +238,12 @@ def canonical_query(raw_query: str) -> str:
 
 
 def canonical_headers(headers: Mapping[str, str], signed_headers: tuple[str, ...]) -> str:
-    lines = []
+    lines: list[str] = []
     for name in signed_headers:
-        value = headers.get(name)
-        if value is None:
+        values = headers.getall(name, ()) if isinstance(headers, MultiMapping) else [headers.get(name)]
+        if not values or None in values:
             raise SignatureRejected(f"signed header {name[:64]!r} missing from the request")
-        lines.append(f"{name}:{value.strip()}\n")
+        lines += (f"{name}:{value.strip()}\n" for value in sorted(str(value) for value in values))
     return "".join(lines)
 
 

@@ -21,8 +21,14 @@ What each legacy call becomes (checked against the SDRS pages):
   per pair (no disk is deleted), as jobs; the group reads `updating` until they end.
 - DELETE group -> `DELETE /v1/{p}/server-groups/{id}` (a job; SDRS refuses while pairs remain); the
   group reads `deleting`, then 404.
-- DELETE pair -> the same pair delete. A pair the shim already removed answers its DELETE with 202 and
-  its GET with 404, as a removed legacy pair's delete would end.
+- DELETE pair: the legacy endpoint deletes only a pair in no group, and every SDRS pair is in its
+  protection group, so a pair of a mapped group is removed with the group update above; its DELETE is
+  then answered 202 (nothing sent) and its GET 404, as a removed legacy pair's delete would end.
+
+Every legacy precondition of these writes (the legacy pages' constraints, as the legacy stand-in
+`shim/legacy_sim` enforces them) is checked on the group as a legacy client reads it, before any SDRS
+call, with the legacy 400 and nothing sent (`check_update_allowed`, `check_group_delete_allowed`,
+`refuse_pair_delete_in_group`).
 """
 
 from __future__ import annotations
@@ -147,6 +153,44 @@ def plan_update(
         rename = SdrsCall("PUT", f"/v1/{entry.project_id}/server-groups/{entry.protection_group_id}",
                           {"server_group": {"name": update.name}}, f"protection group {entry.protection_group_id}")
     return UpdatePlan(rename, tuple(deletes), tuple(already), renamed)
+
+
+# The legacy group statuses a delete is accepted in (the delete page's constraint).
+DELETABLE_STATUSES = frozenset({"available", "error"})
+# Replication still running: the update page says the group "must be paused before the update".
+RUNNING_REPLICATION = frozenset({"active", "copying"})
+
+
+def check_update_allowed(entry: GroupMapping, status: str, replication_status: str) -> None:
+    """The legacy update's preconditions on the group as clients read it: `status` available (user
+    guide), replication paused (API reference); else the legacy 400 and nothing changes."""
+    if status != "available":
+        raise LegacyError(400, f"Replication consistency group {entry.rcg_id} must be available to be updated, "
+                               f"not {status}; nothing was changed.")
+    if replication_status in RUNNING_REPLICATION:
+        raise LegacyError(400, f"Stop replication consistency group {entry.rcg_id} before updating it (its "
+                               f"replication_status is {replication_status}; pause it with "
+                               "os-stop-replication-consistency-group); nothing was changed.")
+
+
+def check_group_delete_allowed(entry: GroupMapping, status: str, pair_count: int) -> None:
+    """The legacy delete's preconditions: every pair removed first, `status` available or error."""
+    if pair_count:
+        raise LegacyError(400, f"Remove the {pair_count} replication pair(s) of replication consistency group "
+                               f"{entry.rcg_id} before deleting it (PUT with remove_replication_ids); nothing was "
+                               "deleted.")
+    if status not in DELETABLE_STATUSES:
+        raise LegacyError(400, f"Replication consistency group {entry.rcg_id} must be available or error to be "
+                               f"deleted, not {status}; nothing was deleted.")
+
+
+def refuse_pair_delete_in_group(entry: GroupMapping, pair_id: str) -> LegacyError:
+    """The legacy pair delete's precondition: the pair is in no group. A mapped group's pair still is
+    (named by the id its clients know it by)."""
+    return LegacyError(400, f"Replication pair {shown_pair_id(entry.identity, pair_id)} belongs to replication "
+                            f"consistency group {entry.rcg_id}; "
+                            "remove it from the group first (PUT .../os-vendor-replication-consistency-groups/"
+                            f"{entry.rcg_id} with remove_replication_ids); nothing was deleted.")
 
 
 def pair_delete(entry: GroupMapping, pair_id: str) -> SdrsCall:

@@ -3,7 +3,9 @@
 The request goes out as the client sent it: method, raw path and query (percent-encoding untouched),
 body bytes and end-to-end headers, plus X-Forwarded-For / X-Forwarded-Proto. The answer comes back
 as the legacy endpoint sent it: status, reason, every header value (repeats kept) and the body bytes
-(no decompression, no redirect following, no cookie jar), streamed in both directions.
+(no decompression, no redirect following, no cookie jar), streamed. The request body is read whole
+before a pooled connection is taken (memory, or a temporary file for a large one: request_body.py),
+so a slow uploader never holds one of the pool's connections.
 
 The exchange runs on the lean HTTP/1.1 client (shim/upstreams/http1.py), the per-request work kept
 to one pass over the client's headers and no URL object; aiohttp's client only through an egress
@@ -21,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,7 +40,14 @@ from shim.upstreams.headers import NotUtf8Header, outgoing_request_fields, relay
 from shim.upstreams.http1 import Http1Exchange, Http1Pool
 from shim.upstreams.legacy_via_proxy import ProxiedExchange, ProxiedLegacyClient
 from shim.upstreams.peer_errors import describe_peer_error
-from shim.upstreams.request_body import BODY_STALLED, read_body_prefix, stalled_error, stream_body
+from shim.upstreams.request_body import (
+    BODY_STALLED,
+    BodyPace,
+    BodySpool,
+    SpooledBody,
+    read_body_prefix,
+    stalled_error,
+)
 from shim.upstreams.resign import VERIFIED, VerifiedSignature, resign
 
 log = logging.getLogger("shim.passthrough")
@@ -71,11 +79,16 @@ class LegacyObserver(Protocol):
 
 @dataclass(frozen=True)
 class BodyLimits:
-    """How the client's request body is read: bodies up to `buffer_bytes` whole, before a pooled
-    connection is taken; a pause over `idle_seconds` ends the request (408)."""
+    """How the client's request body is read, always whole before a pooled connection is taken: up to
+    `buffer_bytes` in memory, beyond that into a temporary file in `spool_directory`, all such files
+    within `spool_bytes`; a pause over `idle_seconds`, or an average below `min_rate` bytes a second
+    once `idle_seconds` have passed, ends the request (408)."""
 
     buffer_bytes: int = 65536
     idle_seconds: float = 30.0
+    spool_bytes: int = 8 * 1048576
+    min_rate: int = 500
+    spool_directory: str | None = None
 
 
 class LegacyPassthrough:
@@ -98,7 +111,8 @@ class LegacyPassthrough:
         self._tls = tls  # None: the system's CAs
         self._trust_env = trust_env
         self._max_answer_bytes = max_answer_bytes  # what get_json reads whole; relayed answers stream
-        self._body_limits = body_limits or BodyLimits()
+        self._body_limits = body_limits = body_limits or BodyLimits()
+        self.spool = BodySpool(body_limits.spool_directory, body_limits.spool_bytes)
         self._timeouts = timeouts
         self._pool_connections = pool_connections
         self._in_use = 0
@@ -184,7 +198,8 @@ class LegacyPassthrough:
         """Relay `request` to the legacy endpoint and stream its answer back.
 
         `body` is the request body when a handler has already read it; otherwise the body (if any)
-        is streamed from the client as it arrives.
+        is read whole first (memory or a temporary file, see `BodyLimits`), then a pooled connection
+        is taken.
         """
         if self.base_url is None or not self.started:
             raise LegacyError(
@@ -197,39 +212,50 @@ class LegacyPassthrough:
             body = verified.body  # read to check its signed hash: it goes on as checked
         observer = request.get(RELAY_OBSERVER)  # shadow mode: sees what is relayed, changes nothing
         data: http1.RequestBody = body
+        spooled: SpooledBody | None = None
         if body is None and request.body_exists:
-            # A small body is read first (the pool is not held while a slow client sends it); a
-            # larger one streams: Content-Length, when the client sent one, stays in the headers and
-            # the stream goes with that length; without it, chunked.
+            # The whole body is read before a pooled connection is taken, so a slow client holds only
+            # its own connection: a small one in memory, a larger one into a temporary file; either
+            # goes with its real length.
             limits = self._body_limits
-            prefix, complete = await read_body_prefix(request, limits.buffer_bytes, limits.idle_seconds)
+            # Paced (idle time and minimum rate) from here; a body that has all arrived with its head,
+            # the usual case, needs no clock.
+            pace = (None if request.content.is_eof() and (request.content_length or 0) <= limits.buffer_bytes
+                    else BodyPace(limits.idle_seconds, limits.min_rate))
+            prefix, complete = await read_body_prefix(request, limits.buffer_bytes, limits.idle_seconds, pace)
             if complete:
                 body = data = prefix
             else:
-                data = stream_body(request, prefix, limits.idle_seconds)
-                if observer is not None:
-                    data = _observed(data, observer)
-        if body is not None and observer is not None:
-            observer.request_chunk(body)
-        target = request_target(request)
-        headers, has_length = self._outgoing(request, body is not None)
-        if data is None and not has_length and request.method not in _BODYLESS_METHODS:
-            data = b""  # `Content-Length: 0`, as aiohttp's client sent it; a GET gains no framing
-        if verified is not None:
-            # Signed again for the Host this request goes out with; the body hash is what the client
-            # signed (a hash checked above, UNSIGNED-PAYLOAD for a streamed body, or the empty body's).
-            headers = self._resigned(headers, verified, request.method, target, verified.payload_hash)
-        self._take_connection()
+                pace = pace or BodyPace(limits.idle_seconds, limits.min_rate)
+                data = spooled = await self.spool.read(request, prefix, pace, observer)
         try:
-            upstream = await self._open(request, target, headers, data)
+            if body is not None and observer is not None:
+                observer.request_chunk(body)
+            target = request_target(request)
+            headers, has_length = self._outgoing(request, body is not None or spooled is not None)
+            if spooled is not None:
+                headers.append(("Content-Length", str(spooled.size)))
+                has_length = True
+            if data is None and not has_length and request.method not in _BODYLESS_METHODS:
+                data = b""  # `Content-Length: 0`, as aiohttp's client sent it; a GET gains no framing
+            if verified is not None:
+                # Signed again for the Host this request goes out with; the body hash is what the client
+                # signed (a hash checked above, UNSIGNED-PAYLOAD for a body read unchecked, or the empty body's).
+                headers = self._resigned(headers, verified, request.method, target, verified.payload_hash)
+            self._take_connection()
             try:
-                return await self._relay(request, upstream, observer)
+                upstream = await self._open(request, target, headers, data)
+                try:
+                    return await self._relay(request, upstream, observer)
+                finally:
+                    # After a complete answer the connection goes back to the pool; after a cut-off one
+                    # it is closed.
+                    upstream.release()
             finally:
-                # After a complete answer the connection goes back to the pool; after a cut-off one
-                # it is closed.
-                upstream.release()
+                self._give_back_connection()
         finally:
-            self._give_back_connection()
+            if spooled is not None:
+                spooled.close()  # its temporary file, and its room in the spool
 
     def _resigned(self, headers: list[tuple[str, str]], verified: VerifiedSignature, method: str, target: str,
                   payload_hash: str) -> list[tuple[str, str]]:
@@ -252,7 +278,7 @@ class LegacyPassthrough:
                 try:
                     upstream = await self._pool.exchange(method, target, headers, data)
                 except http1.NoAnswer as err:
-                    replayable = data is None or isinstance(data, bytes)
+                    replayable = data is None or isinstance(data, bytes | SpooledBody)
                     if err.answered or method not in _REPEATABLE_METHODS or not replayable:
                         raise
                     upstream = await self._pool.exchange(method, target, headers, data, fresh=True)
@@ -408,13 +434,6 @@ def request_target(request: web.BaseRequest) -> str:
         return raw
     rel = request.rel_url
     return rel.raw_path + "?" + rel.raw_query_string if rel.raw_query_string else rel.raw_path
-
-
-async def _observed(chunks: AsyncIterator[bytes], observer: RelayObserver) -> AsyncIterator[bytes]:
-    """The streamed body as it goes, each chunk shown to the shadow observer first."""
-    async for chunk in chunks:
-        observer.request_chunk(chunk)
-        yield chunk
 
 
 def _abort(request: web.Request, response: web.StreamResponse) -> None:

@@ -32,10 +32,11 @@ VERIFIED = web.RequestKey("aksk_verified", VerifiedSignature)
 
 def resign(
     headers: CIMultiDict[str], key: KeyPair, method: str, url: URL, payload_hash: str,
-    client_signed: tuple[str, ...] = (),
+    client_signed: tuple[str, ...] | None = None,
 ) -> None:
-    """Replace the signature in `headers` by one for `method` `url`, signed now. The Host signed is
-    the one in `headers`, else (as aiohttp would send it) the URL's."""
+    """Replace the signature in `headers` by one for `method` `url`, signed now, over the names the
+    client signed (`client_signed`; None for a request of the shim's own: see `headers_to_sign`).
+    The Host signed, when `host` is, is the one in `headers`, else (as aiohttp would send it) the URL's."""
     headers.popall("Authorization", None)
     headers.setdefault("Host", url.raw_authority)
     headers[DATE_HEADER] = sdk_date(time.time())

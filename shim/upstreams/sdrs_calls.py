@@ -61,10 +61,12 @@ class SdrsCalls:
     def __init__(
         self, client: SdrsClient, headers: dict[str, str], errors: SdrsErrorTable, audit: dict[str, Any],
         list_bounds: ListBounds | None = None, *, key: KeyPair | None = None,
+        client_signed: tuple[str, ...] | None = None,
     ) -> None:
         self._client = client
         self._headers = headers
-        self._key = key  # the caller's verified AK/SK pair: every SDRS request is signed with it
+        self._key = key  # the caller's verified AK/SK pair: every SDRS request is signed with it...
+        self._client_signed = client_signed  # ...over the header names the caller signed (None: the shim's own)
         self.errors = errors
         self._audit = audit  # the request's audit record: the last SDRS status and error code
         self._list_bounds = list_bounds or ListBounds()
@@ -74,7 +76,8 @@ class SdrsCalls:
         Not retried here: the client repeats a GET once when a kept-alive connection drops before
         the answer (RFC 9112 9.3.1), and never anything else."""
         try:
-            answer = await self._client.request(method, path, self._headers, body, key=self._key)
+            answer = await self._client.request(method, path, self._headers, body, key=self._key,
+                                               client_signed=self._client_signed)
         except SdrsTransportError as err:
             self._audit.update(sdrs_status=err.label, sdrs_code=None, sdrs_error=str(err)[:300])
             log.warning("SDRS %s while trying to %s (%s)", err.label.replace("_", " "), doing, str(err)[:300],

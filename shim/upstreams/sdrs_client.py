@@ -43,6 +43,8 @@ USER_AGENT = f"evs-sdrs-shim/{__version__}"
 
 # Told about every exchange once it ends: (monotonic start time, the answer or None, the transport
 # error or None). For metrics; it must not raise or block.
+# The key pair to sign with and the header names to sign (the client's; None: the shim's own request).
+Signer = tuple[KeyPair, "tuple[str, ...] | None"]
 SdrsObserver = Callable[[float, "SdrsAnswer | None", "SdrsTransportError | None"], None]
 
 
@@ -97,13 +99,15 @@ class SdrsClient:
 
     async def request(
         self, method: str, path: str, headers: dict[str, str], json_body: Any | None = None,
-        key: KeyPair | None = None,
+        key: KeyPair | None = None, client_signed: tuple[str, ...] | None = None,
     ) -> SdrsAnswer:
         """One HTTP exchange with SDRS; `path` is built by the caller from validated ids only. With
-        `key`, the request is AK/SK-signed for SDRS's host."""
+        `key`, the request is AK/SK-signed for SDRS's host, over the header names `client_signed`
+        (the verified client's; None: the shim's own request)."""
         started = time.monotonic()
+        signer = None if key is None else (key, client_signed)
         try:
-            answer = await self._exchange(method, path, headers, json_body, key)
+            answer = await self._exchange(method, path, headers, json_body, signer)
         except SdrsTransportError as err:
             if self._observer is not None:
                 self._observer(started, None, err)
@@ -113,12 +117,12 @@ class SdrsClient:
         return answer
 
     async def _exchange(
-        self, method: str, path: str, headers: dict[str, str], json_body: Any | None, key: KeyPair | None
+        self, method: str, path: str, headers: dict[str, str], json_body: Any | None, signer: Signer | None
     ) -> SdrsAnswer:
         """One exchange; a GET whose kept-alive connection dropped before the answer is sent once more
         on a new connection (RFC 9112 9.3.1), never another method."""
         try:
-            return await self._exchange_once(method, path, headers, json_body, key)
+            return await self._exchange_once(method, path, headers, json_body, signer)
         except SdrsUnreachable as err:
             dropped = err.__cause__
             if method != "GET" or isinstance(err, SdrsNotSent) or not (
@@ -126,13 +130,13 @@ class SdrsClient:
                 or isinstance(dropped, http1.NoAnswer)
             ):
                 raise
-            return await self._exchange_once(method, path, headers, json_body, key)
+            return await self._exchange_once(method, path, headers, json_body, signer)
 
     async def _exchange_once(
-        self, method: str, path: str, headers: dict[str, str], json_body: Any | None, key: KeyPair | None
+        self, method: str, path: str, headers: dict[str, str], json_body: Any | None, signer: Signer | None
     ) -> SdrsAnswer:
         if self._pool is not None:
-            return await self._exchange_http1(method, path, headers, json_body, key)
+            return await self._exchange_http1(method, path, headers, json_body, signer)
         assert self._session is not None, "SdrsClient.start() was not awaited"
         url = URL(self.base_url + path, encoded=True)  # encoded=True: the path is built from validated ids
         data = None
@@ -140,9 +144,9 @@ class SdrsClient:
         if json_body is not None:
             data = json.dumps(json_body).encode()
             outgoing = {**headers, "Content-Type": "application/json"}
-        if key is not None:
+        if signer is not None:
             signed = CIMultiDict(outgoing)
-            resign(signed, key, method, url, payload_hash_of_body(signed, data or b""))
+            resign(signed, signer[0], method, url, payload_hash_of_body(signed, data or b""), signer[1])
             outgoing = signed
         try:
             async with self._session.request(
@@ -163,17 +167,17 @@ class SdrsClient:
             raise SdrsUnreachable(f"malformed answer ({describe_peer_error(err)})") from err
 
     async def _exchange_http1(
-        self, method: str, path: str, headers: dict[str, str], json_body: Any | None, key: KeyPair | None
+        self, method: str, path: str, headers: dict[str, str], json_body: Any | None, signer: Signer | None
     ) -> SdrsAnswer:
         assert self._pool is not None
         data = None if json_body is None else json.dumps(json_body).encode()
         fields: list[tuple[str, str]] = [*self._fixed_headers, *headers.items()]
         if data is not None:
             fields.append(("Content-Type", "application/json"))
-        if key is not None:
+        if signer is not None:
             signed = CIMultiDict(fields)
-            resign(signed, key, method, URL(self.base_url + path, encoded=True),
-                   payload_hash_of_body(signed, data or b""))
+            resign(signed, signer[0], method, URL(self.base_url + path, encoded=True),
+                   payload_hash_of_body(signed, data or b""), signer[1])
             fields = list(signed.items())
         try:
             answer = await self._pool.request(method, path, fields, data)

@@ -21,8 +21,8 @@ from shim.translate.legacy import LegacyError
 from shim.translate.ownership import mapped_group
 from shim.upstreams.sdrs_calls import SdrsCalls
 from shim.web.incoming import read_capped_body, sdrs_calls
-from shim.web.owner import serve_from_sdrs, to_legacy
-from shim.web.sdrs_work import Work, after_previous, backoff, send_calls
+from shim.web.owner import deleted_group, serve_from_sdrs, to_legacy
+from shim.web.sdrs_work import CLIENTS_OWN_ERRORS, Work, after_previous, backoff, send_calls
 from shim.web.shim_state import STATE, ShimState
 
 
@@ -37,6 +37,9 @@ async def rcg_action(request: web.Request) -> web.StreamResponse:
     rcg_id = request.match_info["rcg_id"]
     entry = mapped_group(state.mappings, request.match_info["project_id"], rcg_id)
     if entry is None:
+        deleted = state.retired.group(request.match_info["project_id"], rcg_id)
+        if deleted is not None:  # deleted through the shim: never its stale legacy copy again
+            raise deleted_group(request, deleted)
         return await to_legacy(request, item=f"Replication consistency group {rcg_id}")
     serve_from_sdrs(request, entry, "")  # filled first: a refused translated call is audited too
     if request.method != "POST":
@@ -86,7 +89,9 @@ async def confirm(
                 job = await calls.job(project_id, job_id)
                 group = await calls.group(project_id, group_id) if job and job.status == "RUNNING" else None
             except LegacyError as err:
-                # SDRS accepted the action: whatever went wrong while watching it, it may still run.
+                if err.status in CLIENTS_OWN_ERRORS:  # an expired token: the client re-authenticates on 401
+                    raise
+                # SDRS accepted the action: whatever else went wrong while watching it, it may still run.
                 raise not_confirmed(translation, rcg_id, waiting, settings.confirm_timeout_seconds,
                                     why=err.message) from None
             if job is None:

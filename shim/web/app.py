@@ -19,14 +19,24 @@ from aiohttp import hdrs, web
 
 from shim import __version__, tls
 from shim.config import Settings
-from shim.context import AUDIT, PASSTHROUGH, REQUEST_ID, REQUEST_ID_HEADERS, REQUEST_SECRETS, ROUTE, TRANSLATED
+from shim.context import (
+    AUDIT,
+    PASSTHROUGH,
+    REQUEST_ID,
+    REQUEST_ID_HEADERS,
+    REQUEST_SECRETS,
+    ROUTE,
+    TRANSLATED,
+    UPSTREAM_REQUEST_ID,
+)
 from shim.credentials import KeyRing, load_key_ring
 from shim.mappings import Mappings
 from shim.state.action_guard import ActionGuard
 from shim.state.backends import build_store
+from shim.state.retired import start_index
 from shim.state.store import StoreUnavailable
 from shim.translate.legacy import LegacyError
-from shim.translate.paths import canonical_path, disguises_a_translated_url, names_a_translated_url
+from shim.translate.paths import REFUSED_SPELLING, disguises_a_translated_url
 from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_ROUTES
 from shim.upstreams.passthrough import BodyLimits, LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
@@ -86,11 +96,11 @@ async def _observed(request: web.Request, handler: Handler) -> web.StreamRespons
 
 
 def refuse_disguised_translated_url(request: web.Request) -> None:
-    """Routing matches decoded paths: a non-canonical spelling of a translated URL must not be
-    relayed to a legacy endpoint that might normalise it and act on a migrated group."""
-    raw_path = request.rel_url.raw_path
-    if disguises_a_translated_url(raw_path):
-        raise LegacyError(400, f"Malformed request url: use the canonical form {canonical_path(raw_path)[:300]!r}.")
+    """The closed rule (shim/translate/paths.py): a path that names a translated collection in any
+    reading and is not spelled exactly as a translated route is refused, never relayed to a legacy
+    endpoint that might read it as the route and act on a migrated group."""
+    if disguises_a_translated_url(request.rel_url.raw_path):
+        raise LegacyError(400, REFUSED_SPELLING)
 
 
 async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -> tuple[web.StreamResponse, bool]:
@@ -102,9 +112,8 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
         refuse_disguised_translated_url(request)
         if legacy and state.keys:  # no key pairs configured: nothing to verify, no await on the hot path
             await verify_signature(request, state)
+        # A translated route is matched here only by its exact spelling: any other was refused above.
         about_groups = request.match_info.route.name in TRANSLATED_ROUTE_NAMES
-        if about_groups and not names_a_translated_url(request.rel_url.raw_path):
-            handler, about_groups = action_handlers.passthrough, False  # matched on the decoded path only
         if about_groups and legacy:
             watch_shadow(request, state)  # shadow mode: observe the legacy answer (nothing is awaited)
         response = await handler(request)
@@ -115,7 +124,7 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
         if err.refusal is not None:  # the duplicate-action guard said no
             state.metrics.action_refused(err.refusal)
         response = legacy_error_response(err, state.mappings.errors)
-        if err.status == 408:
+        if err.status == 408 or _CLOSE in err.headers:  # the body was left unread: do not wait for it
             await _answer_and_close(request, response)
         return response, True
     except web.HTTPRequestEntityTooLarge:
@@ -133,6 +142,9 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
             LegacyError(500, "The shim failed to handle the request; see its log."),
             state.mappings.errors,
         ), True
+
+
+_CLOSE = ("Connection", "close")
 
 
 async def _answer_and_close(request: web.Request, response: web.Response) -> None:
@@ -178,12 +190,21 @@ def _write_audit(request: web.Request, audit: dict[str, Any], legacy_status: str
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer carries both request-id headers (an upstream's own ids are kept); while
-    draining, every answer also closes its connection so clients reconnect elsewhere."""
-    request_id = request.get(REQUEST_ID) or new_request_id()
-    for name in REQUEST_ID_HEADERS:
-        if name not in response.headers:
-            response.headers[name] = request_id
+    """Every answer carries both request-id headers with one id: the legacy endpoint's own when a
+    relayed answer carries one (its header kept, the other filled with it; X-Openstack-Request-Id
+    first if it sent two), else the shim's. An upstream id other than the shim's is kept for the
+    access line. While draining, every answer also closes its connection so clients reconnect
+    elsewhere."""
+    headers = response.headers
+    theirs = headers.get("X-Openstack-Request-Id") or headers.get("X-Request-Id")
+    if theirs is None:
+        headers["X-Request-Id"] = headers["X-Openstack-Request-Id"] = request.get(REQUEST_ID) or new_request_id()
+    else:
+        for name in REQUEST_ID_HEADERS:
+            if name not in headers:
+                headers[name] = theirs
+        if theirs != request.get(REQUEST_ID):
+            request[UPSTREAM_REQUEST_ID] = theirs
     if request.app[STATE].health.draining:
         response.force_close()  # aiohttp has already chosen its headers: say it ourselves too
         response.headers["Connection"] = "close"
@@ -213,6 +234,13 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     body, content_type = request.app[STATE].metrics.render(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def management_method_not_allowed(request: web.Request) -> web.StreamResponse:
+    """A management path is the shim's own, GET (and HEAD) only: any other method is 405, neither
+    passed through nor counted as legacy traffic."""
+    raise LegacyError(405, f"Method {request.method[:16]} is not allowed on {request.path}; use GET.",
+                      headers=(("Allow", "GET, HEAD"),))
 
 
 MANAGEMENT_ROUTE_NAMES = frozenset(path.strip("/") for path in MANAGEMENT_PATHS)
@@ -256,7 +284,9 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
                                  tls=upstream_tls, trust_env=upstreams.trust_env,
                                  max_answer_bytes=limits.upstream_body_bytes,
                                  body_limits=BodyLimits(limits.request_buffer_bytes,
-                                                        settings.timeouts.request_body_idle),
+                                                        settings.timeouts.request_body_idle,
+                                                        limits.request_spool_bytes, limits.request_body_min_rate,
+                                                        settings.passthrough.spool_directory),
                                  observer=shim_metrics.legacy_observer),
         actions=ActionGuard(build_store(settings.state), settings.actions.settle_seconds,
                             settings.state.lease_seconds),
@@ -268,12 +298,14 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
     shim_metrics.in_flight.set_function(lambda: state.health.in_flight)
     shim_metrics.legacy_pool_in_use.set_function(lambda: state.legacy.in_use)
     shim_metrics.ready.set_function(lambda: 1 if state.health.ready else 0)
+    shim_metrics.unverified_body_bytes.set_function(lambda: state.unverified_bodies.held)
+    shim_metrics.request_spool_bytes.set_function(lambda: state.legacy.spool.in_use)
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
     # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too. With
     # `management.also_on_listen: false` only the management listener answers them (build_management_app).
     if settings.management is None or settings.management.also_on_listen:
-        add_management_routes(app)
+        add_management_routes(app, legacy_405=True)
     translated_handlers = {
         "rcg-action": action_handlers.rcg_action,
         "rcg": read_handlers.group_item,
@@ -288,17 +320,21 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
     return app
 
 
-def add_management_routes(app: web.Application) -> None:
+def add_management_routes(app: web.Application, *, legacy_405: bool = False) -> None:
     management_handlers = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics,
                            "/migration": migration_report}
     for path in MANAGEMENT_PATHS:
         app.router.add_get(path, management_handlers[path], name=path.strip("/"))
+        if legacy_405:
+            # Any other method on the same resource: 405 here, never the passthrough route below.
+            app.router.add_route("*", path, management_method_not_allowed, name=path.strip("/"))
 
 
 def build_management_app(shim_app: web.Application) -> web.Application:
     """The management listener's application (`management: {host, port}`): only the shim's own
     endpoints, answering from the shim app's state (so /readyz turns 503 with its drain); any other
-    path is a plain 404. It has no upstream sessions of its own: the shim app opens and closes them."""
+    path is a plain 404, any other method aiohttp's 405. It has no upstream sessions of its own: the
+    shim app opens and closes them."""
     app = web.Application(handler_args={"max_line_size": 8190, "max_field_size": 8190, "max_headers": 64})
     app[STATE] = shim_app[STATE]
     add_management_routes(app)
@@ -327,6 +363,7 @@ async def _open_store(state: ShimState) -> None:
     try:
         await store.open()
         state.metrics.state_store_checked(True)
+        await start_index(state.retired, store, state.mappings.groups.values())
     except StoreUnavailable as err:
         state.metrics.state_store_checked(False)
         log.warning("state store unavailable at start: actions are refused until it answers",
@@ -339,6 +376,7 @@ async def _watch_store(state: ShimState) -> None:
     while True:
         try:
             await store.ping()
+            await state.retired.refresh(store)  # groups another shim deleted (one small read)
             up = True
         except StoreUnavailable as err:
             up = False

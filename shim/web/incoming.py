@@ -3,23 +3,29 @@ the capped body, and SDRS calls made on the caller's behalf."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from ipaddress import ip_address
 
 from aiohttp import web
+from yarl import URL
 
+from shim.config import Settings
 from shim.context import AUDIT, REQUEST_ID
 from shim.translate.legacy import LegacyError
 from shim.translate.signing import (
     SignatureRejected,
     SignedRequest,
+    comparable_host,
     identify,
     is_signed,
     payload_hash_of_body,
     payload_hash_without_body,
+    signature_of,
     verify,
 )
-from shim.upstreams.request_body import read_body_prefix
+from shim.upstreams.request_body import BodyStalled, read_body_prefix, read_some, stalled_error
 from shim.upstreams.resign import VERIFIED, VerifiedSignature
 from shim.upstreams.sdrs_calls import ListBounds, SdrsCalls
 from shim.web.shim_state import ShimState
@@ -33,32 +39,88 @@ SIGNED_REQUEST_MESSAGE = (
 )
 # Carried from the client to SDRS on a re-signed call (temporary credentials, project scope).
 CARRIED_TO_SDRS = ("X-Security-Token", "X-Project-Id", "X-Domain-Id")
+_BODY_CHUNK = 64 * 1024
 
 
 async def verify_signature(request: web.Request, state: ShimState) -> None:
     """Check an AK/SK-signed request as the API gateway would, before anything is forwarded: a legacy
-    401 when it does not verify. Without configured key pairs, signed requests keep the token rules
-    (401 on translated routes, passed through untouched otherwise)."""
-    if not state.keys or not is_signed(request.headers.get("Authorization")):
+    401 when it does not verify. Every spelling of a signature is verified or refused, and so is a
+    request with more than one Authorization header. Without configured key pairs, signed requests
+    keep the token rules (401 on translated routes, passed through untouched otherwise)."""
+    if not state.keys or "Authorization" not in request.headers:
         return
+    held = 0
     try:
-        identify(request.headers, state.keys, time.time())  # before reading a body for a stranger
+        value = signature_of(request.headers.getall("Authorization"))
+        if value is None:
+            return  # one Authorization header, not a signature (Basic, Bearer): the token rules
+        hosts = signed_host_names(state.settings, request.transport)
+        identify(request.headers, state.keys, time.time(), hosts)  # before reading a body for a stranger
         body = None
         payload_hash = payload_hash_without_body(request.headers, request.body_exists)
         if payload_hash is None:  # the body's hash is signed: read it whole and check it first
-            limit = state.settings.limits.signed_body_bytes
-            body = await read_capped_body(request, limit, state.settings.timeouts.request_body_idle,
-                                          f"Malformed request body: an AK/SK-signed body whose hash is signed "
-                                          f"may be at most {limit} bytes.")
+            body, held = await _read_unverified_body(request, state)
             payload_hash = payload_hash_of_body(request.headers, body)
         signed = SignedRequest(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
                                request.headers, payload_hash)
-        key, auth = verify(signed, state.keys, time.time())
+        key, auth = verify(signed, state.keys, time.time(), hosts)
     except SignatureRejected as err:
         log.warning("rejected an AK/SK-signed request: %s", err, extra={
             "request_id": request[REQUEST_ID], "method": request.method, "path": request.rel_url.raw_path})
         raise LegacyError(401, f"Incorrect IAM authentication information: {err}.") from None
+    finally:
+        state.unverified_bodies.give_back(held)  # checked (or refused): no longer a stranger's bytes
     request[VERIFIED] = VerifiedSignature(key, auth.signed_headers, payload_hash, body)
+
+
+async def _read_unverified_body(request: web.Request, state: ShimState) -> tuple[bytes, int]:
+    """The whole body (at most limits.signed_body_bytes, else a legacy 400) and the bytes it holds of
+    limits.unverified_signed_bytes, taken chunk by chunk as it arrives (a legacy 503 past it). The
+    caller gives them back once the signature is checked."""
+    limit, idle = state.settings.limits.signed_body_bytes, state.settings.timeouts.request_body_idle
+    too_large = LegacyError(400, f"Malformed request body: an AK/SK-signed body whose hash is signed may be at "
+                                 f"most {limit} bytes.")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    budget, body = state.unverified_bodies, bytearray()
+    try:
+        while True:
+            try:
+                chunk = await read_some(request, min(_BODY_CHUNK, limit + 1 - len(body)), idle)
+            except BodyStalled:
+                raise stalled_error(idle) from None
+            if not chunk:
+                return bytes(body), len(body)
+            budget.take(len(chunk))
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+    except BaseException:  # refused, stalled, or cancelled when the client left: none of it is held now
+        budget.give_back(len(body))
+        raise
+
+
+def signed_host_names(settings: Settings, transport: asyncio.BaseTransport | None) -> frozenset[str]:
+    """The Host values a signature that covers `host` may name here (as `comparable_host` writes them):
+    the address the client connected to (and `localhost` for a loopback one), listen.host:listen.port,
+    upstreams.legacy's host (clients that reach the shim under its name) and aksk_host_aliases."""
+    names = [*settings.aksk_host_aliases]
+    listen = settings.listen
+    if listen.host not in ("", "0.0.0.0", "::") and listen.port:
+        names.append(_authority(listen.host, listen.port))
+    if settings.upstreams.legacy is not None:
+        names.append(URL(settings.upstreams.legacy).raw_authority)
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        address, port = str(sockname[0]), int(sockname[1])
+        names.append(_authority(address, port))
+        if ip_address(address.partition("%")[0]).is_loopback:
+            names.append(f"localhost:{port}")
+    return frozenset(comparable_host(name) for name in names)
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def sdrs_calls(request: web.Request, state: ShimState) -> SdrsCalls:
@@ -94,7 +156,8 @@ def _calls_for(
     bounds = ListBounds(settings.limits.sdrs_list_items, settings.timeouts.sdrs_list,
                         client_connected=(lambda: client_connected(request)) if follow_client else (lambda: True))
     return SdrsCalls(state.sdrs, headers, state.mappings.errors, audit, bounds,
-                     key=verified.key if verified is not None else None)
+                     key=verified.key if verified is not None else None,
+                     client_signed=verified.signed_headers if verified is not None else None)
 
 
 def client_connected(request: web.BaseRequest) -> bool:

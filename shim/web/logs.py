@@ -29,7 +29,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shim.context import AUDIT, PASSTHROUGH, REQUEST_ID, REQUEST_SECRETS, ROUTE
+from shim.context import AUDIT, PASSTHROUGH, REQUEST_ID, REQUEST_SECRETS, ROUTE, UPSTREAM_REQUEST_ID
 from shim.translate import url_space
 from shim.upstreams.peer_errors import QUOTING_ERRORS, describe_peer_error
 
@@ -171,7 +171,9 @@ class JsonFormatter(logging.Formatter):
                 f'"logger": {_json_string(logger)}, "pid": {_pid}, "message": "access", '
                 f'"request_id": {_json_value(fields["request_id"])}, "method": {_json_string(fields["method"])}, '
                 f'"path": {_json_string(fields["path"])}, "status": {fields["status"]:d}, '
-                f'"duration_ms": {fields["duration_ms"]!r}, "route": {_json_value(fields["route"])}}}\n')
+                f'"duration_ms": {fields["duration_ms"]!r}, "route": {_json_value(fields["route"])}'
+                + (f', "upstream_request_id": {_json_string(fields["upstream_request_id"])}}}\n'
+                   if "upstream_request_id" in fields else "}\n"))
 
 
 class TextFormatter(JsonFormatter):
@@ -342,6 +344,9 @@ class JsonAccessLogger(AbstractAccessLogger):
             "duration_ms": round(seconds * 1000, 3),
             "route": _route_kind(path, request),
         }
+        upstream_id = request.get(UPSTREAM_REQUEST_ID)
+        if upstream_id is not None:  # a relayed answer carried the legacy endpoint's own id
+            fields["upstream_request_id"] = upstream_id[:128]
         handler = _only_sink_handler(self.logger, level)
         if handler is None:
             self.logger.log(level, "access", extra=fields)
@@ -349,6 +354,8 @@ class JsonAccessLogger(AbstractAccessLogger):
         fields["path"] = redact_text(path, REQUEST_SECRETS.get())
         if fields["request_id"] is not None:
             fields["request_id"] = redact_text(fields["request_id"])
+        if upstream_id is not None:
+            fields["upstream_request_id"] = redact_text(fields["upstream_request_id"])
         line = handler.formatter.access_line(level, self.logger.name, fields)  # type: ignore[union-attr]
         handler.sink.write(line)
 

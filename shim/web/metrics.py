@@ -159,6 +159,14 @@ class ShimMetrics:
             "shim_translated_rejected", "Translated calls refused with 503: limits.max_concurrent_translated "
             "reached", registry=registry,
         )
+        self.unverified_bodies_refused = Counter(
+            "shim_unverified_bodies_refused", "AK/SK-signed requests refused with 503: their body would pass "
+            "limits.unverified_signed_bytes (bodies held before their signature is checked)", registry=registry,
+        )
+        self.unverified_body_bytes = Gauge(
+            "shim_unverified_body_bytes", "Bytes of AK/SK-signed bodies held before their signature is checked",
+            registry=registry,
+        )
         self.config = Info("shim_config", "Version (digest) of the loaded config and mappings", registry=registry)
         self.config_generation = Gauge(
             "shim_config_generation", "1 at start, +1 per successful reload", registry=registry
@@ -192,6 +200,10 @@ class ShimMetrics:
         self.legacy_pool_in_use = Gauge(
             "shim_legacy_pool_in_use", "Connections to the legacy endpoint in use (at most limits.pool_connections)",
             registry=registry,
+        )
+        self.request_spool_bytes = Gauge(
+            "shim_request_spool_bytes", "Bytes of passthrough request bodies held in temporary files while they "
+            "arrive or are relayed (at most limits.request_spool_bytes)", registry=registry,
         )
         self.legacy_pool_refused = Counter(
             "shim_legacy_pool_refused", "Requests refused with 503 at once because every connection to the legacy "

@@ -9,7 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from shim.context import AUDIT, ROUTE, TRANSLATED
+from shim.state.retired import Retired
 from shim.translate.legacy import LegacyError, canonical_project_id
+from shim.translate.ownership import REFUSED_STATUS
 from shim.translate.paths import names_a_translated_url
 from shim.translate.tables import GroupMapping, Mappings
 from shim.web.shim_state import STATE
@@ -50,7 +52,8 @@ def _in_migrated_project(request: web.Request, mappings: Mappings) -> bool:
 
 def in_migrated_project(request: web.Request, item: str | None) -> web.StreamResponse:
     """A fully migrated project (default mode `sdrs`) has no legacy RCG endpoint any more: what SDRS
-    does not hold does not exist (404, an empty list), and a create cannot go to the legacy side (409)."""
+    does not hold does not exist (404, an empty list), and a create cannot go to the legacy side (400,
+    `REFUSED_STATUS`: the message, which names the SDRS calls, reaches golangsdk's user)."""
     project_id = canonical_project_id(request.match_info["project_id"])
     serve_from_sdrs(request, None, "fully-migrated-project", project_id=project_id)
     if item is not None:
@@ -59,7 +62,15 @@ def in_migrated_project(request: web.Request, item: str | None) -> web.StreamRes
     if key is not None and request.method in ("GET", "HEAD"):
         return web.json_response({key: []})
     if key is not None and request.method == "POST":
-        raise LegacyError(409, f"Project {project_id} has moved to SDRS: its replication consistency groups and "
-                               f"pairs are created in SDRS (POST /v1/{project_id}/server-groups, POST "
-                               f"/v1/{project_id}/replications), not through the legacy API.")
+        raise LegacyError(REFUSED_STATUS, f"Project {project_id} has moved to SDRS: its replication consistency "
+                                          f"groups and pairs are created in SDRS (POST /v1/{project_id}/server-groups, "
+                                          f"POST /v1/{project_id}/replications), not through the legacy API.")
     raise LegacyError(404, f"The resource {request.path[:200]} could not be found.")
+
+
+def deleted_group(request: web.Request, deleted: Retired) -> LegacyError:
+    """A group this shim deleted (its protection group): 404 for every call, as a deleted legacy group;
+    its stale legacy copy is never read again."""
+    serve_from_sdrs(request, deleted.entry, f"{request.method.lower()}-deleted-group")
+    return LegacyError(404, f"Replication consistency group {deleted.rcg_id} could not be found (it was deleted "
+                            f"through the migration proxy: SDRS job {deleted.job_id or 'unknown'}).")

@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from shim.state.retired import ProjectRetired
+from shim.state.store import StoreUnavailable
 from shim.translate.legacy import LegacyError, canonical_project_id, id_key
 from shim.translate.listing import (
     GROUP_FILTERS,
@@ -29,12 +31,15 @@ from shim.translate.listing import (
 )
 from shim.translate.ownership import (
     SdrsHoldings,
+    holdings_document,
+    holdings_from_document,
     mapped_group,
     named_pair_ids,
     named_volume_ids,
     project_mappings,
     refuse_write_on_sdrs_group,
     require_legacy_ids,
+    sdrs_cannot_answer,
 )
 from shim.translate.reads import legacy_group, legacy_pair
 from shim.translate.sdrs_models import ReplicationPair, ServerGroup
@@ -42,7 +47,7 @@ from shim.translate.tables import GroupMapping
 from shim.translate.writes import DELETE_GROUP, DELETE_PAIR, UPDATE, Reading, reading_while_pending
 from shim.upstreams.sdrs_calls import SdrsCalls
 from shim.web.incoming import read_capped_body, sdrs_calls
-from shim.web.owner import serve_from_sdrs, to_legacy
+from shim.web.owner import deleted_group, serve_from_sdrs, to_legacy
 from shim.web.shim_state import STATE, ShimState
 from shim.web.write_handlers import delete_group, delete_pair, update_group
 
@@ -75,6 +80,9 @@ async def group_item(request: web.Request) -> web.StreamResponse:
     project_id, rcg_id = request.match_info["project_id"], request.match_info["rcg_id"]
     entry = mapped_group(state.mappings, project_id, rcg_id)
     if entry is None:
+        deleted = state.retired.group(project_id, rcg_id)
+        if deleted is not None:  # deleted through the shim: gone, whatever became of its mapping entry
+            raise deleted_group(request, deleted)
         if request.method == hdrs.METH_PUT:
             return await _write_naming_pairs(request, f"update replication consistency group {rcg_id}",
                                               item=f"Replication consistency group {rcg_id}")
@@ -132,32 +140,48 @@ async def pair_item(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     project_id, pair_id = request.match_info["project_id"], request.match_info["replication_id"]
     require_legacy_ids(project_id, pair_id, "replication pair id")
-    mapped = project_mappings(state.mappings, project_id)
     item = f"Replication pair {pair_id}"
     recorded = state.mappings.legacy_pair(project_id, pair_id)  # a mapped group's legacy pair: SDRS's, always
     if recorded is not None and request.method not in (*READS, hdrs.METH_DELETE):
         serve_from_sdrs(request, recorded[0], f"{request.method.lower()}-pair", replication_id=recorded[1].sdrs_id)
         raise LegacyError(405, f"Method {request.method} is not allowed on a replication pair.",
                           headers=(("Allow", "GET, HEAD, DELETE"),))
-    if not mapped or request.method not in (*READS, hdrs.METH_DELETE):
+    if request.method not in (*READS, hdrs.METH_DELETE):
         return await to_legacy(request, item=item)
+    mapped = project_mappings(state.mappings, project_id)
+    sdrs_id = recorded[1].sdrs_id if recorded is not None else pair_id
+    removed = state.retired.pair(project_id, sdrs_id)
+    if not mapped:  # no SDRS read: what this shim removed is known in memory
+        return _removed_pair(request, removed.to_document()) if removed is not None \
+            else await to_legacy(request, item=item)
     project_id = canonical_project_id(project_id)
     calls = sdrs_calls(request, state)
-    sdrs_id = recorded[1].sdrs_id if recorded is not None else pair_id
-    # The project's pair list, not a read of this id: an unmapped group's pair id never reaches SDRS.
-    pair = next((pair for pair in await calls.pairs(project_id) if id_key(pair.id) == id_key(sdrs_id)), None)
+    try:
+        # The project's pair list, not a read of this id: an unmapped group's pair id never reaches SDRS.
+        sdrs_pairs = await calls.pairs(project_id)
+    except LegacyError as err:
+        if not sdrs_cannot_answer(err):
+            raise
+        if removed is not None:
+            return _removed_pair(request, removed.to_document())
+        known = await known_holdings(state, project_id) if recorded is None else None
+        if recorded is not None or (known is not None and id_key(pair_id) in known.pair_ids):
+            raise  # a mapped group's pair: only SDRS can answer for it
+        return await to_legacy(request, item=item)  # nothing known ties it to a mapped group: the legacy side's
+    await learn_holdings(state, project_id, _holdings(mapped, sdrs_pairs))
+    pair = next((pair for pair in sdrs_pairs if id_key(pair.id) == id_key(sdrs_id)), None)
     entry = mapped.get(id_key(pair.server_group_id)) if pair is not None else None
-    if pair is None or entry is None:
-        removed = await state.notes.removed_pair(project_id, sdrs_id)
-        if removed is not None:  # this shim deleted it from a mapped group: SDRS's, and gone
-            return _removed_pair(request, removed)
-        if recorded is not None:  # SDRS no longer holds it: gone (never the stale legacy copy)
+    if pair is None or entry is None or request.method == hdrs.METH_DELETE:
+        noted = removed.to_document() if removed is not None else await state.notes.removed_pair(project_id, sdrs_id)
+        if noted is not None:  # this shim deleted it from a mapped group: SDRS's, and gone (or going)
+            return _removed_pair(request, noted)
+        if (pair is None or entry is None) and recorded is not None:  # SDRS no longer holds it: gone
             serve_from_sdrs(request, recorded[0], f"{request.method.lower()}-pair", replication_id=sdrs_id)
             raise LegacyError(404, f"{item} could not be found: SDRS no longer holds its pair {sdrs_id}.")
-        return await to_legacy(request, item=item)  # not a pair of a migrated group
-    if request.method == hdrs.METH_DELETE:
+        if pair is None or entry is None:
+            return await to_legacy(request, item=item)  # not a pair of a migrated group
         serve_from_sdrs(request, entry, DELETE_PAIR, replication_id=pair.id)
-        return await delete_pair(request, state, calls, entry, pair)
+        return await delete_pair(request, state, entry, pair)
     serve_from_sdrs(request, entry, "show-pair", replication_id=pair.id)
     group = await calls.group(project_id, pair.server_group_id)
     body = legacy_pair(pair, entry.rcg_id, group, state.mappings.statuses, entry.identity)
@@ -188,53 +212,119 @@ async def _write_naming_pairs(request: web.Request, what: str, item: str | None 
     (one SDRS has, or one this shim removed from a mapped group: SDRS's still, and gone)."""
     state = request.app[STATE]
 
-    async def named(document: Any, holdings: SdrsHoldings) -> list[GroupMapping]:
+    async def named(document: Any, holdings: SdrsHoldings, mapped: bool) -> list[GroupMapping]:
         found = []
         for pair_id in named_pair_ids(document):
             if id_key(pair_id) in holdings.pair_ids:
                 found.append(holdings.pair_ids[id_key(pair_id)])
-            elif (removed := await state.notes.removed_pair(request.match_info["project_id"], pair_id)) is not None:
-                found.append(_group_of_removed_pair(request.match_info["project_id"], removed))
+            elif mapped and (removed := await state.notes.removed_pair(request.match_info["project_id"],
+                                                                        pair_id)) is not None:
+                found.append(_group_of_removed_pair(request.match_info["project_id"], removed))  # an older note
         return found
 
-    return await _inspected_write(request, what, item, named, SDRS_CREATE_PAIR)
+    return await _inspected_write(request, what, item, named_pair_ids, named, SDRS_CREATE_PAIR)
 
 
 async def _write_naming_volumes(request: web.Request) -> web.StreamResponse:
-    """A pair create: refused when it names a disk of a mapped group's pair."""
+    """A pair create: refused when it names a disk of a mapped group's pair, or of a pair this shim
+    removed from one (its disks stay SDRS's: a legacy pair on them would revive the stale copy's)."""
 
-    async def named(document: Any, holdings: SdrsHoldings) -> list[GroupMapping]:
+    async def named(document: Any, holdings: SdrsHoldings, mapped: bool) -> list[GroupMapping]:
         return [holdings.volume_ids[id_key(volume)] for volume in named_volume_ids(document)
                 if id_key(volume) in holdings.volume_ids]
 
-    return await _inspected_write(request, "create a replication pair", None, named, SDRS_CREATE_PAIR)
+    return await _inspected_write(request, "create a replication pair", None, named_volume_ids, named,
+                                  SDRS_CREATE_PAIR)
 
 
 async def _inspected_write(
-    request: web.Request, what: str, item: str | None,
-    sdrs_groups_named: Callable[[Any, SdrsHoldings], Awaitable[list[GroupMapping]]], sdrs_call: str,
+    request: web.Request, what: str, item: str | None, names: Callable[[Any], list[str]],
+    sdrs_groups_named: Callable[[Any, SdrsHoldings, bool], Awaitable[list[GroupMapping]]], sdrs_call: str,
 ) -> web.StreamResponse:
+    """Relayed as sent unless the body names a pair or disk SDRS owns (or owned). SDRS is read only when
+    the body names any; when SDRS cannot answer, what this shim knows decides (the pairs and disks it
+    last saw in mapped groups, the ones it removed), and a body nothing known ties to a mapped group
+    is the legacy endpoint's."""
     state = request.app[STATE]
     mapped = project_mappings(state.mappings, request.match_info["project_id"])
-    if not mapped or not request.headers.get("X-Auth-Token"):
+    retired = state.retired.of_project(request.match_info["project_id"])
+    if (not mapped and retired is None) or not request.headers.get("X-Auth-Token"):
         return await to_legacy(request, item=item)  # nothing to protect, or the legacy side refuses it
     body = await read_capped_body(request, INSPECTED_BODY_BYTES, state.settings.timeouts.request_body_idle)
     try:
         document = json.loads(body)
     except ValueError:
         return await to_legacy(request, body=body, item=item)  # the legacy endpoint says what is wrong
+    if not names(document):
+        return await to_legacy(request, body=body, item=item)  # names no pair or disk: nothing to look up
     project_id = canonical_project_id(request.match_info["project_id"])
-    holdings = await sdrs_holdings(sdrs_calls(request, state), project_id, mapped)
-    named = await sdrs_groups_named(document, holdings)
+    holdings = NO_HOLDINGS
+    if mapped:
+        try:
+            holdings = await sdrs_holdings(state, sdrs_calls(request, state), project_id, mapped)
+        except LegacyError as err:
+            if not sdrs_cannot_answer(err):
+                raise
+            holdings = await known_holdings(state, project_id) or SdrsHoldings.of(mapped, ())
+    named = await sdrs_groups_named(document, with_retired(holdings, retired), bool(mapped))
     if named:
         serve_from_sdrs(request, named[0], "refused-legacy-write")
         raise refuse_write_on_sdrs_group(named[0], what, sdrs_call)
     return await to_legacy(request, body=body, item=item)
 
 
-async def sdrs_holdings(calls: SdrsCalls, project_id: str, mapped: Mapping[str, GroupMapping]) -> SdrsHoldings:
-    pairs = await calls.pairs(project_id)
+NO_HOLDINGS = SdrsHoldings(frozenset(), {}, {})
+
+
+def _holdings(mapped: Mapping[str, GroupMapping], pairs: list[ReplicationPair]) -> SdrsHoldings:
     return SdrsHoldings.of(mapped, ((pair.id, pair.server_group_id, pair.volume_id_list) for pair in pairs))
+
+
+async def sdrs_holdings(
+    state: ShimState, calls: SdrsCalls, project_id: str, mapped: Mapping[str, GroupMapping],
+) -> SdrsHoldings:
+    """What SDRS holds of the project's mapped groups now (and remembered, for an SDRS outage)."""
+    holdings = _holdings(mapped, await calls.pairs(project_id))
+    await learn_holdings(state, project_id, holdings)
+    return holdings
+
+
+def holdings_key(project_id: str) -> str:
+    return f"holdings:{id_key(project_id)}"
+
+
+async def learn_holdings(state: ShimState, project_id: str, holdings: SdrsHoldings) -> None:
+    """Remember what SDRS holds of the project's mapped groups: in memory, and, when it changed, in the
+    state store (best effort: a store that does not answer costs this call nothing)."""
+    if state.holdings.learn(project_id, holdings):
+        try:
+            await state.actions.store.put(holdings_key(project_id), holdings_document(holdings))
+        except StoreUnavailable:
+            pass
+
+
+async def known_holdings(state: ShimState, project_id: str) -> SdrsHoldings | None:
+    """While SDRS cannot answer: what this shim last saw of the project's mapped pairs, else what a shim
+    sharing the store saw (one store read, on this outage path only)."""
+    known = state.holdings.of_project(project_id)
+    if known is not None:
+        return known
+    try:
+        return holdings_from_document(project_id, await state.actions.store.get(holdings_key(project_id)))
+    except StoreUnavailable:
+        return None
+
+
+def with_retired(holdings: SdrsHoldings, retired: ProjectRetired | None) -> SdrsHoldings:
+    """The holdings with what this shim took from the legacy world: the groups it deleted, the pairs it
+    removed and their disks (their legacy copies stay hidden, and no legacy write may name them)."""
+    if retired is None:
+        return holdings
+    return SdrsHoldings(
+        holdings.rcg_ids | frozenset(retired.groups),
+        {**{key: fact.entry for key, fact in retired.pairs.items()}, **holdings.pair_ids},
+        {**{key: fact.entry for key, fact in retired.disks.items()}, **holdings.volume_ids},
+    )
 
 
 # -- lists --------------------------------------------------------------------------------------
@@ -253,7 +343,8 @@ async def merged_list(
     items for the mapped groups, filtered and paged (listing.py)."""
     state = request.app[STATE]
     mapped = project_mappings(state.mappings, request.match_info["project_id"])
-    if not mapped:
+    retired = state.retired.of_project(request.match_info["project_id"])
+    if not mapped and retired is None:
         return await to_legacy(request)
     project_id = canonical_project_id(request.match_info["project_id"])
     query = parse_list_query(_first_values(request))
@@ -261,15 +352,21 @@ async def merged_list(
     if wanted is not None:
         mapped = {id_key(wanted.protection_group_id): wanted}  # about one mapped group: SDRS alone
     serve_from_sdrs(request, wanted, action, project_id=project_id)
-    calls = sdrs_calls(request, state)
-    groups, pairs = await asyncio.gather(calls.groups(project_id), calls.pairs(project_id))
+    items: list[MappedItem] = []
+    holdings = NO_HOLDINGS
+    if mapped:  # else only what this shim deleted: the legacy list without those copies, SDRS not asked
+        calls = sdrs_calls(request, state)
+        groups, pairs = await asyncio.gather(calls.groups(project_id), calls.pairs(project_id))
+        holdings = _holdings(mapped, pairs)
+        if wanted is None:
+            await learn_holdings(state, project_id, holdings)
+        items = await build_items(state, calls, project_id, mapped, groups, pairs)
+    holdings = with_retired(holdings, retired)
     legacy_items: list[dict[str, Any]] = []
-    holdings = SdrsHoldings.of(mapped, ((pair.id, pair.server_group_id, pair.volume_id_list) for pair in pairs))
     if wanted is None and not holdings.filter_names_a_mapped_disk(query.filters):
         hidden = holdings.is_legacy_copy_of_group if key == "replication_consistency_groups" \
             else holdings.is_legacy_copy_of_pair
         legacy_items = [item for item in await legacy_list(state, request, key) if not hidden(item)]
-    items = await build_items(state, calls, project_id, mapped, groups, pairs)
     page = merge_page(legacy_items, select_mapped(items, query, rules), query)
     return web.json_response({key: page})
 

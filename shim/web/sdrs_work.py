@@ -27,11 +27,11 @@ class Work:
     key: str  # what the record calls it: a legacy action key, or a write's name (translate/writes.py)
     verb: str  # for messages: "reprotect", "update"
     idempotent: bool = False  # the same work still running means this one is done already
-    alongside_same: bool = False  # the same work may run beside its predecessor (deletes of two pairs)
 
 
 async def after_previous(
     state: ShimState, calls: SdrsCalls, claim: GroupClaim, work: Work, entry: GroupMapping,
+    seen: list[Job | None] | None = None,
 ) -> ServerGroup | None:
     """The group once the previous work's jobs have finished; None when the same idempotent work is
     still running, so this one is done already.
@@ -39,7 +39,8 @@ async def after_previous(
     The previous jobs and the group are read together (GETs: safe to overlap). Other work (a Sync
     right after a Stop, an update right after a Stop, as Terraform sends them) waits, up to
     `actions.wait_for_previous_seconds`, for them to finish rather than failing; the same work again is
-    a duplicate: 409 while its job runs."""
+    a duplicate: 409 while its job runs. `seen` receives the previous jobs as last read (how the group
+    read to clients until now: a failed update reads `error`)."""
     settings = state.settings.actions
     deadline = time.monotonic() + settings.wait_for_previous_seconds
     pauses = backoff(settings.poll_initial_seconds, settings.poll_max_seconds)
@@ -47,13 +48,13 @@ async def after_previous(
         jobs, group = await _jobs_and_group(calls, claim.pending_jobs(), entry)
         running = [job for job in jobs if job is not None and not job.finished]
         if not running:
+            if seen is not None:
+                seen[:] = jobs
             claim.jobs_finished()
             return group
         if claim.record.action == work.key:
             if work.idempotent:
                 return None
-            if work.alongside_same:
-                return group  # its jobs stay pending beside this one's
             refuse_while_job_pending(running[0], work.verb, entry.rcg_id)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -87,17 +88,25 @@ def backoff(initial: float, maximum: float) -> Iterator[float]:
 
 async def previous_jobs(calls: SdrsCalls, project_id: str, job_ids: tuple[str, ...], rcg_id: str) -> list[Job | None]:
     """The last work's jobs, read before new work (None: SDRS says the job does not exist).
-    A job that cannot be read stays pending: no new work is sent while it might run."""
+    A job that cannot be read stays pending: no new work is sent while it might run. An SDRS 401 is the
+    client's 401 (an expired token: golangsdk re-authenticates on 401 only and sends the call again)."""
     try:
         if len(job_ids) == 1:  # the usual case: no gather (and no task) for one read
             return [await calls.job(project_id, job_ids[0])]
         return list(await asyncio.gather(*(calls.job(project_id, job_id) for job_id in job_ids)))
     except LegacyError as err:
+        if err.status in CLIENTS_OWN_ERRORS:
+            raise
         raise LegacyError(
             503, f"Cannot tell whether the previous action on replication consistency group {rcg_id} is still "
             f"running (reading SDRS job {', '.join(job_ids)} failed: {err.message}); no new action is sent "
             "until it can be read.", retry_after=DEFAULT_RETRY_AFTER_SECONDS,
         ) from None
+
+
+# SDRS refusals about the caller's own credentials: passed on as they are, never hidden behind a 503/504
+# (any SDRS read of an action or write: golangsdk re-authenticates on 401 only).
+CLIENTS_OWN_ERRORS = frozenset({401, 403})
 
 
 JobStarted = Callable[[SdrsCall, str], Awaitable[None]]
@@ -109,7 +118,6 @@ async def send_calls(
 ) -> None:
     """Send each planned call once, in order, each after the claim durably says it is leaving; stop
     at the first refusal and say what had been started. `on_job` is told each job SDRS accepted."""
-    alongside = work.alongside_same and claim.record.action == work.key and bool(claim.pending_jobs())
     for call in plan:
         doing = f"{work.verb} {call.subject}"
         answer: SdrsAnswer | None = None
@@ -132,7 +140,7 @@ async def send_calls(
                     err, message=f"{err.message} (started before this failure: job {', '.join(job_ids)})"
                 ) from None
             raise
-        claim.job_started(work.key, job_id, first_of_action=not job_ids and not alongside)
+        claim.job_started(work.key, job_id, first_of_action=not job_ids)
         job_ids.append(job_id)
         if on_job is not None:
             await on_job(call, job_id)

@@ -16,7 +16,9 @@ from shim.mappings import Mappings
 from shim.migration.shadow import ShadowRunner
 from shim.state.action_guard import ActionGuard
 from shim.state.group_notes import GroupNotes
+from shim.state.retired import RetiredIndex
 from shim.translate.legacy import LegacyError
+from shim.translate.ownership import KnownHoldings
 from shim.upstreams.passthrough import LegacyPassthrough
 from shim.upstreams.sdrs_client import SdrsClient
 from shim.web.metrics import ShimMetrics
@@ -70,6 +72,28 @@ class TranslatedSlots:
             self._metrics.translated_in_flight.set(self.active)
 
 
+class UnverifiedBodies:
+    """The bytes of AK/SK-signed bodies read but not yet checked, all requests together, at most
+    `limit()` (limits.unverified_signed_bytes): the signature is checked only once the whole body is
+    in, and anyone who knows an access key id (no secret) can send such bodies."""
+
+    def __init__(self, limit: Callable[[], int], metrics: ShimMetrics) -> None:
+        self._limit = limit
+        self._metrics = metrics
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        """Hold `size` more bytes, or a legacy 503 (the caller gives back what it took before)."""
+        if self.held + size > self._limit():
+            self._metrics.unverified_bodies_refused.inc()
+            raise LegacyError(503, "The migration proxy is checking as many AK/SK-signed bodies as it holds at "
+                                   "once; try again shortly.", retry_after=OVERLOAD_RETRY_AFTER_SECONDS)
+        self.held += size
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
 @dataclass
 class ShimState:
     """What handlers need. On reload `settings`, `mappings` and `keys` are each swapped whole, so
@@ -85,13 +109,19 @@ class ShimState:
     server_tls: ssl.SSLContext | None = None  # the listener's when it serves https; SIGHUP reloads its certificate
     health: Health = field(default_factory=Health)
     translated: TranslatedSlots = field(init=False)
+    unverified_bodies: UnverifiedBodies = field(init=False)
     notes: GroupNotes = field(init=False)  # descriptions, removed pairs, deleted groups (same store as the guard)
+    retired: RetiredIndex = field(init=False)  # deleted groups, removed pairs: in memory, kept fresh from the store
+    holdings: KnownHoldings = field(init=False)  # mapped groups' SDRS pairs and disks last seen (SDRS outages)
     shadow: ShadowRunner = field(init=False)  # shadow mode's comparisons and dry runs (README, Migration)
     config_digest: str = ""
 
     def __post_init__(self) -> None:
         self.translated = TranslatedSlots(lambda: self.settings.limits.max_concurrent_translated, self.metrics)
-        self.notes = GroupNotes(self.actions.store)
+        self.unverified_bodies = UnverifiedBodies(lambda: self.settings.limits.unverified_signed_bytes, self.metrics)
+        self.retired = RetiredIndex()
+        self.notes = GroupNotes(self.actions.store, self.retired)
+        self.holdings = KnownHoldings()
         self.shadow = ShadowRunner(lambda: self.settings, lambda: self.mappings, self.actions.store,
                                    self.metrics.registry)
 

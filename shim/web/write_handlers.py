@@ -15,27 +15,28 @@ from shim.state.store import StoreUnavailable
 from shim.translate.actions import SdrsCall
 from shim.translate.identity import shown_group_description, shown_group_name
 from shim.translate.legacy import id_key
+from shim.translate.reads import group_reading
 from shim.translate.sdrs_answers import parse_answer
-from shim.translate.sdrs_models import ReplicationPair, ServerGroupAnswer
+from shim.translate.sdrs_models import Job, ReplicationPair, ServerGroup, ServerGroupAnswer
 from shim.translate.tables import GroupMapping
 from shim.translate.writes import (
     DELETE_GROUP,
-    DELETE_PAIR,
     UPDATE,
     accepted_update,
+    check_group_delete_allowed,
+    check_update_allowed,
     group_delete,
-    pair_delete,
     parse_group_update,
     plan_update,
+    reading_while_pending,
+    refuse_pair_delete_in_group,
 )
-from shim.upstreams.sdrs_calls import SdrsCalls
 from shim.web.incoming import read_capped_body, sdrs_calls
 from shim.web.sdrs_work import Work, after_previous, send_calls
 from shim.web.shim_state import ShimState
 
 UPDATE_WORK = Work(UPDATE, "update")
 DELETE_GROUP_WORK = Work(DELETE_GROUP, "delete", idempotent=True)
-DELETE_PAIR_WORK = Work(DELETE_PAIR, "delete a replication pair of", alongside_same=True)
 
 
 async def update_group(request: web.Request, state: ShimState, entry: GroupMapping) -> web.StreamResponse:
@@ -46,11 +47,14 @@ async def update_group(request: web.Request, state: ShimState, entry: GroupMappi
     calls = sdrs_calls(request, state)
     job_ids: list[str] = []
     request[AUDIT]["job_ids"] = job_ids
+    seen: list[Job | None]
     async with state.actions.claim(entry.project_id, entry.protection_group_id, entry.rcg_id) as claim:
         # After a Stop (Terraform sends one first), its job must end before pairs can be deleted.
-        group = await after_previous(state, calls, claim, UPDATE_WORK, entry)
+        previous, seen = claim.record.action, []  # the work before this one, and its jobs as last read
+        group = await after_previous(state, calls, claim, UPDATE_WORK, entry, seen)
         assert group is not None  # an update is not idempotent work
         pairs = await calls.pairs(entry.project_id, entry.protection_group_id)
+        check_update_allowed(entry, *as_clients_read_it(state, group, pairs, previous, seen))
         removed_before = frozenset([id_key(pair_id) for pair_id in update.remove
                                     if await _noted(state.notes.removed_pair(entry.project_id, pair_id))])
         renamed_before = await _noted(state.notes.renamed(entry, strict=True))
@@ -65,8 +69,11 @@ async def update_group(request: web.Request, state: ShimState, entry: GroupMappi
         if plan.renamed and entry.identity is not None and not renamed_before:
             await _noted(state.notes.note_renamed(entry, update.name or ""))  # reads show SDRS's name from now on
 
+        disks = {id_key(pair.id): tuple(pair.volume_id_list) for pair in pairs}
+
         async def removed(call: SdrsCall, job_id: str) -> None:
-            await _noted(state.notes.note_removed_pair(entry, call.path.rsplit("/", 1)[1], job_id))
+            pair_id = call.path.rsplit("/", 1)[1]
+            await _noted(state.notes.note_removed_pair(entry, pair_id, job_id, disks.get(id_key(pair_id), ())))
 
         await send_calls(claim, calls, UPDATE_WORK, plan.deletes, job_ids, on_job=removed)
     renamed = plan.renamed or renamed_before
@@ -81,9 +88,14 @@ async def delete_group(request: web.Request, state: ShimState, entry: GroupMappi
     calls = sdrs_calls(request, state)
     job_ids: list[str] = []
     request[AUDIT]["job_ids"] = job_ids
+    seen: list[Job | None]
     async with state.actions.claim(entry.project_id, entry.protection_group_id, entry.rcg_id) as claim:
-        group = await after_previous(state, calls, claim, DELETE_GROUP_WORK, entry)
+        previous, seen = claim.record.action, []  # the work before this one, and its jobs as last read
+        group = await after_previous(state, calls, claim, DELETE_GROUP_WORK, entry, seen)
         if group is not None:  # None: the same delete is running already
+            pairs = await calls.pairs(entry.project_id, entry.protection_group_id)
+            status, _ = as_clients_read_it(state, group, pairs, previous, seen)
+            check_group_delete_allowed(entry, status, len(pairs))
 
             async def retired(call: SdrsCall, job_id: str) -> None:
                 await _noted(state.notes.note_retired(entry, job_id))
@@ -93,22 +105,22 @@ async def delete_group(request: web.Request, state: ShimState, entry: GroupMappi
 
 
 async def delete_pair(
-    request: web.Request, state: ShimState, calls: SdrsCalls, entry: GroupMapping, pair: ReplicationPair,
+    request: web.Request, state: ShimState, entry: GroupMapping, pair: ReplicationPair,
 ) -> web.StreamResponse:
-    """DELETE .../os-vendor-replications/{id} of a mapped group's pair: the SDRS pair delete; 202."""
-    job_ids: list[str] = []
-    request[AUDIT]["job_ids"] = job_ids
-    if pair.status == "deleting":
-        return web.Response(status=202)  # its delete runs already
-    wait = state.settings.actions.wait_for_previous_seconds  # Terraform deletes pairs in parallel
-    async with state.actions.claim(entry.project_id, entry.protection_group_id, entry.rcg_id, wait) as claim:
-        await after_previous(state, calls, claim, DELETE_PAIR_WORK, entry)
+    """DELETE .../os-vendor-replications/{id} of a pair still in a mapped group: the legacy endpoint deletes
+    only a pair in no group (its precondition), so this is its 400 and nothing is sent; the group update
+    removes the pair (and SDRS deletes it), after which its DELETE answers 202 (read_handlers)."""
+    raise refuse_pair_delete_in_group(entry, pair.id)
 
-        async def removed(call: SdrsCall, job_id: str) -> None:
-            await _noted(state.notes.note_removed_pair(entry, pair.id, job_id))
 
-        await send_calls(claim, calls, DELETE_PAIR_WORK, [pair_delete(entry, pair.id)], job_ids, on_job=removed)
-    return web.Response(status=202)
+def as_clients_read_it(
+    state: ShimState, group: ServerGroup, pairs: list[ReplicationPair], previous: str, jobs: list[Job | None],
+) -> tuple[str, str]:
+    """The legacy (`status`, `replication_status`) a client read until this write: the status table's,
+    or `error` after an update whose job failed (read_handlers shows the same)."""
+    reading = reading_while_pending(group, previous, jobs)
+    status, replication_status = group_reading(reading.group, pairs, state.mappings.statuses)
+    return reading.status or status, replication_status
 
 
 T = TypeVar("T")
