@@ -1,5 +1,5 @@
-"""The `shim` command: serve, validate, front-config, demo, simulate, and the migration tools report,
-explain, discover. Every subcommand has --help."""
+"""The `shim` command: serve, validate, config-schema, front-config, demo, simulate, legacy-sim, and the
+migration tools report, explain, discover. Every subcommand has --help."""
 
 from __future__ import annotations
 
@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers N
 
     validate = commands.add_parser(
-        "validate", help="check a config file and its mapping tables",
-        description="Load the config and every mapping table as `serve` would; exit 2 with one line "
-        "naming the file, entry or key, and the problem.")
+        "validate", help="check a config file, its mapping tables and its state store",
+        description="Load the config and every mapping table as `serve` would, and open the state store "
+        "(the SQLite file, or the Redis server); exit 2 with one line naming the file, entry or key (the "
+        "store's path or URL), and the problem.")
     validate.add_argument("--config", type=Path, required=True, metavar="PATH", help="YAML config file")
 
     front = commands.add_parser(
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         "redis); GET /migration on the shim answers the same as JSON (see README, Migration).")
     report.add_argument("--config", type=Path, required=True, metavar="PATH", help="the shim's YAML config file")
     report.add_argument("--json", action="store_true", help="print the JSON GET /migration answers instead")
+    report.add_argument("--token-file", type=Path, metavar="PATH",
+                        help="read the unfinished last actions' jobs from SDRS with the IAM token in this file "
+                        "(default: $OS_TOKEN when set; without a token the report shows the state store's record "
+                        "and when it was written)")
 
     explain = commands.add_parser(
         "explain", help="say which side would serve a legacy call, and what it would send and answer",
@@ -112,6 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--job-seconds", type=float, default=20.0,
                       help="how long simulated SDRS jobs run (default 20)")
 
+    schema = commands.add_parser(
+        "config-schema", help="print the config file's JSON Schema",
+        description="Print the JSON Schema (draft 2020-12) of the YAML config file, generated from the "
+        "settings models `serve` validates with: every key, its type, bounds, default and description. "
+        "For editors and CI checks; `shim validate` remains the complete check (files, key pairs, store).")
+    schema.add_argument("--indent", type=int, default=2, metavar="N", help="indentation (default 2; 0: one line)")
+
+    legacy_sim = commands.add_parser(
+        "legacy-sim", help="run the legacy EVS v2 stand-in alone",
+        description="Run the legacy EVS v2 stand-in (replication pairs and consistency groups, with state; "
+        "README, Legacy EVS stand-in) on loopback. It accepts any token.")
+    legacy_sim.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    legacy_sim.add_argument("--port", type=int, default=8776, help="listen port (default 8776; 0 = any free port)")
+    legacy_sim.add_argument("--seed-demo", action="store_true",
+                            help="start with the demo's two groups (one mapped by the shipped mappings, one not)")
+    legacy_sim.add_argument("--transition-seconds", type=float, default=0.2,
+                            help="time a group or pair stays creating/updating/deleting/failovering/reversing")
+    legacy_sim.add_argument("--copy-seconds", type=float, default=0.2,
+                            help="time replication stays copying after a sync or reprotect")
+
     simulate = commands.add_parser(
         "simulate", help="run the SDRS v1 simulator alone",
         description="Run the SDRS v1 simulator (protection groups, jobs, replication pairs) on loopback.")
@@ -141,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shim: config error: {err}", file=sys.stderr)
         return 2
     except ListenError as err:
-        hint = " (choose another --port; 0 picks a free one)" if args.command in ("demo", "simulate") else ""
+        hint = " (choose another --port; 0 picks a free one)" if args.command in ("demo", "simulate", "legacy-sim") \
+            else ""
         print(f"shim: {err}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -213,6 +239,29 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as err:
             raise ListenError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
         return 0
+    if args.command == "config-schema":
+        import json
+
+        from shim.config import config_schema
+
+        print(json.dumps(config_schema(), indent=args.indent or None))
+        return 0
+    if args.command == "legacy-sim":
+        from shim.legacy_sim import LegacySimSettings
+        from shim.runtime.legacy_stub import serve as serve_legacy
+        from shim.runtime.server import ListenError
+        from shim.web.logs import configure_logging
+
+        configure_logging("info")
+        try:
+            legacy_settings = LegacySimSettings(transition_seconds=args.transition_seconds,
+                                                copy_seconds=args.copy_seconds)
+            asyncio.run(serve_legacy(args.host, args.port, legacy_settings, args.seed_demo))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        except OSError as err:
+            raise ListenError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+        return 0
     raise AssertionError(args.command)
 
 
@@ -224,7 +273,8 @@ def _migration_command(args: argparse.Namespace) -> int:
         from shim.mappings import load_mappings
 
         settings = load_settings(args.config)
-        print(commands.report(settings, load_mappings(settings.mappings), args.json), end="")
+        print(commands.report(settings, load_mappings(settings.mappings), args.json,
+                              commands.read_token(args.token_file)), end="")
         return 0
     if args.command == "explain":
         from shim.config import load_settings
@@ -302,9 +352,17 @@ def _describe_state(settings: Any) -> str:
     return "memory (this process only)"
 
 
+def _without_password(text: str, url: str | None) -> str:
+    from yarl import URL
+
+    password = URL(url).password if url else None
+    return text.replace(password, "***") if password else text
+
+
 async def _retired_entries(settings: Any, mappings: Any) -> list[str]:
-    """Mapping entries whose group this shim deleted (the state store's notes); best effort: a store
-    that cannot be read is said to be so, and the file is still valid."""
+    """Mapping entries whose group this shim deleted (the state store's notes). A store that cannot
+    be opened (a file that cannot be written, a Redis that does not answer) is a ConfigError naming
+    the path or URL; one that opens but cannot be read is said to be so."""
     if settings.state.backend == "memory":
         return []
     from shim.state.backends import build_store
@@ -314,7 +372,12 @@ async def _retired_entries(settings: Any, mappings: Any) -> list[str]:
     store = build_store(settings.state)
     lines = []
     try:
-        await store.open()
+        try:
+            await store.open()
+        except StoreUnavailable as err:  # what `serve` would refuse every action for: not a valid deployment
+            key = "state.path" if settings.state.backend == "sqlite" else "state.url"
+            raise ConfigError(f"{key}: the state store {_describe_state(settings)} cannot be opened: "
+                              f"{_without_password(str(err), settings.state.url)[:300]}") from None
         notes = GroupNotes(store)
         for index, entry in enumerate(mappings.groups.values()):
             retired = await notes.retired(entry)

@@ -41,6 +41,18 @@ class Listen(_Section):
     tls: ListenTls | None = Field(None, description="serve https with this certificate; plain http without")
 
 
+class Management(_Section):
+    """A second, plain-http listener for the shim's own endpoints (/metrics, /healthz, /readyz,
+    /migration), e.g. on the pod IP for Prometheus and httpGet probes while clients use loopback."""
+
+    host: str = Field("127.0.0.1", description="address of the management listener (0.0.0.0: every interface)")
+    port: int = Field(ge=0, le=65535, description="its port; must differ from listen.port")
+    also_on_listen: bool = Field(
+        True, description="the client listener keeps answering the management paths too; false: only the "
+        "management listener does, and the client listener passes them to the legacy endpoint like any path",
+    )
+
+
 def _origin_url(value: str) -> str:
     """Accept only `scheme://host[:port]`: the shim builds every path itself."""
     url = URL(value)
@@ -309,6 +321,9 @@ class Settings(BaseSettings):
     )
 
     listen: Listen = Listen()
+    management: Management | None = Field(
+        None, description="a second listener for /metrics, /healthz, /readyz and /migration (default: none)"
+    )
     upstreams: Upstreams
     passthrough: Passthrough = Passthrough()
     mappings: Path = Path("./mappings")
@@ -353,6 +368,14 @@ class Settings(BaseSettings):
             if match is None or not 0 < int(match["port"] or 80) < 65536:
                 raise ValueError(f"{value[:100]!r} is not host or host:port (no scheme, path or user)")
         return values
+
+    @model_validator(mode="after")
+    def _management_apart(self) -> Settings:
+        management = self.management
+        if management is not None and management.port != 0 and management.port == self.listen.port \
+                and management.host == self.listen.host:
+            raise ValueError("management.port must differ from listen.port on the same host")
+        return self
 
     @model_validator(mode="after")
     def _shared_state_for_workers(self) -> Settings:
@@ -421,3 +444,12 @@ def load_settings(path: Path) -> Settings:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return settings_from_mapping(data, source=str(path), base_dir=path.parent.resolve())
+
+
+def config_schema() -> dict[str, Any]:
+    """The config file's JSON Schema (draft 2020-12), from the models `load_settings` validates with."""
+    schema = Settings.model_json_schema(mode="validation")
+    schema.pop("description", None)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "evs-sdrs-shim config file",
+            "description": "shim serve --config FILE; every key may be overridden by SHIM_<KEY>[__<SUBKEY>] "
+            "variables (README, Configuration)", **{k: v for k, v in schema.items() if k != "title"}}

@@ -193,7 +193,7 @@ def test_bad_error_table_is_refused_naming_the_field(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["serve", "validate", "front-config", "demo", "simulate", "report", "explain",
-                                     "discover"])
+                                     "discover", "config-schema", "legacy-sim"])
 def test_every_subcommand_has_help(command):
     result = run_shim(command, "--help")
     assert result.returncode == 0

@@ -4,6 +4,7 @@ context without the virtual environment, and a built-in config that listens wher
 
 from __future__ import annotations
 
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -23,39 +24,98 @@ def instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions, one list per stage (FROM first), the ARGs before the first FROM left out."""
+    result: list[list[tuple[str, str]]] = []
+    for op, args in instructions():
+        if op == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((op, args))
+    return result
+
+
 def test_dependencies_come_from_the_lock_file_before_the_code_is_copied():
-    steps = instructions()
-    copies = [(index, args) for index, (op, args) in enumerate(steps) if op == "COPY"]
-    runs = [(index, args) for index, (op, args) in enumerate(steps) if op == "RUN"]
+    build, image = stages()
+    copies = [(index, args) for index, (op, args) in enumerate(image) if op == "COPY"]
+    runs = [(index, args) for index, (op, args) in enumerate(image) if op == "RUN"]
     (lock_install,) = [index for index, args in runs if "-r requirements.lock" in args]
-    (project_install,) = [index for index, args in runs if "pip install --no-deps ." in args]
+    (project_install,) = [index for index, args in runs if "pip install --no-deps /tmp/dist/" in args]
     copied_before = [args for index, args in copies if index < lock_install]
 
     assert copied_before == ["requirements.lock ./"]  # nothing else invalidates the dependency layer
-    assert all(index > lock_install for index, args in copies if args.startswith(("shim", "pyproject.toml")))
-    assert lock_install < project_install and "pip check" in steps[project_install][1]
+    assert "--require-hashes" in image[lock_install][1]  # every file checked against the lock's hashes
+    assert lock_install < project_install and "pip check" in image[project_install][1]
+    assert ("COPY", "--from=build /dist /tmp/dist") in image
+    # The wheel is built in its own stage with the pinned, hashed build backend, never a fresh resolve.
+    assert build[0][1].endswith(" AS build")
+    (backend_install,) = [args for op, args in build if op == "RUN" and "requirements-build.lock" in args]
+    assert "--require-hashes" in backend_install
+    (wheel,) = [args for op, args in build if op == "RUN" and "pip wheel" in args]
+    assert "--no-build-isolation" in wheel and "--no-deps" in wheel
 
 
-def test_the_lock_file_pins_every_runtime_dependency_within_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+def lock_pins(name: str) -> dict[str, tuple[str, list[str]]]:
+    """normalized name -> (version, sha256 hashes) of a pip-compile --generate-hashes file."""
+    text = (ROOT / name).read_text().replace("\\\n", " ")
     pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            assert version, f"not pinned: {line}"
-            pins[name.lower().replace("_", "-")] = version
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        requirement, *options = line.split()
+        package, _, version = requirement.partition("==")
+        assert version, f"{name}: not pinned: {line}"
+        hashes = [option.removeprefix("--hash=sha256:") for option in options]
+        assert all(len(digest) == 64 for digest in hashes), line
+        pins[package.lower().replace("_", "-")] = (version, hashes)
+    return pins
+
+
+def test_the_lock_file_pins_every_runtime_dependency_within_pyproject_with_hashes():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = lock_pins("requirements.lock")
     wanted = [Requirement(text) for text in project["dependencies"] + project["optional-dependencies"]["fast"]]
     for requirement in wanted:
-        version = pins.get(requirement.name.lower().replace("_", "-"))
+        version, _ = pins.get(requirement.name.lower().replace("_", "-"), (None, []))
         assert version is not None, f"{requirement.name} is not in requirements.lock"
         assert requirement.specifier.contains(version), f"{requirement.name}=={version} is not {requirement}"
+    for package, (version, hashes) in pins.items():
+        assert hashes, f"{package}=={version} has no hash: `pip install --require-hashes` would refuse the file"
+
+
+def test_the_build_backend_is_pinned_the_same_in_pyproject_and_its_hashed_lock():
+    build_system = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]
+    (requirement,) = [Requirement(text) for text in build_system["requires"]]
+    pins = lock_pins("requirements-build.lock")
+    assert str(requirement.specifier).startswith("==")  # pinned, not a range
+    assert pins[requirement.name][0] == str(requirement.specifier).removeprefix("==")
+    assert all(hashes for _, hashes in pins.values())
+
+
+def test_the_image_carries_oci_labels_from_the_project():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    _, image = stages()
+    labels = {}
+    for op, args in image:
+        if op == "LABEL":
+            labels.update(re.findall(r'(\S+?)="([^"]*)"', args))
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE))
+    prefix = "org.opencontainers.image."
+    for key in ("title", "description", "version", "revision", "created", "source", "licenses", "base.name"):
+        assert prefix + key in labels, key
+    assert labels[prefix + "title"] == project["name"]
+    assert labels[prefix + "licenses"] == project["license"]
+    assert labels[prefix + "version"] == "${VERSION}" and args["VERSION"] == project["version"]
+    assert labels[prefix + "description"] == project["description"]
 
 
 def test_the_build_context_leaves_out_the_virtual_environment_and_the_repository():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
     assert {".venv", ".git", "**/__pycache__"} <= ignored
-    for needed in ("shim", "mappings", "examples", "README.md", "pyproject.toml", "requirements.lock"):
+    for needed in ("shim", "mappings", "examples", "README.md", "pyproject.toml", "requirements.lock",
+                   "requirements-build.lock", "LICENSE"):
         assert needed not in ignored
 
 

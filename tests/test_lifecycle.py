@@ -368,7 +368,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_kubernetes_example_is_a_valid_hardened_sidecar(tmp_path):
-    config_map, pod = yaml.safe_load_all((ROOT / "examples/kubernetes/sidecar-pod.yaml").read_text())
+    docs = {doc["kind"]: doc for doc in yaml.safe_load_all((ROOT / "examples/kubernetes/sidecar-pod.yaml").read_text())}
+    config_map, pod = docs["ConfigMap"], docs["Pod"]
     (volume,) = [v for v in pod["spec"]["volumes"] if "configMap" in v]
     for item in volume["configMap"]["items"]:  # lay the files out as the kubelet mounts them
         target = tmp_path / item["path"]
@@ -379,8 +380,8 @@ def test_the_kubernetes_example_is_a_valid_hardened_sidecar(tmp_path):
     assert len(load_mappings(settings.mappings).groups) == 1
     (shim,) = [c for c in pod["spec"]["initContainers"] if c["name"] == "evs-sdrs-shim"]
     assert settings.listen.host == "127.0.0.1"
-    assert "/readyz" in shim["readinessProbe"]["exec"]["command"][-1]
-    assert "/healthz" in shim["livenessProbe"]["exec"]["command"][-1]
+    assert shim["readinessProbe"]["httpGet"]["path"] == "/readyz"  # on the management listener
+    assert shim["livenessProbe"]["httpGet"]["path"] == "/healthz"
     lifecycle = settings.lifecycle
     assert pod["spec"]["terminationGracePeriodSeconds"] > lifecycle.drain_seconds + lifecycle.readiness_grace_seconds
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True

@@ -377,8 +377,10 @@ def test_the_fixed_endpoint_kubernetes_example_serves_tls_under_the_legacy_name(
     root = tmp_path / "pod"  # the shim container's filesystem, as far as the example mounts it
     text = config_map["data"]["shim.yaml"]
     for path, volume in mounts.items():
-        if "secret" in volume:
+        if "secret" in volume or (path != "/tmp" and "emptyDir" in volume):  # the Secrets, the state volume
             text = text.replace(f" {path}/", f" {root}{path}/")
+            if "emptyDir" in volume:
+                (root / path.lstrip("/")).mkdir(parents=True)
     config_dir = root / "etc/shim"
     write_mappings(config_dir / "mappings", [])
     (config_dir / "shim.yaml").write_text(text)
@@ -398,8 +400,7 @@ def test_the_fixed_endpoint_kubernetes_example_serves_tls_under_the_legacy_name(
         assert any(v is volumes[volume] and "secret" in v for v in mounts.values()), kind
     env = {item["name"]: item.get("value") for item in shim["env"]}
     assert env["HTTPS_PROXY"] and "127.0.0.1" in env["NO_PROXY"].split(",")  # the shim's way to the real EVS
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        command = shim[probe]["exec"]["command"][-1]
-        assert f"https://{legacy_name}/" in command and "ProxyHandler({})" in command
+    command = shim["startupProbe"]["exec"]["command"][-1]  # the others: httpGet on the management port
+    assert f"https://{legacy_name}/" in command and "ProxyHandler({})" in command
     client_env = {item["name"]: item.get("value") for item in client["env"]}
     assert client_env["SSL_CERT_FILE"] == client_env["REQUESTS_CA_BUNDLE"] == "/etc/ssl/shim/ca-bundle.crt"

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from shim.mappings import CONSISTENCY_GROUPS_FILE, Mappings
 from shim.migration.discovery import Discovery, discover, render_findings
 from shim.migration.explain import explain
 from shim.migration.mapping_file import entry_comment, with_entries, write_with_backup
-from shim.migration.report import build_report, render_table
+from shim.migration.report import JobReader, build_report, render_table
 from shim.state.backends import build_store
 from shim.state.store import StoreUnavailable
 from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError, canonical_project_id, is_legacy_id
@@ -37,11 +38,11 @@ TOKEN_VARIABLE = "OS_TOKEN"  # the OpenStack CLI's
 # -- shim report ------------------------------------------------------------------------------------
 
 
-def report(settings: Settings, mappings: Mappings, as_json: bool) -> str:
-    return asyncio.run(_report(settings, mappings, as_json))
+def report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None) -> str:
+    return asyncio.run(_report(settings, mappings, as_json, token))
 
 
-async def _report(settings: Settings, mappings: Mappings, as_json: bool) -> str:
+async def _report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None) -> str:
     state = settings.state
     if state.backend == "memory":
         print("shim report: state.backend is memory: a running shim's records are in its own process only "
@@ -55,11 +56,38 @@ async def _report(settings: Settings, mappings: Mappings, as_json: bool) -> str:
         await store.open()
     except StoreUnavailable as err:
         print(f"shim report: state store unavailable ({err}); showing the modes", file=sys.stderr)
+    sdrs = None
     try:
-        built = await build_report(mappings, store)
+        if token is not None:  # the unfinished jobs' state, from SDRS itself
+            upstreams = settings.upstreams
+            context = tls.client_context(upstreams.ca_file, "config") if upstreams.ca_file is not None else None
+            sdrs = SdrsClient(upstreams.sdrs, settings.timeouts.sdrs, 4, tls=context, trust_env=upstreams.trust_env)
+            await sdrs.start()
+        reader = job_reader(sdrs, token, mappings) if sdrs is not None and token is not None else None
+        built = await build_report(mappings, store, reader)
     finally:
         await store.close()
+        if sdrs is not None:
+            await sdrs.close()
     return json.dumps(built, indent=2) + "\n" if as_json else render_table(built)
+
+
+def job_reader(sdrs: SdrsClient, token: str, mappings: Mappings) -> JobReader:
+    """Reads one SDRS job with `token`, for the report (`shim report` and GET /migration)."""
+
+    async def read(project_id: str, job_id: str) -> dict[str, Any] | None:
+        request_id = "req-" + str(uuid.uuid4())
+        headers = {"X-Auth-Token": token, "X-Request-Id": request_id, "X-Openstack-Request-Id": request_id}
+        try:
+            job = await SdrsCalls(sdrs, headers, mappings.errors, {}).job(project_id, job_id)
+        except LegacyError as err:
+            raise RuntimeError(f"SDRS job {job_id}: {err.message}") from None
+        if job is None:
+            return None
+        return {"status": job.status, "job_type": job.job_type, "error_code": job.error_code,
+                "fail_reason": job.fail_reason}
+
+    return read
 
 
 # -- shim explain -----------------------------------------------------------------------------------

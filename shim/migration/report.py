@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,9 +47,43 @@ def last_action(document: dict[str, Any] | None, now: float) -> dict[str, Any] |
         outcome = "running"
     else:
         outcome = "finished" if not record.jobs_pending else "not seen finished"
+    recorded_at = record.extra.get("recorded_at")
+    recorded_at = float(recorded_at) if isinstance(recorded_at, int | float) else None
     return {"action": record.action or None, "job_ids": list(record.job_ids),
             "started_at": iso(record.started_at or None), "outcome": outcome,
-            "settle_until": iso(record.settle_until) if record.settle_until > now else None}
+            "settle_until": iso(record.settle_until) if record.settle_until > now else None,
+            # How old that knowledge is: the guard writes the record when it acts and when the next
+            # action reads the jobs, so a "running" job may have finished since (see `sdrs`).
+            "recorded_at": iso(recorded_at),
+            "sdrs": None}
+
+
+# (project_id, job_id) -> the job as SDRS answers it now ({"status", ...}), None when SDRS has none;
+# raises when it cannot be read.
+JobReader = Callable[[str, str], Awaitable[dict[str, Any] | None]]
+UNFINISHED = ("running", "not seen finished")
+
+
+async def read_jobs(action: dict[str, Any], project_id: str, read_job: JobReader) -> None:
+    """Ask SDRS for the jobs of a last action the record shows unfinished: `sdrs` holds what it says
+    and when it was asked, and the outcome becomes SDRS's ("succeeded", "failed", "running")."""
+    if action["outcome"] not in UNFINISHED or not action["job_ids"]:
+        return
+    try:
+        jobs = [await read_job(project_id, job_id) for job_id in action["job_ids"]]
+    except Exception as err:  # noqa: BLE001 - a report shows what it could not read
+        action["sdrs"] = {"read_at": iso(time.time()), "error": str(err)[:300], "jobs": None}
+        return
+    action["sdrs"] = {"read_at": iso(time.time()), "error": None,
+                      "jobs": [{"job_id": job_id, **(job or {"status": "NOT_FOUND"})}
+                               for job_id, job in zip(action["job_ids"], jobs, strict=True)]}
+    statuses = {(job or {}).get("status") for job in jobs}
+    if statuses & {"INIT", "RUNNING"}:
+        action["outcome"] = "running"
+    elif "FAIL" in statuses:
+        action["outcome"] = "failed"
+    elif statuses == {"SUCCESS"}:
+        action["outcome"] = "succeeded"
 
 
 def shadow_summary(document: dict[str, Any] | None) -> dict[str, Any]:
@@ -87,8 +122,9 @@ def group_report(entry: GroupMapping, shadow: dict[str, Any] | None, guard: dict
             "last_action": last_action(guard, now), "deleted": deleted_group(retired)}
 
 
-async def build_report(mappings: Mappings, store: StateStore) -> dict[str, Any]:
-    """Every mapped group with what the store holds for it; without the store, modes only."""
+async def build_report(mappings: Mappings, store: StateStore, read_job: JobReader | None = None) -> dict[str, Any]:
+    """Every mapped group with what the store holds for it; without the store, modes only. With
+    `read_job`, the jobs of each last action the store shows unfinished are read from SDRS."""
     entries = sorted(mappings.groups.values(), key=lambda entry: (entry.project_id, entry.rcg_id))
     available = True
     limit = asyncio.Semaphore(READS_AT_ONCE)
@@ -110,14 +146,18 @@ async def build_report(mappings: Mappings, store: StateStore) -> dict[str, Any]:
                        read(retired_key(entry.project_id, entry.rcg_id)))
         for entry in entries))
     now = time.time()
+    groups = [group_report(entry, shadow, guard, now, retired)
+              for entry, (shadow, guard, retired) in zip(entries, documents, strict=True)]
+    if read_job is not None:
+        await asyncio.gather(*(read_jobs(group["last_action"], group["project_id"], read_job)
+                               for group in groups if group["last_action"] is not None))
     return {
         "generated_at": iso(now),
         "state_store": "available" if available else "unavailable",
         "compared_fields": list(COMPARED_FIELDS),
         "projects": [{"project_id": project, "mode": mode, "fully_migrated": mode == "sdrs"}
                      for project, mode in sorted(mappings.project_modes.items())],
-        "groups": [group_report(entry, shadow, guard, now, retired)
-                   for entry, (shadow, guard, retired) in zip(entries, documents, strict=True)],
+        "groups": groups,
     }
 
 
@@ -157,7 +197,12 @@ def _action_cell(action: dict[str, Any] | None) -> str:
         return "-"
     verb = (action["action"] or "action").removeprefix("os-").removesuffix("-replication-consistency-group")
     jobs = f" (job {', '.join(action['job_ids'])})" if action["job_ids"] else ""
-    return f"{verb} {action['outcome']}{jobs}"
+    sdrs = action.get("sdrs")
+    if sdrs is not None:  # read from SDRS for this report
+        source = f" per SDRS at {sdrs['read_at']}" if sdrs["error"] is None else " (SDRS not readable)"
+    else:
+        source = f" as recorded {action['recorded_at']}" if action.get("recorded_at") else ""
+    return f"{verb} {action['outcome']}{jobs}{source}"
 
 
 def _details(report: dict[str, Any]) -> list[str]:

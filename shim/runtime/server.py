@@ -27,7 +27,7 @@ from shim.config import Settings
 from shim.credentials import KeyRing
 from shim.mappings import Mappings
 from shim.runtime.reload import reload_config
-from shim.web.app import build_app
+from shim.web.app import build_app, build_management_app
 from shim.web.logs import JsonAccessLogger
 from shim.web.protocol import ConnectionBounds, ShimRunner
 from shim.web.shim_state import STATE, ShimState
@@ -102,16 +102,45 @@ async def serve(
         state.server_tls = tls.server_context(settings.listen.tls, str(config_path or "config"))
     stop = asyncio.Event()
     with _signal_handlers(stop, state, config_path):  # before listening: no signal finds the default action
-        runner, port = await start_site(app, settings.listen.host, settings.listen.port,
-                                        settings=settings, reuse_port=reuse_port, ssl_context=state.server_tls)
-        log.info("listening", extra={
-            "address": f"{settings.listen.host}:{port}", "port": port, "pid": os.getpid(),
-            "scheme": "https" if state.server_tls is not None else "http", "aksk_key_pairs": len(state.keys),
-            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
-            "sdrs": settings.upstreams.sdrs, "legacy": settings.upstreams.legacy,
-            "mapped_groups": len(mappings.groups), "config_digest": state.config_digest})
-        await stop.wait()
-        await drain(runner, state)
+        # The management listener first (its /readyz says "starting" until the shim is up) and closed
+        # last: probes see the drain's 503 and scrapes reach the metrics until the end.
+        management = await start_management(app, settings, reuse_port=reuse_port)
+        try:
+            runner, port = await start_site(app, settings.listen.host, settings.listen.port, settings=settings,
+                                            reuse_port=reuse_port, ssl_context=state.server_tls)
+            log.info("listening", extra={
+                "address": f"{settings.listen.host}:{port}", "port": port, "pid": os.getpid(),
+                "scheme": "https" if state.server_tls is not None else "http", "aksk_key_pairs": len(state.keys),
+                "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+                "sdrs": settings.upstreams.sdrs, "legacy": settings.upstreams.legacy,
+                "mapped_groups": len(mappings.groups), "config_digest": state.config_digest})
+            await stop.wait()
+            await drain(runner, state)
+        finally:
+            if management is not None:
+                await management.cleanup()
+
+
+async def start_management(
+    app: web.Application, settings: Settings, *, reuse_port: bool = False
+) -> web.AppRunner | None:
+    """The management listener (`management: {host, port}`), when configured: its runner."""
+    if settings.management is None:
+        return None
+    host, wanted = settings.management.host, settings.management.port
+    runner = web.AppRunner(build_management_app(app), handle_signals=False, access_log=access_log,
+                           access_log_class=JsonAccessLogger, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, wanted, reuse_port=reuse_port or None)
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        raise ListenError(f"cannot listen on {host}:{wanted} (management): {err.strerror or err}") from None
+    log.info("management listening", extra={
+        "address": f"{host}:{site.port}", "port": site.port, "pid": os.getpid(),
+        "also_on_listen": settings.management.also_on_listen})
+    return runner
 
 
 async def drain(runner: web.AppRunner, state: ShimState) -> None:
@@ -203,6 +232,10 @@ def run_workers(config_path: Path, settings: Settings, workers: int) -> int:
     command = [sys.executable, "-m", "shim", "serve", "--config", str(config_path), "--worker"]
     # The workers share the duplicate-action guard through the state store (`state`, never memory).
     env = {**os.environ, "SHIM_LISTEN__PORT": str(port)}
+    management_reservation = None
+    if settings.management is not None:  # the workers share the management port the same way
+        management_reservation = reserve_port(settings.management.host, settings.management.port)
+        env["SHIM_MANAGEMENT__PORT"] = str(management_reservation.getsockname()[1])
     children: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -243,6 +276,8 @@ def run_workers(config_path: Path, settings: Settings, workers: int) -> int:
             stopping = True
             forward(signal.SIGTERM, None)
     reservation.close()
+    if management_reservation is not None:
+        management_reservation.close()
     log.info("all workers stopped", extra={"pid": os.getpid()})
     return 1 if failed else 0
 

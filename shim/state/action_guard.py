@@ -38,10 +38,16 @@ LEASE_POLL_SECONDS = 0.05
 NOTE_AHEAD_SECONDS = 1.0  # how far ahead the claim's own note reaches (capped at a third of the lease)
 
 
+def recorded(document: Document) -> Document:
+    """A group record as written now: `recorded_at` says how old the knowledge in it is (the report
+    shows it; the guard itself never reads it)."""
+    return {**document, "recorded_at": time.time()}
+
+
 def store_unavailable(doing: str) -> LegacyError:
     return LegacyError(
         503, f"The migration proxy cannot reach its state store, so it sends no action to SDRS ({doing}); "
-        "try again shortly.", retry_after=STORE_RETRY_AFTER_SECONDS,
+        "try again shortly.", retry_after=STORE_RETRY_AFTER_SECONDS, refusal="state_store",
     )
 
 
@@ -60,12 +66,14 @@ class GroupClaim:
     async def save(self) -> None:
         """Write the record now, only while the lease is still held (a fenced write)."""
         if self.lost:
-            raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.")
+            raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.",
+                             refusal="lease_lost")
         try:
-            await self.store.put(self.lease.key, self.record.to_document(), fence=self.lease)
+            await self.store.put(self.lease.key, recorded(self.record.to_document()), fence=self.lease)
         except LeaseLost:
             self.lost = True
-            raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.") from None
+            raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.",
+                             refusal="lease_lost") from None
         except StoreUnavailable as err:
             log.warning("state store unavailable before an action POST", extra={"error": str(err)[:300]})
             raise store_unavailable("it could not record the action before sending it") from None
@@ -128,7 +136,7 @@ class ActionGuard:
                 noted = None
                 return None
             noted = record.settled(now).about_to_send(now + self._note_ahead)
-            return noted.to_document()
+            return recorded(noted.to_document())
 
         while True:
             try:
@@ -140,7 +148,8 @@ class ActionGuard:
                 break
             await asyncio.sleep(LEASE_POLL_SECONDS)
         if acquired is None:
-            raise LegacyError(409, f"Another action on replication consistency group {rcg_id} is in progress.")
+            raise LegacyError(409, f"Another action on replication consistency group {rcg_id} is in progress.",
+                              refusal="in_progress")
         lease, document = acquired
         # Without a note, the claim only holds the group long enough to refuse it (below).
         claim = GroupClaim(
@@ -153,7 +162,7 @@ class ActionGuard:
                 wait = max(1, claim.record.unsettled_for(time.time(), self._settle_seconds))
                 raise LegacyError(
                     409, f"The outcome of the previous action on replication consistency group {rcg_id} is not "
-                    f"known yet (SDRS did not answer it); retry in {wait} s.", retry_after=wait,
+                    f"known yet (SDRS did not answer it); retry in {wait} s.", retry_after=wait, refusal="settle",
                 )
             # Most actions end long before a renewal is due: a timer costs less than a task per action.
             loop = asyncio.get_running_loop()
@@ -183,7 +192,7 @@ class ActionGuard:
             claim.not_sent()  # the claim's note was never used: no POST left
         mine = claim.record
         try:
-            if await asyncio.shield(self.store.release(claim.lease, mine.to_document())):
+            if await asyncio.shield(self.store.release(claim.lease, recorded(mine.to_document()))):
                 return
             # The lease ran out and another claim took the group meanwhile: its record is newer and
             # stays; this action's facts (a job SDRS handed out, an unknown outcome) are merged in.
@@ -191,7 +200,8 @@ class ActionGuard:
                         "store's (another claim may have acted meanwhile)",
                         extra={"group": claim.lease.key, "job_ids": list(mine.job_ids)})
             await asyncio.shield(self.store.update(
-                claim.lease.key, lambda current: GroupRecord.from_document(current).absorbing(mine).to_document()))
+                claim.lease.key,
+                lambda current: recorded(GroupRecord.from_document(current).absorbing(mine).to_document())))
         except StoreUnavailable as err:
             # The lease expires by itself; the record written before the POST still protects the group.
             log.warning("state store unavailable when releasing a group", extra={"error": str(err)[:300]})

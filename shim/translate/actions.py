@@ -245,6 +245,7 @@ def refuse_while_job_pending(job: Job, verb: str, rcg_id: str) -> None:
             409,
             f"Cannot {verb} replication consistency group {rcg_id} now: the previous "
             f"action's SDRS job {job.job_id} ({job.job_type or 'unknown type'}) is still {job.status}.",
+            refusal="job_running",
         )
 
 

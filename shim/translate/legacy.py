@@ -43,7 +43,8 @@ def canonical_project_id(value: str) -> str:
 class LegacyError(Exception):
     """An error answered to the legacy client: status, human message, optional EVS code override.
 
-    `retry_after` (seconds) becomes a Retry-After header; `sdrs_code` is kept for logs and metrics.
+    `retry_after` (seconds) becomes a Retry-After header; `sdrs_code` is kept for logs and metrics, and
+    so is `refusal` (the guard's reason: job_running, in_progress, settle, state_store, lease_lost).
     """
 
     status: int
@@ -52,6 +53,7 @@ class LegacyError(Exception):
     retry_after: int | None = None
     sdrs_code: str | None = None
     headers: tuple[tuple[str, str], ...] = field(default=())
+    refusal: str | None = None  # why the duplicate-action guard refused an action (shim_actions_refused_total)
 
     def __post_init__(self) -> None:
         if self.status not in LEGACY_ERROR_STATUSES:

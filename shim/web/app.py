@@ -2,7 +2,8 @@
 
 Routing: the translated legacy calls get their handlers (action_handlers.py, read_handlers.py); every
 other request streams to the legacy EVS endpoint (shim/upstreams/passthrough.py). `/healthz`,
-`/readyz` and `/metrics` are the shim's own (GET only) and are not counted as legacy traffic.
+`/readyz`, `/metrics` and `/migration` are the shim's own (GET only) and are not counted as legacy
+traffic; `build_management_app` serves them on the management listener too.
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ from shim.validation import ConfigError
 from shim.web import action_handlers, read_handlers
 from shim.web.incoming import verify_signature
 from shim.web.logs import log_fields, redact_text, request_secrets
-from shim.web.metrics import CURRENT_TIMING, RequestTiming, ShimMetrics, status_label
+from shim.web.metrics import (
+    CURRENT_TIMING,
+    RequestTiming,
+    ShimMetrics,
+    action_label,
+    method_label,
+    status_label,
+)
 from shim.web.migration import after_shadow, migration_report, watch_shadow
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
 from shim.web.shim_state import STATE, ShimState
@@ -123,6 +131,8 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
             after_shadow(request, state)  # the answer has been relayed: compare off the client's path
         return response, False
     except LegacyError as err:
+        if err.refusal is not None:  # the duplicate-action guard said no
+            state.metrics.action_refused(err.refusal)
         response = legacy_error_response(err, state.mappings.errors)
         if err.status == 408 or _CLOSE in err.headers:  # the body was left unread: do not wait for it
             await _answer_and_close(request, response)
@@ -169,11 +179,12 @@ def _request_done(
         # answer to arrive may be a success.
         failed = status is None or status >= 400
         upstream = status_label(timing.sdrs_failure if failed and timing.sdrs_failure else audit.get("sdrs_status"))
-        state.metrics.request_done(TRANSLATED, legacy_status, upstream, timing)
+        state.metrics.request_done(TRANSLATED, legacy_status, upstream, timing, method_label(request.method),
+                                   action_label(audit.get("action")))
         _write_audit(request, audit, legacy_status, time.monotonic() - timing.started)
     else:
         upstream = "none" if answered_by_shim or status is None else status_label(status)
-        state.metrics.request_done(PASSTHROUGH, legacy_status, upstream, timing)
+        state.metrics.request_done(PASSTHROUGH, legacy_status, upstream, timing, method_label(request.method))
 
 
 def _write_audit(request: web.Request, audit: dict[str, Any], legacy_status: str, seconds: float) -> None:
@@ -218,9 +229,15 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready: config and mappings loaded, upstream sessions open, not draining."""
     state = request.app[STATE]
     if state.health.ready:
-        return web.json_response({"status": "ready", "config_digest": state.config_digest,
+        store_up = state.health.store_up
+        # `?require=state_store`: for a deployment that would rather be taken out of its Services than
+        # refuse actions (README, Health and metrics); by default a down store keeps the shim ready.
+        needs_store = "state_store" in request.query.getall("require", [])
+        return web.json_response({"status": "ready" if store_up or not needs_store else "state store unavailable",
+                                  "config_digest": state.config_digest,
                                   "mapped_groups": len(state.mappings.groups),
-                                  "state_store": "available" if state.health.store_up else "unavailable"})
+                                  "state_store": "available" if store_up else "unavailable"},
+                                 status=200 if store_up or not needs_store else 503)
     return web.json_response({"status": "draining" if state.health.draining else "starting"}, status=503)
 
 
@@ -293,17 +310,15 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
     # Read at scrape time: no lock per request.
     shim_metrics.in_flight.set_function(lambda: state.health.in_flight)
     shim_metrics.legacy_pool_in_use.set_function(lambda: state.legacy.in_use)
+    shim_metrics.ready.set_function(lambda: 1 if state.health.ready else 0)
     shim_metrics.unverified_body_bytes.set_function(lambda: state.unverified_bodies.held)
     shim_metrics.request_spool_bytes.set_function(lambda: state.legacy.spool.in_use)
     app.on_response_prepare.append(_stamp_request_id)
     app.cleanup_ctx.append(_upstream_sessions)
-    # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too.
-    management_handlers = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics,
-                           "/migration": migration_report}
-    for path in MANAGEMENT_PATHS:
-        app.router.add_get(path, management_handlers[path], name=path.strip("/"))
-        # Any other method on the same resource: 405 here, never the passthrough route below.
-        app.router.add_route("*", path, management_method_not_allowed, name=path.strip("/"))
+    # The paths come from shim/translate/url_space.py, which `shim front-config` routes by too. With
+    # `management.also_on_listen: false` only the management listener answers them (build_management_app).
+    if settings.management is None or settings.management.also_on_listen:
+        add_management_routes(app, legacy_405=True)
     translated_handlers = {
         "rcg-action": action_handlers.rcg_action,
         "rcg": read_handlers.group_item,
@@ -328,6 +343,27 @@ def _tracing(settings: Settings) -> Tracing:
         raise ConfigError(f"tracing.enabled: {err}") from None
 
 
+def add_management_routes(app: web.Application, *, legacy_405: bool = False) -> None:
+    management_handlers = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics,
+                           "/migration": migration_report}
+    for path in MANAGEMENT_PATHS:
+        app.router.add_get(path, management_handlers[path], name=path.strip("/"))
+        if legacy_405:
+            # Any other method on the same resource: 405 here, never the passthrough route below.
+            app.router.add_route("*", path, management_method_not_allowed, name=path.strip("/"))
+
+
+def build_management_app(shim_app: web.Application) -> web.Application:
+    """The management listener's application (`management: {host, port}`): only the shim's own
+    endpoints, answering from the shim app's state (so /readyz turns 503 with its drain); any other
+    path is a plain 404, any other method aiohttp's 405. It has no upstream sessions of its own: the
+    shim app opens and closes them."""
+    app = web.Application(handler_args={"max_line_size": 8190, "max_field_size": 8190, "max_headers": 64})
+    app[STATE] = shim_app[STATE]
+    add_management_routes(app)
+    return app
+
+
 async def _upstream_sessions(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.sdrs.start()
@@ -350,10 +386,10 @@ async def _open_store(state: ShimState) -> None:
     store = state.actions.store
     try:
         await store.open()
-        state.metrics.state_store_up.set(1)
+        state.metrics.state_store_checked(True)
         await start_index(state.retired, store, state.mappings.groups.values())
     except StoreUnavailable as err:
-        state.metrics.state_store_up.set(0)
+        state.metrics.state_store_checked(False)
         log.warning("state store unavailable at start: actions are refused until it answers",
                     extra={"backend": store.name, "error": str(err)[:300]})
 
@@ -374,5 +410,5 @@ async def _watch_store(state: ShimState) -> None:
         if up and not was_up:
             log.info("state store available again", extra={"backend": store.name})
         state.health.store_up, was_up = up, up
-        state.metrics.state_store_up.set(1 if up else 0)
+        state.metrics.state_store_checked(up)
         await asyncio.sleep(STORE_WATCH_SECONDS)

@@ -8,25 +8,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import time
 from collections.abc import Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     Info,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.exposition import choose_encoder
 
+from shim import __version__
 from shim.config import Settings
 from shim.context import PASSTHROUGH
 from shim.mappings import Mappings
+from shim.translate.actions import LEGACY_ACTION_KEYS
 from shim.translate.sdrs_answers import sdrs_error_code
 from shim.translate.sdrs_models import SdrsAnswer, SdrsTransportError
 
@@ -34,6 +41,14 @@ NO_UPSTREAM_ANSWER = "none"
 OTHER = "other"
 GATEWAY_STATUSES = frozenset({502, 503, 504})  # a gateway in front of the upstream could not reach it
 disable_created_metrics()  # no `*_created` series: they double the output and nothing here reads them
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # any other is "other"
+NO_ACTION = "none"
+# The `action` label: a translated action's legacy key, shortened ("os-reprotect-replication-consistency-
+# group" -> "reprotect"); six values.
+ACTION_LABELS = {key: key.removeprefix("os-").split("-")[0] for key in LEGACY_ACTION_KEYS}
+
+REFUSAL_REASONS = ("job_running", "in_progress", "settle", "state_store", "lease_lost")
 
 # Up to the legacy passthrough's longest default timeout (300 s).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -73,6 +88,15 @@ def status_label(status: int | str | None) -> str:
     return status if status in ("timeout", "unreachable", "too_large", "cancelled") else OTHER
 
 
+def method_label(method: str) -> str:
+    return method if method in METHODS else OTHER
+
+
+def action_label(action: object) -> str:
+    """A translated action's short name (reprotect, failover, ...), else "none"."""
+    return ACTION_LABELS.get(action, NO_ACTION) if isinstance(action, str) else NO_ACTION
+
+
 def transport_label(error: SdrsTransportError | None) -> str:
     return "unreachable" if error is None else error.label
 
@@ -97,10 +121,18 @@ class ShimMetrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # The process (CPU, memory, open files), Python platform and GC collectors, on this registry.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self.build = Info("shim_build", "The shim's version and what it runs on", registry=registry)
+        self.build.info({"version": __version__, "python": platform.python_version(),
+                         "implementation": platform.python_implementation(), "aiohttp": aiohttp.__version__})
         self.requests = Counter(
             "shim_requests", "Legacy requests answered, by route kind, legacy status and upstream status "
-            "(the last SDRS status of a translated call; the legacy endpoint's for a passthrough)",
-            ["route", "legacy_status", "upstream_status"], registry=registry,
+            "(the last SDRS status of a translated call; the legacy endpoint's for a passthrough), HTTP "
+            "method and translated action (reprotect, failover, reverse, stop, sync, extend; else none)",
+            ["route", "legacy_status", "upstream_status", "method", "action"], registry=registry,
         )
         self.request_seconds = Histogram(
             "shim_request_duration_seconds", "Whole legacy requests, by route kind", ["route"],
@@ -145,6 +177,25 @@ class ShimMetrics:
         self.draining = Gauge("shim_draining", "1 once SIGTERM started the drain", registry=registry)
         self.state_store_up = Gauge(
             "shim_state_store_up", "1 while the state store answers; 0: actions are refused (503)", registry=registry
+        )
+        self.state_store_checks = Counter(
+            "shim_state_store_checks", "State store health checks (every 2 s), by result: ok, unavailable",
+            ["result"], registry=registry,
+        )
+        self.state_store_last_ok = Gauge(
+            "shim_state_store_last_ok_timestamp_seconds", "Wall-clock time the state store last answered a "
+            "check (0: never since start)", registry=registry,
+        )
+        self.actions_refused = Counter(
+            "shim_actions_refused", "Actions the duplicate-action guard refused before sending anything, by "
+            "reason: job_running (the previous action's SDRS job still runs: a duplicate), in_progress "
+            "(another action holds the group), settle (actions.settle_seconds after an unknown outcome), "
+            "state_store (the store is unavailable), lease_lost", ["reason"], registry=registry,
+        )
+        for reason in REFUSAL_REASONS:  # every series exists from the start: rate() sees the first one
+            self.actions_refused.labels(reason)
+        self.ready = Gauge(
+            "shim_ready", "1 while /readyz answers 200 (started, not draining)", registry=registry
         )
         self.legacy_pool_in_use = Gauge(
             "shim_legacy_pool_in_use", "Connections to the legacy endpoint in use (at most limits.pool_connections)",
@@ -237,9 +288,19 @@ class ShimMetrics:
 
         return observe
 
-    def request_done(self, route: str, legacy_status: str, upstream_status: str, timing: RequestTiming) -> None:
+    def action_refused(self, reason: str) -> None:
+        self._child(self.actions_refused, reason if reason in REFUSAL_REASONS else OTHER).inc()
+
+    def state_store_checked(self, up: bool) -> None:
+        self.state_store_up.set(1 if up else 0)
+        self._child(self.state_store_checks, "ok" if up else "unavailable").inc()
+        if up:
+            self.state_store_last_ok.set(time.time())
+
+    def request_done(self, route: str, legacy_status: str, upstream_status: str, timing: RequestTiming,
+                     method: str = OTHER, action: str = NO_ACTION) -> None:
         ended = time.monotonic()
-        self._child(self.requests, route, legacy_status, upstream_status).inc()
+        self._child(self.requests, route, legacy_status, upstream_status, method, action).inc()
         self._child(self.request_seconds, route).observe(ended - timing.started)
         if route == PASSTHROUGH:
             self._child(self.stage_seconds, "passthrough").observe(ended - timing.started)

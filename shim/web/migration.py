@@ -12,6 +12,7 @@ from functools import partial
 from aiohttp import web
 
 from shim.context import RELAY_OBSERVER, REQUEST_ID
+from shim.migration.commands import job_reader
 from shim.migration.report import build_report
 from shim.migration.shadow import ShadowWatch
 from shim.translate.legacy import LegacyError
@@ -56,6 +57,12 @@ async def _legacy_get(state: ShimState, request: web.Request, path: str, query: 
 
 
 async def migration_report(request: web.Request) -> web.Response:
-    """GET /migration: per mapped group its mode, shadow comparisons, dry runs and last action (JSON)."""
+    """GET /migration: per mapped group its mode, shadow comparisons, dry runs and last action (JSON).
+    With an X-Auth-Token, the jobs of each last action the store shows unfinished are read from SDRS
+    with it (the token is used for those GETs only, and never written anywhere)."""
     state = request.app[STATE]
-    return web.json_response(await build_report(state.mappings, state.actions.store))
+    token = request.headers.get("X-Auth-Token")
+    read_job = job_reader(state.sdrs, token, state.mappings) if token else None
+    return web.json_response(await build_report(state.mappings, state.actions.store, read_job))
+
+
