@@ -92,7 +92,8 @@ NOOP_ACTIONS = {"stop", "sync"}  # 200 with nothing sent when there is nothing t
 MODE_CYCLE = {"legacy": "shadow", "shadow": "sdrs", "sdrs": "legacy"}
 
 FAULT_KINDS = ("shim-kill", "shim-stop", "redis-restart", "sdrs-slow", "sdrs-reset-before", "sdrs-reset-after",
-               "sdrs-5xx", "sdrs-429", "sdrs-fail-job", "clock-skew", "mode-flip")
+               "sdrs-5xx", "sdrs-429", "sdrs-fail-job", "sdrs-reset-after-delete", "sdrs-slow-delete", "clock-skew",
+               "mode-flip")
 DEFAULT_FAULTS = ("shim-kill", "shim-stop", "redis-restart", "sdrs-slow", "sdrs-reset-before", "sdrs-reset-after",
                   "sdrs-5xx", "sdrs-429", "sdrs-fail-job")
 
@@ -149,35 +150,37 @@ class Logged:
 
 class ChaosSdrs(SdrsSimulator):
     """The SDRS simulator, logging each request with its arrival and answer time, its X-Request-Id and
-    the job it created; `reset_after_submit` makes the next writes act, then reset the connection."""
+    the job it created; `reset_after_action`/`reset_after_delete` make the next group actions / pair
+    deletes act, then reset the connection (SDRS did it; the shim cannot know)."""
 
     def __init__(self, settings: SimulatorSettings) -> None:
         super().__init__(settings)
         self.log: list[Logged] = []
-        self.reset_after_submit = 0
+        self.reset_after_action = 0
+        self.reset_after_delete = 0
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         entry = Logged("sdrs", self.now(), request.method, request.path, request.query_string,
                        request.headers.get("X-Request-Id"))
         self.log.append(entry)
+        if request.method == "POST" and request.path.endswith("/action"):
+            entry.action = sdrs_server._action_key(await request.read())  # the body is kept for the handler
         try:
             response = await SdrsSimulator._record(self, request, handler)
         finally:
             entry.t_end = self.now()
         entry.status = response.status
         body = getattr(response, "body", None)
-        if response.status == 200 and isinstance(body, bytes) and b'"job_id"' in body:
+        if request.method != "GET" and response.status == 200 and isinstance(body, bytes) and b'"job_id"' in body:
             with contextlib.suppress(ValueError, AttributeError):
                 entry.job_id = json.loads(body).get("job_id")
-        if self.action_calls and request.method == "POST" and request.path.endswith("/action"):
-            entry.action = self.action_calls[-1][2]
         return response
 
-    async def _acted_then_reset(self, request: web.Request, handler: Any) -> web.Response:
+    async def _acted_then_reset(self, request: web.Request, handler: Any, counter: str) -> web.Response:
         response = await handler(request)
-        if self.reset_after_submit > 0 and response.status == 200:
-            self.reset_after_submit -= 1
+        if getattr(self, counter) > 0 and response.status == 200:
+            setattr(self, counter, getattr(self, counter) - 1)
             entry = next((e for e in reversed(self.log) if e.request_id == request.headers.get("X-Request-Id")), None)
             if entry is not None and isinstance(response.body, bytes):
                 with contextlib.suppress(ValueError, AttributeError):
@@ -186,10 +189,10 @@ class ChaosSdrs(SdrsSimulator):
         return response
 
     async def _group_action(self, request: web.Request) -> web.Response:
-        return await self._acted_then_reset(request, super()._group_action)
+        return await self._acted_then_reset(request, super()._group_action, "reset_after_action")
 
     async def _delete_pair(self, request: web.Request) -> web.Response:
-        return await self._acted_then_reset(request, super()._delete_pair)
+        return await self._acted_then_reset(request, super()._delete_pair, "reset_after_delete")
 
 
 class ChaosLegacy(LegacySimulator):
@@ -361,7 +364,8 @@ class Shim:
         async with aiohttp.ClientSession() as session:
             for _ in range(300):  # up to ~30 s on a loaded machine
                 if self.proc.returncode is not None:
-                    raise RuntimeError(f"shim {self.index} exited {self.proc.returncode}: see {self.directory}/shim.log")
+                    raise RuntimeError(f"shim {self.index} exited {self.proc.returncode}: "
+                                       f"see {self.directory}/shim.log")
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
                     async with session.get(self.url + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
                         if r.status == 200:
@@ -566,15 +570,19 @@ class Injector:
             if not self.redis_busy:
                 self.redis_busy = True
                 self.spawn(self._redis_restart())
-        elif kind == "sdrs-slow":
-            fault = Fault(method=rng.choice(["POST", "GET", None]), delay=rng.uniform(0.5, 3.0), times=rng.randint(1, 4))
+        elif kind in ("sdrs-slow", "sdrs-slow-delete"):
+            method = "DELETE" if kind == "sdrs-slow-delete" else rng.choice(["POST", "GET"])
+            fault = Fault(method=method, delay=rng.uniform(0.5, 3.0), times=rng.randint(1, 4))
             sdrs.inject(fault)
             self.record(kind, method=fault.method, delay=round(fault.delay, 2), times=fault.times)
         elif kind == "sdrs-reset-before":  # the POST is read, then the connection is reset: SDRS did nothing
             sdrs.inject(Fault(method="POST", path_contains="/action", reset=True))
             self.record(kind)
-        elif kind == "sdrs-reset-after":  # SDRS acts on the write, then resets: the shim cannot know
-            sdrs.reset_after_submit += 1
+        elif kind == "sdrs-reset-after":  # SDRS acts on the action, then resets: the shim cannot know
+            sdrs.reset_after_action += 1
+            self.record(kind)
+        elif kind == "sdrs-reset-after-delete":  # the same for a pair DELETE (an update removing a pair)
+            sdrs.reset_after_delete += 1
             self.record(kind)
         elif kind == "sdrs-5xx":
             status = rng.choice([500, 502, 503, 504])
@@ -704,6 +712,24 @@ class Checker:
             return self.by_legacy_pair.get(pair) or self.by_sdrs_pair.get(pair)
         return None
 
+    def about(self, entry: Logged) -> str:
+        for marker, kind in (("os-vendor-replication-consistency-groups", "group"), ("server-groups", "group"),
+                             ("jobs", "job")):
+            if _after(entry.path, marker) is not None:
+                return kind
+        for marker in ("os-vendor-replications", "replications"):
+            if (pair := _after(entry.path, marker)) is not None:
+                return "sdrs pair" if pair in self.by_sdrs_pair else "legacy pair"
+        return "query"
+
+    def sdrs_writes_of(self, entry: Logged) -> list[str]:
+        """For a pair: what SDRS was asked to do with it (method, answer, job) before this request."""
+        pair = _after(entry.path, "os-vendor-replications") or _after(entry.path, "replications")
+        if pair is None:
+            return []
+        return [f"{e.method} {e.status} job={e.job_id} rid={e.request_id}" for e in self.world.sdrs.log
+                if e.method != "GET" and _after(e.path, "replications") == pair]
+
     # ownership -----------------------------------------------------------------------------------
     @staticmethod
     def allowed(side: str, method: str, mode: str) -> bool:
@@ -753,7 +779,9 @@ class Checker:
             mode = [m for start, m in timeline[group.rcg] if start <= entry.t][-1]
             if not self.allowed(entry.side, entry.method, mode):
                 found.append({"side": entry.side, "method": entry.method, "path": entry.path, "query": entry.query,
-                              "rcg": group.rcg, "mode": mode, "request_id": entry.request_id})
+                              "rcg": group.rcg, "mode": mode, "request_id": entry.request_id,
+                              "status": entry.status, "about": self.about(entry),
+                              "sdrs_writes_of_it": self.sdrs_writes_of(entry)})
         return found
 
     # duplicates -----------------------------------------------------------------------------------
@@ -810,12 +838,18 @@ class Checker:
                         noop += 1
                     else:
                         found.append({"request_id": call.request_id, "action": call.action, "status": 200,
-                                      "what": "200 for an action never sent"})
+                                      "shim": call.shim, "what": "200 for an action never sent",
+                                      "seconds": round(call.t_recv - call.t_send, 3),
+                                      "sdrs_saw": self.sdrs_saw(call.request_id)})
             elif 400 <= call.status < 500 and sent:
                 found.append({"request_id": call.request_id, "kind": call.kind, "action": call.action,
                               "status": call.status, "what": f"{call.status} for a call SDRS accepted",
                               "sent": [f"{e.method} {e.path}" for e in sent]})
         return found, noop
+
+    def sdrs_saw(self, request_id: str) -> list[str]:
+        return [f"{e.method} {e.path.rsplit('/', 1)[-1]} {e.action} -> {e.status} job={e.job_id}"
+                for e in self.world.sdrs.log if e.request_id == request_id]
 
     def owned_by_sdrs_throughout(self, group: GroupSpec, call: Call) -> bool:
         if self.initial_modes[group.rcg] != "sdrs":
@@ -1004,8 +1038,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = any(report["violations"].values())
     if failed:
         print(json.dumps(report["details"], indent=2))
+        preset = f" --preset {config.preset}" if config.preset != "custom" else ""
         print(f"replay: PYTHONPATH=$PWD python benchmarks/chaos.py --seed {config.seed} "
-              f"--faults {','.join(config.faults)}" + (f" --preset {config.preset}" if config.preset != "custom" else ""))
+              f"--faults {','.join(config.faults)}{preset}")
     return 1 if failed else 0
 
 
