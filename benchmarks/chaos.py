@@ -454,6 +454,12 @@ class World:
         self.peak_rss_total = 0
         self.stop_at = 0.0
 
+    def sdrs_pairs(self, group: GroupSpec) -> list[str]:
+        try:
+            return self.sdrs.pair_ids(PROJECT, group.pg or "")
+        except KeyError:
+            return []
+
     def sdrs_status(self, group: GroupSpec) -> str | None:
         try:
             return self.sdrs.group(PROJECT, group.pg or "").status
@@ -483,9 +489,13 @@ def choose_call(world: World, rng: random.Random) -> tuple[str, GroupSpec, str, 
             {"description": f"chaos {rng.randrange(10**6)}"}
         return "update", group, "", "PUT", group_path, json.dumps({"replication_consistency_group": document}).encode()
     pairs = group.sdrs_pairs if group.mode == "sdrs" else group.legacy_pairs
-    if roll < 0.70 and pairs:
-        body = {"replication_consistency_group": {"remove_replication_ids": [rng.choice(pairs)]}}
-        return "remove-pair", group, "", "PUT", group_path, json.dumps(body).encode()
+    if roll < 0.70:
+        # a group keeps at least one pair in SDRS, or a long run ends with groups SDRS cannot start
+        live = world.sdrs_pairs(group) if group.mode == "sdrs" else pairs
+        if len(live) >= 2 or (group.mode != "sdrs" and live):
+            body = {"replication_consistency_group": {"remove_replication_ids": [rng.choice(live)]}}
+            return "remove-pair", group, "", "PUT", group_path, json.dumps(body).encode()
+        return "read", group, "", "GET", group_path, None
     if roll < 0.75 and pairs:
         return "pair-delete", group, "", "DELETE", f"{PAIRS_PATH}/{rng.choice(pairs)}", None
     if roll < 0.95:
