@@ -110,6 +110,32 @@ class FleetView:
         self._pending_file: tuple[Mappings, Mappings] | None = None
         self._joined = False
         self._lock = asyncio.Lock()
+        # Calls about groups in flight, by the view (epoch) they were routed with: a heartbeat
+        # acknowledges a version only once no call routed by an older view is still running.
+        self.epoch = 0
+        self._in_flight: dict[int, int] = {}
+        self.acknowledged = 0
+
+    def request_started(self) -> int:
+        epoch = self.epoch
+        self._in_flight[epoch] = self._in_flight.get(epoch, 0) + 1
+        return epoch
+
+    def request_ended(self, epoch: int) -> None:
+        left = self._in_flight[epoch] - 1
+        if left:
+            self._in_flight[epoch] = left
+        else:
+            del self._in_flight[epoch]
+
+    async def _drained(self, within: float) -> bool:
+        """No call routed by an older view is running (waits up to `within`)."""
+        deadline = time.monotonic() + within
+        while any(epoch < self.epoch for epoch in self._in_flight):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
 
     # -- what requests see ----------------------------------------------------------------------------
 
@@ -211,6 +237,7 @@ class FleetView:
     def _adopt(self, fleet: FleetModes) -> None:
         old = self.fleet
         self.fleet = fleet
+        self.epoch += 1
         for kind, name, record in fleet.pending():
             self._first_seen.setdefault(f"{kind}:{name}@{record.version}", time.monotonic())
         if old is None:
@@ -227,8 +254,12 @@ class FleetView:
                                 "mode_version": record.version, "complete": record.complete})
 
     async def _heartbeat(self) -> None:
+        """Say which mode version this shim serves: the view's, once the calls routed by older views
+        have ended (else the version acknowledged before, and the next refresh tries again)."""
         assert self.fleet is not None
-        await self.store.put(HEARTBEAT_PREFIX + self.shim_id, {"version": self.fleet.version, "at": time.time()})
+        if await self._drained(rules.REFRESH_SECONDS):
+            self.acknowledged = self.fleet.version
+        await self.store.put(HEARTBEAT_PREFIX + self.shim_id, {"version": self.acknowledged, "at": time.time()})
 
     async def _complete_switches(self) -> bool:
         """Mark complete each pending switch every member acknowledged, or that this shim has seen for

@@ -138,7 +138,12 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
             refuse_unconfirmed(state.mappings, request.method, request.match_info)
         if about_groups and legacy:
             watch_shadow(request, state)  # shadow mode: observe the legacy answer (nothing is awaited)
-        response = await handler(request)
+        epoch = state.fleet.request_started() if about_groups else None  # its view, until it ends
+        try:
+            response = await handler(request)
+        finally:
+            if epoch is not None:
+                state.fleet.request_ended(epoch)
         if about_groups and legacy:
             after_shadow(request, state)  # the answer has been relayed: compare off the client's path
         return response, False
