@@ -317,3 +317,73 @@ async def test_a_configmap_symlink_swap_and_a_file_edit_are_picked_up_without_si
     await shim.wait_for(lambda record: record.get("message") == "reloaded config and mappings", count=2)
     assert shim.messages("a config or mapping file changed: reloading")
     assert shim.proc.returncode is None
+
+
+# -- the rules, without sockets -------------------------------------------------------------------
+
+
+def file_mappings(tmp_path: Path, mode: str, projects: list[dict[str, str]] | None = None) -> Any:
+    from conftest import write_mappings
+    from shim.mappings import load_mappings
+
+    directory = tmp_path / f"m-{mode}-{len(list(tmp_path.iterdir()))}"
+    return load_mappings(write_mappings(directory, [{**DEFAULT_ENTRY, "mode": mode}], projects))
+
+
+def test_a_late_copy_of_the_file_never_undoes_a_newer_switch(tmp_path: Path):
+    old, new = file_mappings(tmp_path, "shadow"), file_mappings(tmp_path, "sdrs")
+    fleet = rules.seeded(rules.FleetModes(), old)
+    assert fleet is not None
+    name = rules.group_name(PROJECT, RCG)
+    # The first shim to load the edited file switches the fleet (the store's seed is the old mode).
+    (change,) = rules.file_changes(fleet, old, new)
+    assert change == ("group", name, "shadow", "sdrs")
+    fleet = rules.switched(fleet, "group", name, "sdrs", seed="sdrs")
+    assert fleet.groups[name].switching  # shadow (legacy side) -> sdrs: fenced until complete
+    # Every other shim loading the same edit, and a shim still on the old file, change nothing.
+    assert rules.file_changes(fleet, old, new) == []
+    assert rules.file_changes(fleet, old, old) == []
+    # An operator's switch back is not undone by a file still saying sdrs.
+    fleet = rules.switched(fleet, "group", name, "legacy")
+    assert rules.file_changes(fleet, old, new) == []
+    served = rules.effective(new, fleet, confirmed=True)
+    assert served.entry(PROJECT, RCG).mode == "legacy" and served.mode_version == fleet.version
+    assert served.switching(PROJECT, RCG)  # sdrs -> legacy, not complete yet: neither side serves
+
+
+def test_a_switch_between_sides_is_fenced_until_complete_and_within_a_side_is_not(tmp_path: Path):
+    mappings = file_mappings(tmp_path, "sdrs")
+    fleet = rules.seeded(rules.FleetModes(), mappings)
+    assert fleet is not None
+    name = rules.group_name(PROJECT, RCG)
+    fleet = rules.switched(fleet, "group", name, "legacy")
+    served = rules.effective(mappings, fleet, confirmed=True)
+    assert served.switching(PROJECT, RCG) and served.switching(PROJECT)  # its project's lists too
+    assert rules.all_acknowledged(fleet.version, {"a": {"version": fleet.version}, "b": {"version": 1}}) is False
+    assert rules.all_acknowledged(fleet.version, {"a": {"version": fleet.version}, "b": {"version": fleet.version}})
+    done = rules.completed(fleet, "group", name, fleet.groups[name].version)
+    assert done is not None and not rules.effective(mappings, done, confirmed=True).switching(PROJECT, RCG)
+    shadow = rules.switched(done, "group", name, "shadow")
+    assert not shadow.groups[name].switching  # the legacy endpoint serves both
+    assert rules.refuses_unconfirmed(rules.effective(mappings, shadow, confirmed=False), "POST", PROJECT, RCG)
+    assert not rules.refuses_unconfirmed(rules.effective(mappings, shadow, confirmed=False), "GET", PROJECT, RCG)
+    with pytest.raises(ValueError, match="fully migrated"):
+        migrated = rules.switched(shadow, "project", PROJECT, "sdrs")
+        rules.check_switch(migrated, mappings, "group", name, "legacy")
+
+
+async def test_an_action_re_reads_the_mode_under_the_lease(tmp_path: Path):
+    from shim.state.fleet import FleetView, switch
+    from shim.state.store import MemoryStore
+    from shim.translate.legacy import LegacyError
+
+    mappings = file_mappings(tmp_path, "sdrs")
+    store = MemoryStore()
+    view = FleetView(store, lambda: mappings, lambda _: None)
+    await view.start()
+    entry = mappings.entry(PROJECT, RCG)
+    await view.recheck(entry)  # sdrs, as seeded
+    await switch(store, mappings, "group", rules.group_name(PROJECT, RCG), "legacy", "someone")
+    with pytest.raises(LegacyError) as refused:  # this shim's view still says sdrs: the store decides
+        await view.recheck(entry)
+    assert refused.value.status == 503

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from shim.state.action_guard import store_unavailable
 from shim.state.store import Document, StateStore, StoreUnavailable
 from shim.translate import fleet as rules
 from shim.translate.fleet import FleetModes
@@ -92,6 +94,10 @@ async def switch(store: StateStore, mappings: Mappings, kind: str, name: str, mo
     if before[0] != mode:
         await audit(store, [record])
     return fleet, record
+
+
+def _completed(fleet: FleetModes, *, kind: str, name: str, version: int) -> FleetModes | None:
+    return rules.completed(fleet, kind, name, version)
 
 
 class FleetView:
@@ -220,7 +226,10 @@ class FleetView:
                 await self._apply_file()
                 version = (await self.store.get(VERSION_KEY) or {}).get("version")
                 if self.fleet is None or version != self.fleet.version:
-                    self._adopt(await read_modes(self.store))
+                    fleet = await read_modes(self.store)
+                    if rules.seeded(fleet, self._file()) is not None:  # a store that forgot (or never knew)
+                        fleet = await seed(self.store, self._file())
+                    self._adopt(fleet)
                 self.confirmed_at = started
                 self.publish()
                 await self._heartbeat()
@@ -270,6 +279,10 @@ class FleetView:
         if not pending:
             return False
         members = list(((await self.store.get(MEMBERS_KEY)) or {}).get("members") or {})
+        if self.shim_id not in members:  # a store that forgot the members (a Redis restart): join again
+            self._joined = False
+            await self._join()
+            members.append(self.shim_id)
         beats = dict(zip(members, await asyncio.gather(*(self.store.get(HEARTBEAT_PREFIX + member)
                                                          for member in members)), strict=True))
         await self._forget_dead(beats)
@@ -280,8 +293,8 @@ class FleetView:
             bound = now - self._first_seen.get(tag, now) >= rules.SWITCH_BOUND_SECONDS
             if bound or rules.all_acknowledged(record.version, beats):
                 self._done.add(tag)
-                await change_modes(self.store, lambda fleet, k=kind, n=name, v=record.version:
-                                   rules.completed(fleet, k, n, v))
+                await change_modes(self.store, functools.partial(_completed, kind=kind, name=name,
+                                                                 version=record.version))
                 changed = True
         return changed
 
@@ -306,7 +319,7 @@ class FleetView:
         try:
             fleet = await read_modes(self.store)
         except StoreUnavailable:
-            raise rules.switching_error(f"Replication consistency group {entry.rcg_id}") from None
+            raise store_unavailable("it could not confirm which side serves the group") from None
         record = fleet.groups.get(rules.group_name(entry.project_id, entry.rcg_id))
         if record is not None and (record.mode != "sdrs" or record.switching):
             raise rules.switching_error(f"Replication consistency group {entry.rcg_id}")
