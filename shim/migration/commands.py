@@ -23,7 +23,7 @@ from shim.migration.explain import explain
 from shim.migration.mapping_file import entry_comment, with_entries, write_with_backup
 from shim.migration.report import JobReader, build_report, render_table
 from shim.state.backends import build_store
-from shim.state.store import StoreUnavailable
+from shim.state.store import StateStore, StoreUnavailable
 from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError, canonical_project_id, is_legacy_id
 from shim.translate.signing import EMPTY_PAYLOAD_HASH, KeyPair
 from shim.upstreams.resign import resign
@@ -40,6 +40,18 @@ TOKEN_VARIABLE = "OS_TOKEN"  # the OpenStack CLI's
 
 def report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None) -> str:
     return asyncio.run(_report(settings, mappings, as_json, token))
+
+
+async def _with_fleet_modes(mappings: Mappings, store: StateStore) -> Mappings:
+    """The modes the fleet serves (README, One switch for the fleet), when the store has them."""
+    from shim.state.fleet import read_modes
+    from shim.translate.fleet import effective
+
+    try:
+        fleet = await read_modes(store)
+    except StoreUnavailable:
+        return mappings
+    return effective(mappings, fleet, confirmed=True) if fleet.groups or fleet.projects else mappings
 
 
 async def _report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None) -> str:
@@ -63,6 +75,7 @@ async def _report(settings: Settings, mappings: Mappings, as_json: bool, token: 
             context = tls.client_context(upstreams.ca_file, "config") if upstreams.ca_file is not None else None
             sdrs = SdrsClient(upstreams.sdrs, settings.timeouts.sdrs, 4, tls=context, trust_env=upstreams.trust_env)
             await sdrs.start()
+        mappings = await _with_fleet_modes(mappings, store)
         reader = job_reader(sdrs, token, mappings) if sdrs is not None and token is not None else None
         built = await build_report(mappings, store, reader)
     finally:

@@ -63,6 +63,8 @@ async def migration_report(request: web.Request) -> web.Response:
     state = request.app[STATE]
     token = request.headers.get("X-Auth-Token")
     read_job = job_reader(state.sdrs, token, state.mappings) if token else None
-    return web.json_response(await build_report(state.mappings, state.actions.store, read_job))
+    report = await build_report(state.mappings, state.actions.store, read_job)
+    report["fleet"] = state.fleet.describe()  # the mode version this shim serves (README, One switch)
+    return web.json_response(report)
 
 
