@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -117,6 +118,9 @@ class ShimState:
     holdings: KnownHoldings = field(init=False)  # mapped groups' SDRS pairs and disks last seen (SDRS outages)
     shadow: ShadowRunner = field(init=False)  # shadow mode's comparisons and dry runs (README, Migration)
     config_digest: str = ""
+    config_path: str | None = None  # the file SIGHUP reloads (`shim serve --config`), for the console's commands
+    # (project_id, rcg_id) -> the last mode change a reload made in this process (the console shows it)
+    mode_changes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.translated = TranslatedSlots(lambda: self.settings.limits.max_concurrent_translated, self.metrics)
