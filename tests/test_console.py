@@ -30,18 +30,21 @@ from migration_world import (
     entry,
     migration_world,
 )
-from shim.config import settings_from_mapping
+from processes import write_config
+from shim.config import load_settings, settings_from_mapping
 from shim.mappings import CONSISTENCY_GROUPS_FILE, load_mappings
 from shim.migration.readiness import NextStepContext, readiness
 from shim.migration.records import Comparison, with_comparison, with_dry_run
 from shim.migration.report import shadow_summary
 from shim.runtime import demo
+from shim.runtime.reload import reload_config
 from shim.runtime.server import start_site
 from shim.simulator import SdrsSimulator, SimulatorSettings
 from shim.simulator.server import seed_demo_group
 from shim.translate.url_space import CONSOLE_ASSETS, MANAGEMENT_PATHS
 from shim.web.app import build_app, build_management_app
 from shim.web.console import CONTENT_SECURITY_POLICY, wants_html
+from shim.web.shim_state import STATE
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -263,6 +266,8 @@ async def test_the_page_shows_the_reports_rows_updates_filters_and_asks_nothing_
         wait_until(lambda: browser.find_elements("css selector", f'tr[data-rcg="{SHADOW_RCG}"] a'), 10, "the link")
         browser.find_element("css selector", f'tr[data-rcg="{SHADOW_RCG}"] a.group-link').click()
         wait_until(lambda: browser.find_elements("css selector", "#history tbody tr"), 10, "the history")
+        assert "[object" not in browser.find_element("tag name", "body").text  # every value rendered as text
+        assert not browser.find_element("id", "controls").is_displayed()  # the list's filters are not the group's
         return (len(browser.find_elements("css selector", "#history tbody tr")), browser.current_url,
                 browser.find_element("id", "detail-title").text)
 
@@ -458,3 +463,25 @@ def test_the_record_keeps_a_bounded_timeline_the_first_comparison_and_the_last_m
 ])
 def test_only_a_browser_gets_the_page(accept, html):
     assert wants_html(accept) is html
+
+
+async def test_a_mode_change_by_reload_shows_when_and_how(tmp_path, simulator):
+    _, sdrs = simulator
+    config = write_config(tmp_path, sdrs, None)
+    write_mappings(tmp_path / "mappings", [entry(SHADOW_RCG, SHADOW_GROUP, "shadow")])
+    settings = load_settings(config)
+    app = build_app(settings, load_mappings(settings.mappings))
+    runner, port = await start_site(app, "127.0.0.1", 0, settings=settings)
+    try:
+        shim = f"http://127.0.0.1:{port}"
+        (before,) = (await call("GET", shim + "/migration")).json()["groups"]
+        assert before["mode_changed"] is None
+        write_mappings(tmp_path / "mappings", [entry(SHADOW_RCG, SHADOW_GROUP, "sdrs")])
+        assert reload_config(app[STATE], config)
+        (after,) = (await call("GET", shim + "/migration")).json()["groups"]
+    finally:
+        await runner.cleanup()
+    changed = after["mode_changed"]
+    assert (changed["old_mode"], changed["new_mode"]) == ("shadow", "sdrs")
+    assert changed["at"].endswith("Z") and changed["by"] == f"a reload (SIGHUP) of {config}"
+    assert after["readiness"]["verdict"] == "serving"
