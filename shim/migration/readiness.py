@@ -83,7 +83,7 @@ def readiness(group: dict[str, Any], context: NextStepContext) -> dict[str, Any]
     if mode == "sdrs":
         return {"verdict": "serving", "reason": "served by SDRS (mode sdrs)", "next_step": None}
     if mode == "legacy":
-        return {"verdict": "not_ready", "reason": "mode legacy: nothing is compared (SDRS is never asked)",
+        return {"verdict": "not_ready", "reason": "not ready: mode legacy, nothing is compared (SDRS is never asked)",
                 "next_step": context.set_mode(group, "shadow")}
     return _shadow_verdict(group, context)
 

@@ -266,9 +266,15 @@ def _details(report: dict[str, Any]) -> list[str]:
         dry_run = shadow["last_dry_run"]
         deleted = group.get("deleted")
         identity = group.get("identity")
-        if mismatch is None and dry_run is None and deleted is None and identity is None:
+        verdict = group.get("readiness")
+        worth_saying = verdict is not None and verdict["verdict"] != "serving"
+        if mismatch is None and dry_run is None and deleted is None and identity is None and not worth_saying:
             continue
         lines += ["", f"{group['rcg_id']} ({group['mode']}, protection group {group['protection_group_id']}):"]
+        if verdict is not None and worth_saying:
+            lines.append(f"  readiness: {verdict['reason']}")
+            if verdict["next_step"] is not None:
+                lines.append(f"    next: {verdict['next_step']['text']}")
         if identity is not None:
             lines.append(f"  reads as legacy name {_value(identity['name'])}, description "
                          f"{_value(identity['description'])}; pairs (legacy id = SDRS id):")
