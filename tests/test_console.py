@@ -304,6 +304,9 @@ async def test_the_page_the_assets_and_the_json_are_told_apart_and_never_relayed
     assert page.headers["X-Content-Type-Options"] == "nosniff" and page.headers["Vary"] == "Accept"
     body = page.body.decode()
     assert "http://" not in body.replace(shim, "") and "https://" not in body
+    with_token = await call("GET", shim + "/migration", headers={"Accept": browser_accept,
+                                                                 "X-Auth-Token": "gAAAAAconsole-secret-token"})
+    assert with_token.status == 200 and b"console-secret-token" not in with_token.body  # never shown
     for path in CONSOLE_ASSETS:
         asset = await call("GET", shim + path)
         assert asset.status == 200 and asset.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
