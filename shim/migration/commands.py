@@ -69,8 +69,8 @@ async def _report(settings: Settings, mappings: Mappings, as_json: bool, token: 
         reader = job_reader(sdrs, token, mappings) if sdrs is not None and token is not None else None
         # The next steps' commands name the config given (a SIGHUP goes to the running shim, whose pid
         # this command does not know).
-        context = NextStepContext(str(mappings.source / CONSISTENCY_GROUPS_FILE), None, config)
-        built = await build_report(mappings, store, reader, next_step=context)
+        next_step = NextStepContext(str(mappings.source / CONSISTENCY_GROUPS_FILE), None, config)
+        built = await build_report(mappings, store, reader, next_step=next_step)
     finally:
         await store.close()
         if sdrs is not None:
