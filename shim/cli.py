@@ -319,7 +319,7 @@ def _migration_command(args: argparse.Namespace) -> int:
 
         settings = load_settings(args.config)
         print(commands.report(settings, load_mappings(settings.mappings), args.json,
-                              commands.read_token(args.token_file)), end="")
+                              commands.read_token(args.token_file), config=str(args.config)), end="")
         return 0
     if args.command == "explain":
         from shim.config import load_settings

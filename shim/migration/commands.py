@@ -21,6 +21,7 @@ from shim.mappings import CONSISTENCY_GROUPS_FILE, Mappings
 from shim.migration.discovery import Discovery, discover, render_findings
 from shim.migration.explain import explain
 from shim.migration.mapping_file import entry_comment, with_entries, write_with_backup
+from shim.migration.readiness import NextStepContext
 from shim.migration.report import JobReader, build_report, render_table
 from shim.state.backends import build_store
 from shim.state.store import StateStore, StoreUnavailable
@@ -38,8 +39,9 @@ TOKEN_VARIABLE = "OS_TOKEN"  # the OpenStack CLI's
 # -- shim report ------------------------------------------------------------------------------------
 
 
-def report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None) -> str:
-    return asyncio.run(_report(settings, mappings, as_json, token))
+def report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None,
+           config: str | None = None) -> str:
+    return asyncio.run(_report(settings, mappings, as_json, token, config))
 
 
 async def _with_fleet_modes(mappings: Mappings, store: StateStore) -> Mappings:
@@ -54,7 +56,8 @@ async def _with_fleet_modes(mappings: Mappings, store: StateStore) -> Mappings:
     return effective(mappings, fleet, confirmed=True) if fleet.groups or fleet.projects else mappings
 
 
-async def _report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None) -> str:
+async def _report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None,
+                  config: str | None = None) -> str:
     state = settings.state
     if state.backend == "memory":
         print("shim report: state.backend is memory: a running shim's records are in its own process only "
@@ -77,7 +80,10 @@ async def _report(settings: Settings, mappings: Mappings, as_json: bool, token: 
             await sdrs.start()
         mappings = await _with_fleet_modes(mappings, store)
         reader = job_reader(sdrs, token, mappings) if sdrs is not None and token is not None else None
-        built = await build_report(mappings, store, reader)
+        # The next steps' commands name the config given (a SIGHUP goes to the running shim, whose pid
+        # this command does not know).
+        next_step = NextStepContext(str(mappings.source / CONSISTENCY_GROUPS_FILE), None, config)
+        built = await build_report(mappings, store, reader, next_step=next_step)
     finally:
         await store.close()
         if sdrs is not None:

@@ -8,6 +8,7 @@ sessions and objects at start: a reload keeps the running values and a warning n
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from shim.config import Settings, load_settings
 from shim.credentials import load_key_ring
 from shim.mappings import load_mappings
 from shim.migration.modes import mode_changes, project_mode_changes
+from shim.migration.report import iso
 from shim.validation import ConfigError
 from shim.web.shim_state import ShimState
 
@@ -71,6 +73,9 @@ def reload_config(state: ShimState, config_path: Path, announce: bool = True) ->
     state.fleet.publish()  # the file's entries with the fleet's modes, as known now
     for change in changes:  # a mode change is a mapping change: audited, one line per group
         migration_log.info("mode changed: %s -> %s", change["old_mode"], change["new_mode"], extra=change)
+        state.mode_changes[(str(change["project_id"]), str(change["rcg_id"]))] = {
+            "at": iso(time.time()), "old_mode": change["old_mode"], "new_mode": change["new_mode"],
+            "by": f"a reload (SIGHUP) of {source}"}
     for project_change in project_changes:
         migration_log.info("project default mode changed: %s -> %s", project_change["old_mode"],
                            project_change["new_mode"], extra=project_change)

@@ -99,6 +99,7 @@ async def serve(
     """Serve until SIGTERM/SIGINT, then drain; SIGHUP reloads from `config_path`."""
     app = build_app(settings, mappings, keys)
     state = app[STATE]
+    state.config_path = str(config_path) if config_path is not None else None
     if settings.listen.tls is not None:
         state.server_tls = tls.server_context(settings.listen.tls, str(config_path or "config"))
     stop = asyncio.Event()

@@ -55,7 +55,7 @@ from shim.web.metrics import (
     method_label,
     status_label,
 )
-from shim.web.migration import after_shadow, migration_report, watch_shadow
+from shim.web.migration import after_shadow, console_asset, migration_report, watch_shadow
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
 from shim.web.shim_state import STATE, ShimState
 
@@ -272,7 +272,12 @@ async def management_method_not_allowed(request: web.Request) -> web.StreamRespo
                       headers=(("Allow", "GET, HEAD"),))
 
 
-MANAGEMENT_ROUTE_NAMES = frozenset(path.strip("/") for path in MANAGEMENT_PATHS)
+def _route_name(path: str) -> str:
+    """`/metrics` -> `metrics`, `/migration/assets/console.js` -> `migration-assets-console-js`."""
+    return path.strip("/").replace("/", "-").replace(".", "-")
+
+
+MANAGEMENT_ROUTE_NAMES = frozenset(_route_name(path) for path in MANAGEMENT_PATHS)
 TRANSLATED_ROUTE_NAMES = frozenset(TRANSLATED_ROUTES)
 
 
@@ -370,10 +375,10 @@ def add_management_routes(app: web.Application, *, legacy_405: bool = False) -> 
     management_handlers = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics,
                            "/migration": migration_report}
     for path in MANAGEMENT_PATHS:
-        app.router.add_get(path, management_handlers[path], name=path.strip("/"))
+        app.router.add_get(path, management_handlers.get(path, console_asset), name=_route_name(path))
         if legacy_405:
             # Any other method on the same resource: 405 here, never the passthrough route below.
-            app.router.add_route("*", path, management_method_not_allowed, name=path.strip("/"))
+            app.router.add_route("*", path, management_method_not_allowed, name=_route_name(path))
 
 
 def build_management_app(shim_app: web.Application) -> web.Application:

@@ -265,6 +265,10 @@ class ShimMetrics:
         self.config_generation.inc()
         return digest
 
+    def upstream_states(self) -> dict[str, bool]:
+        """Upstream -> True when its last exchange failed (as `shim_upstream_up` says); absent: none yet."""
+        return dict(self._upstream_down)
+
     def upstream_done(self, upstream: str, status: int | None, failure: str | None) -> None:
         """One exchange with `upstream` ("sdrs" or "legacy"): an answer's status, or a failure kind.
         A transport failure or a gateway status (502, 503, 504) marks the upstream down."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -122,6 +123,9 @@ class ShimState:
     # `file_mappings` the file as loaded; `fleet` keeps the modes fresh from the store.
     file_mappings: Mappings = field(init=False)
     fleet: FleetView = field(init=False)
+    config_path: str | None = None  # the file SIGHUP reloads (`shim serve --config`), for the console's commands
+    # (project_id, rcg_id) -> the last mode change a reload made in this process (the console shows it)
+    mode_changes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.file_mappings = self.mappings
