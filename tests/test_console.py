@@ -199,7 +199,8 @@ async def test_the_page_shows_the_reports_rows_updates_filters_and_asks_nothing_
     assert shown(found) == expected_rows(report)
     assert found[SHADOW_RCG]["verdict"] == "ready"
     assert found[SHADOW_RCG]["reason"].startswith("ready: 1 comparison over ")
-    assert "mode: sdrs" in found[SHADOW_RCG]["next"] and "kill -HUP" in found[SHADOW_RCG]["next"]
+    assert "shim mode set" in found[SHADOW_RCG]["next"] and f"--group {SHADOW_RCG} sdrs" in found[SHADOW_RCG]["next"]
+    assert "mode: sdrs" in found[SHADOW_RCG]["next"]  # the mapping edit, the switch's other way
     assert found[PARKED_RCG]["verdict"] == "not_ready" and "mode: shadow" in found[PARKED_RCG]["next"]
     assert found[RCG]["verdict"] == "serving"
 
@@ -406,10 +407,11 @@ def test_ready_says_how_much_evidence_and_names_the_switch():
     verdict = readiness(shadow_group(document), CONTEXT)
     assert verdict["verdict"] == "ready"
     assert verdict["reason"] == "ready: 312 comparisons over 3 days, 0 mismatches, 4 dry runs agree"
-    assert verdict["next_step"]["command"] == "kill -HUP 42"
+    switch = f"shim mode set --config /etc/shim/shim.yaml --group {SHADOW_RCG} sdrs"
+    assert verdict["next_step"]["command"] == switch
     assert verdict["next_step"]["text"] == (
-        "in /etc/shim/mappings/consistency-groups.yaml, set `mode: sdrs` on the entry with "
-        f"replication_consistency_group_id: {SHADOW_RCG}, then: kill -HUP 42")
+        f"{switch} (or, in /etc/shim/mappings/consistency-groups.yaml, set `mode: sdrs` on the entry with "
+        f"replication_consistency_group_id: {SHADOW_RCG}, then: kill -HUP 42)")
 
 
 def test_a_difference_that_lasts_is_not_ready_since_it_began():
@@ -481,7 +483,13 @@ async def test_a_mode_change_by_reload_shows_when_and_how(tmp_path, simulator):
         assert before["mode_changed"] is None
         write_mappings(tmp_path / "mappings", [entry(SHADOW_RCG, SHADOW_GROUP, "sdrs")])
         assert reload_config(app[STATE], config)
-        (after,) = (await call("GET", shim + "/migration")).json()["groups"]
+        # The reload is a fleet switch (README, One switch for the fleet): the group is fenced until this
+        # shim, the fleet's one member, acknowledged it.
+        for _ in range(100):
+            (after,) = (await call("GET", shim + "/migration")).json()["groups"]
+            if after["readiness"]["verdict"] == "serving":
+                break
+            await asyncio.sleep(0.1)
     finally:
         await runner.cleanup()
     changed = after["mode_changed"]

@@ -34,14 +34,17 @@ class NextStepContext:
         return f"kill -HUP {self.pid}" if self.pid is not None else "send SIGHUP to the shim"
 
     def set_mode(self, group: dict[str, Any], mode: str) -> dict[str, Any]:
-        """The mapping edit that moves the group to `mode` (there is no `shim mode set` command)."""
+        """The fleet's switch that moves the group to `mode` (`shim mode set`: every shim sharing the
+        state store follows), and the mapping edit that does the same from the file."""
+        command = shlex.join(["shim", "mode", "set", "--config", self.config or "shim.yaml",
+                              "--group", group["rcg_id"], mode])
         return {"summary": f"switch to {mode}", "file": self.mapping_file,
                 "edit": f"mode: {mode}",
                 "entry": {"project_id": group["project_id"],
                           "replication_consistency_group_id": group["rcg_id"]},
-                "command": self.reload(),
-                "text": (f"in {self.mapping_file}, set `mode: {mode}` on the entry with "
-                         f"replication_consistency_group_id: {group['rcg_id']}, then: {self.reload()}")}
+                "command": command,
+                "text": (f"{command} (or, in {self.mapping_file}, set `mode: {mode}` on the entry with "
+                         f"replication_consistency_group_id: {group['rcg_id']}, then: {self.reload()})")}
 
     def explain(self, group: dict[str, Any], summary: str) -> dict[str, Any]:
         url = f"/v2/{group['project_id']}/{RCG_COLLECTION}/{group['rcg_id']}"
