@@ -107,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     discover_cmd.add_argument("--write", action="store_true",
                               help="add the new entries to the live consistency-groups.yaml (backed up first)")
 
+    mode = commands.add_parser(
+        "mode", help="show or switch the fleet's modes: one switch obeyed by every shim sharing the store",
+        description="The fleet's modes live in the shared state store (seeded from the mapping file by every "
+        "shim at start): `set` switches one group or one project's default for every shim that uses the store, "
+        "with an audit record (who, when, from, to); `show` prints the modes, their versions, the shims' "
+        "heartbeats and the last switches (see README, One switch for the fleet).")
+    mode_commands = mode.add_subparsers(dest="mode_command", required=True, metavar="SUBCOMMAND")
+    mode_set = mode_commands.add_parser("set", help="switch a group, or a project's default, for the whole fleet")
+    mode_set.add_argument("--config", type=Path, required=True, metavar="PATH", help="the shim's YAML config file")
+    target = mode_set.add_mutually_exclusive_group(required=True)
+    target.add_argument("--group", metavar="RCG", help="the legacy replication consistency group id (mapped)")
+    target.add_argument("--project", metavar="P", help="the project id: its default mode (`none`: no default)")
+    mode_set.add_argument("--who", metavar="NAME", help="who switches, for the audit record (default user@host)")
+    mode_set.add_argument("mode", metavar="MODE", choices=["legacy", "shadow", "sdrs", "none"],
+                          help="legacy, shadow or sdrs (a project: also none)")
+    mode_show = mode_commands.add_parser("show", help="print the fleet's modes, the shims' heartbeats, the audit")
+    mode_show.add_argument("--config", type=Path, required=True, metavar="PATH", help="the shim's YAML config file")
+    mode_show.add_argument("--json", action="store_true", help="print JSON")
+
     demo = commands.add_parser(
         "demo", help="run simulator, legacy stand-in and shim on loopback",
         description="Start an SDRS simulator (one failed-over protection group), a legacy EVS stand-in "
@@ -220,6 +239,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command in ("report", "explain", "discover"):
         return _migration_command(args)
+    if args.command == "mode":
+        return _mode_command(args)
     if args.command == "demo":
         from shim.runtime import demo
 
@@ -265,6 +286,30 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _mode_command(args: argparse.Namespace) -> int:
+    import json
+
+    from shim.config import load_settings
+    from shim.mappings import load_mappings
+    from shim.migration import fleet_command
+
+    settings = load_settings(args.config)
+    if settings.state.backend == "memory":
+        raise ConfigError(f"{args.config}: state.backend: memory is this process's only; the fleet's modes need "
+                          "sqlite or redis")
+    mappings = load_mappings(settings.mappings)
+    if args.mode_command == "set":
+        record = asyncio.run(fleet_command.set_mode(settings, mappings, args.group, args.project, args.mode,
+                                                    args.who or fleet_command.default_who()))
+        print(json.dumps(record, sort_keys=True))
+        print(f"shim: {record['kind']} {record['name']}: {record['from']} -> {record['to']} at mode version "
+              f"{record['version']}; {fleet_command.BOUND_NOTE}", file=sys.stderr)
+        return 0
+    shown = asyncio.run(fleet_command.show(settings, mappings))
+    print(json.dumps(shown, indent=2) if args.json else fleet_command.render(shown), end="\n" if args.json else "")
+    return 0
+
+
 def _migration_command(args: argparse.Namespace) -> int:
     from shim.migration import commands
 
@@ -274,7 +319,7 @@ def _migration_command(args: argparse.Namespace) -> int:
 
         settings = load_settings(args.config)
         print(commands.report(settings, load_mappings(settings.mappings), args.json,
-                              commands.read_token(args.token_file)), end="")
+                              commands.read_token(args.token_file), config=str(args.config)), end="")
         return 0
     if args.command == "explain":
         from shim.config import load_settings

@@ -16,6 +16,7 @@ def test_demo_check_runs_every_printed_command_and_exits_zero():
     assert len(checks) == 11
     assert all(line.startswith("[ok]") for line in checks), checks
     assert "[ok] 200 reprotect, the legacy way" in result.stdout
+    assert "  console          http://127.0.0.1:" in result.stdout  # the migration console's page
     assert "Traceback" not in result.stderr
 
 

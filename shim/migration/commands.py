@@ -21,9 +21,10 @@ from shim.mappings import CONSISTENCY_GROUPS_FILE, Mappings
 from shim.migration.discovery import Discovery, discover, render_findings
 from shim.migration.explain import explain
 from shim.migration.mapping_file import entry_comment, with_entries, write_with_backup
+from shim.migration.readiness import NextStepContext
 from shim.migration.report import JobReader, build_report, render_table
 from shim.state.backends import build_store
-from shim.state.store import StoreUnavailable
+from shim.state.store import StateStore, StoreUnavailable
 from shim.translate.legacy import PAIR_COLLECTION, RCG_COLLECTION, LegacyError, canonical_project_id, is_legacy_id
 from shim.translate.signing import EMPTY_PAYLOAD_HASH, KeyPair
 from shim.upstreams.resign import resign
@@ -38,11 +39,25 @@ TOKEN_VARIABLE = "OS_TOKEN"  # the OpenStack CLI's
 # -- shim report ------------------------------------------------------------------------------------
 
 
-def report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None) -> str:
-    return asyncio.run(_report(settings, mappings, as_json, token))
+def report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None,
+           config: str | None = None) -> str:
+    return asyncio.run(_report(settings, mappings, as_json, token, config))
 
 
-async def _report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None) -> str:
+async def _with_fleet_modes(mappings: Mappings, store: StateStore) -> Mappings:
+    """The modes the fleet serves (README, One switch for the fleet), when the store has them."""
+    from shim.state.fleet import read_modes
+    from shim.translate.fleet import effective
+
+    try:
+        fleet = await read_modes(store)
+    except StoreUnavailable:
+        return mappings
+    return effective(mappings, fleet, confirmed=True) if fleet.groups or fleet.projects else mappings
+
+
+async def _report(settings: Settings, mappings: Mappings, as_json: bool, token: str | None = None,
+                  config: str | None = None) -> str:
     state = settings.state
     if state.backend == "memory":
         print("shim report: state.backend is memory: a running shim's records are in its own process only "
@@ -63,8 +78,12 @@ async def _report(settings: Settings, mappings: Mappings, as_json: bool, token: 
             context = tls.client_context(upstreams.ca_file, "config") if upstreams.ca_file is not None else None
             sdrs = SdrsClient(upstreams.sdrs, settings.timeouts.sdrs, 4, tls=context, trust_env=upstreams.trust_env)
             await sdrs.start()
+        mappings = await _with_fleet_modes(mappings, store)
         reader = job_reader(sdrs, token, mappings) if sdrs is not None and token is not None else None
-        built = await build_report(mappings, store, reader)
+        # The next steps' commands name the config given (a SIGHUP goes to the running shim, whose pid
+        # this command does not know).
+        next_step = NextStepContext(str(mappings.source / CONSISTENCY_GROUPS_FILE), None, config)
+        built = await build_report(mappings, store, reader, next_step=next_step)
     finally:
         await store.close()
         if sdrs is not None:

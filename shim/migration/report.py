@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from shim.mappings import Mappings
+from shim.mappings import CONSISTENCY_GROUPS_FILE, Mappings
 from shim.migration.compare import COMPARED_FIELDS
+from shim.migration.readiness import NextStepContext, readiness
 from shim.migration.records import read_record, shadow_key
 from shim.state.group_notes import retired_key
 from shim.state.records import GroupRecord, group_key
@@ -23,6 +24,7 @@ from shim.state.store import StateStore, StoreUnavailable
 from shim.translate.tables import GroupMapping
 
 READS_AT_ONCE = 16  # store reads in flight while a report is built
+TIMELINE_SHOWN = 20  # the timeline entries each group shows in the whole report (one group's: all kept)
 
 
 def iso(seconds: float | None) -> str | None:
@@ -86,14 +88,32 @@ async def read_jobs(action: dict[str, Any], project_id: str, read_job: JobReader
         action["outcome"] = "succeeded"
 
 
-def shadow_summary(document: dict[str, Any] | None) -> dict[str, Any]:
+def _at(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if item is None else {**item, "at": iso(_seconds(item.get("at")))}
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def shadow_summary(document: dict[str, Any] | None, timeline: int | None = TIMELINE_SHOWN) -> dict[str, Any]:
+    """The group's shadow record for the report, times as ISO strings. `first_at`: the first comparison;
+    `evidence_seconds`: from it to the latest; `differing_since`: each field the latest finished
+    comparison found different, since when; `timeline`: comparisons and dry runs in brief, newest first
+    (`timeline` of them, None: all the record keeps)."""
     record = read_record(document)
-    last = [{**comparison, "at": iso(comparison.get("at"))} for comparison in record["last"]]
-    dry_run = record["last_dry_run"]
-    if dry_run:
-        dry_run = {**dry_run, "at": iso(dry_run.get("at"))}
+    last = [_at(comparison) for comparison in record["last"]]
+    first = _seconds(record["first_at"])
+    latest = max((at for at in (_seconds(item.get("at")) for item in record["timeline"] + record["last"]
+                                if item.get("kind", "comparison") == "comparison") if at is not None), default=None)
+    since = {name: iso(_seconds(at)) for name, at in sorted(record["differing_since"].items())}
+    entries = record["timeline"] if timeline is None else record["timeline"][:timeline]
     return {"comparisons": record["comparisons"], "mismatched_fields": record["mismatched_fields"], "last": last,
-            "dry_runs": record["dry_runs"], "last_dry_run": dry_run}
+            "dry_runs": record["dry_runs"], "last_dry_run": _at(record["last_dry_run"]),
+            "first_at": iso(first), "latest_at": iso(latest),
+            "evidence_seconds": latest - first if first is not None and latest is not None else None,
+            "differing_since": since, "last_mismatch": _at(record["last_mismatch"]),
+            "timeline": [_at(item) for item in entries], "timeline_kept": len(record["timeline"])}
 
 
 def deleted_group(note: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -115,17 +135,45 @@ def identity_report(entry: GroupMapping) -> dict[str, Any] | None:
 
 
 def group_report(entry: GroupMapping, shadow: dict[str, Any] | None, guard: dict[str, Any] | None,
-                 now: float, retired: dict[str, Any] | None = None) -> dict[str, Any]:
+                 now: float, retired: dict[str, Any] | None = None, timeline: int | None = TIMELINE_SHOWN,
+                 mode_change: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"project_id": entry.project_id, "rcg_id": entry.rcg_id,
             "protection_group_id": entry.protection_group_id, "mode": entry.mode, "mode_source": entry.mode_source,
-            "identity": identity_report(entry), "shadow": shadow_summary(shadow),
+            "mode_changed": mode_change, "identity": identity_report(entry),
+            "shadow": shadow_summary(shadow, timeline),
             "last_action": last_action(guard, now), "deleted": deleted_group(retired)}
 
 
-async def build_report(mappings: Mappings, store: StateStore, read_job: JobReader | None = None) -> dict[str, Any]:
+def summary(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """Groups per mode, per project and mode, and per readiness verdict."""
+    by_mode: dict[str, int] = {"legacy": 0, "shadow": 0, "sdrs": 0}
+    by_project: dict[str, dict[str, int]] = {}
+    by_verdict: dict[str, int] = {}
+    for group in groups:
+        by_mode[group["mode"]] = by_mode.get(group["mode"], 0) + 1
+        project = by_project.setdefault(group["project_id"], {"legacy": 0, "shadow": 0, "sdrs": 0})
+        project[group["mode"]] = project.get(group["mode"], 0) + 1
+        verdict = group["readiness"]["verdict"]
+        by_verdict[verdict] = by_verdict.get(verdict, 0) + 1
+    return {"groups": len(groups), "by_mode": by_mode, "by_project": by_project, "by_verdict": by_verdict}
+
+
+ModeChanges = dict[tuple[str, str], dict[str, Any]]  # (project_id, rcg_id) -> the last mode change seen
+
+
+async def build_report(mappings: Mappings, store: StateStore, read_job: JobReader | None = None, *,
+                       only: str | None = None, next_step: NextStepContext | None = None,
+                       mode_changes: ModeChanges | None = None) -> dict[str, Any]:
     """Every mapped group with what the store holds for it; without the store, modes only. With
-    `read_job`, the jobs of each last action the store shows unfinished are read from SDRS."""
+    `read_job`, the jobs of each last action the store shows unfinished are read from SDRS. `only`: the
+    groups with that RCG id (or protection group id), each with its whole timeline. Each group carries
+    its readiness verdict (shim/migration/readiness.py), its next step's command pointing at
+    `next_step`'s files and process."""
+    context = next_step or NextStepContext(str(mappings.source / CONSISTENCY_GROUPS_FILE))
     entries = sorted(mappings.groups.values(), key=lambda entry: (entry.project_id, entry.rcg_id))
+    if only is not None:
+        wanted = only.strip().lower()
+        entries = [entry for entry in entries if wanted in (entry.rcg_id.lower(), entry.protection_group_id.lower())]
     available = True
     limit = asyncio.Semaphore(READS_AT_ONCE)
 
@@ -146,17 +194,22 @@ async def build_report(mappings: Mappings, store: StateStore, read_job: JobReade
                        read(retired_key(entry.project_id, entry.rcg_id)))
         for entry in entries))
     now = time.time()
-    groups = [group_report(entry, shadow, guard, now, retired)
+    changes = mode_changes or {}
+    groups = [group_report(entry, shadow, guard, now, retired, None if only is not None else TIMELINE_SHOWN,
+                           changes.get((entry.project_id, entry.rcg_id)))
               for entry, (shadow, guard, retired) in zip(entries, documents, strict=True)]
     if read_job is not None:
         await asyncio.gather(*(read_jobs(group["last_action"], group["project_id"], read_job)
                                for group in groups if group["last_action"] is not None))
+    for group in groups:
+        group["readiness"] = readiness(group, context)
     return {
         "generated_at": iso(now),
         "state_store": "available" if available else "unavailable",
         "compared_fields": list(COMPARED_FIELDS),
         "projects": [{"project_id": project, "mode": mode, "fully_migrated": mode == "sdrs"}
                      for project, mode in sorted(mappings.project_modes.items())],
+        "summary": summary(groups),
         "groups": groups,
     }
 
@@ -213,9 +266,15 @@ def _details(report: dict[str, Any]) -> list[str]:
         dry_run = shadow["last_dry_run"]
         deleted = group.get("deleted")
         identity = group.get("identity")
-        if mismatch is None and dry_run is None and deleted is None and identity is None:
+        verdict = group.get("readiness")
+        worth_saying = verdict is not None and verdict["verdict"] != "serving"
+        if mismatch is None and dry_run is None and deleted is None and identity is None and not worth_saying:
             continue
         lines += ["", f"{group['rcg_id']} ({group['mode']}, protection group {group['protection_group_id']}):"]
+        if verdict is not None and worth_saying:
+            lines.append(f"  readiness: {verdict['reason']}")
+            if verdict["next_step"] is not None:
+                lines.append(f"    next: {verdict['next_step']['text']}")
         if identity is not None:
             lines.append(f"  reads as legacy name {_value(identity['name'])}, description "
                          f"{_value(identity['description'])}; pairs (legacy id = SDRS id):")

@@ -64,6 +64,10 @@ class DemoUrls:
     legacy: str
 
     @property
+    def console(self) -> str:
+        return f"{self.shim}/migration"
+
+    @property
     def action(self) -> str:
         return f"{self.shim}/v2/{PROJECT}/os-vendor-replication-consistency-groups/{RCG}/action"
 
@@ -178,6 +182,7 @@ def print_banner(urls: DemoUrls) -> None:
     print(f"  shim             {urls.shim}")
     print(f"  SDRS simulator   {urls.sdrs}   (protection group {GROUP}: failed-over)")
     print(f"  legacy EVS stub  {urls.legacy}")
+    print(f"  console          {urls.console}   (the migration console: open it in a browser)")
     print(f"Legacy group {RCG} in project {PROJECT} maps to that protection group (mode sdrs);")
     print(f"{SHADOW_RCG} is in mode shadow and {PARKED_RCG} in mode legacy.\n")
     print("Try, in another terminal:")

@@ -56,23 +56,11 @@ def legacy_stub_app() -> web.Application:
 async def serve(host: str, port: int, settings: LegacySimSettings, seed_demo: bool) -> None:
     """`shim legacy-sim`: the stand-in on host:port (loopback only: it accepts any token) until
     cancelled; with `seed_demo`, the demo's two groups."""
-    import asyncio
     import logging
 
-    from shim.simulator.server import is_loopback
+    from shim.simulator.server import is_loopback, serve_until_cancelled
 
     if not is_loopback(host):
         raise ValueError(f"the legacy EVS stand-in only listens on loopback addresses, not {host!r}")
     sim = legacy_stub(settings) if seed_demo else LegacySimulator(settings)
-    runner = web.AppRunner(sim.app(), shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        for address in runner.addresses:
-            address_host, address_port = address[:2]
-            shown = f"[{address_host}]" if ":" in address_host else address_host
-            logging.getLogger("shim.legacy_sim").info("legacy EVS stand-in listening on http://%s:%s",
-                                                      shown, address_port)
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_cancelled(sim.app(), host, port, logging.getLogger("shim.legacy_sim"), "legacy EVS stand-in")

@@ -8,6 +8,7 @@ sessions and objects at start: a reload keeps the running values and a warning n
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from shim.config import Settings, load_settings
 from shim.credentials import load_key_ring
 from shim.mappings import load_mappings
 from shim.migration.modes import mode_changes, project_mode_changes
+from shim.migration.report import iso
 from shim.validation import ConfigError
 from shim.web.shim_state import ShimState
 
@@ -45,8 +47,10 @@ RELOADABLE = (
 RELOADABLE_WHILE_TLS = ("listen.tls",)
 
 
-def reload_config(state: ShimState, config_path: Path) -> bool:
-    """Reload `config_path` and its mappings into `state`; False (and one error line) if unusable."""
+def reload_config(state: ShimState, config_path: Path, announce: bool = True) -> bool:
+    """Reload `config_path` and its mappings into `state`; False (and one error line) if unusable.
+    The file's mode changes reach the fleet's modes at the view's next refresh (`shim serve` awaits it
+    before it announces the reload: `announce=False`, then `announce_reload`)."""
     source = str(config_path)
     try:
         new = load_settings(config_path)
@@ -62,19 +66,30 @@ def reload_config(state: ShimState, config_path: Path) -> bool:
     if kept:
         log.warning("reload: these settings change only on restart; the running values are kept: %s",
                     ", ".join(kept), extra={"kept_keys": kept})
-    changes, project_changes = mode_changes(state.mappings, mappings), project_mode_changes(state.mappings, mappings)
-    state.settings, state.mappings, state.keys = effective, mappings, keys  # no await in between: one step
+    old_file = state.file_mappings
+    changes, project_changes = mode_changes(old_file, mappings), project_mode_changes(old_file, mappings)
+    state.settings, state.file_mappings, state.keys = effective, mappings, keys  # no await in between: one step
+    state.fleet.file_changed(old_file, mappings)
+    state.fleet.publish()  # the file's entries with the fleet's modes, as known now
     for change in changes:  # a mode change is a mapping change: audited, one line per group
         migration_log.info("mode changed: %s -> %s", change["old_mode"], change["new_mode"], extra=change)
+        state.mode_changes[(str(change["project_id"]), str(change["rcg_id"]))] = {
+            "at": iso(time.time()), "old_mode": change["old_mode"], "new_mode": change["new_mode"],
+            "by": f"a reload (SIGHUP) of {source}"}
     for project_change in project_changes:
         migration_log.info("project default mode changed: %s -> %s", project_change["old_mode"],
                            project_change["new_mode"], extra=project_change)
     state.config_digest = state.metrics.config_loaded(effective, mappings)
     state.metrics.config_reloads.labels("success").inc()
     logging.getLogger().setLevel(effective.log_level.upper())
-    log.info("reloaded config and mappings", extra={
-        "config_digest": state.config_digest, "mapped_groups": len(mappings.groups)})
+    if announce:
+        announce_reload(state)
     return True
+
+
+def announce_reload(state: ShimState) -> None:
+    log.info("reloaded config and mappings", extra={
+        "config_digest": state.config_digest, "mapped_groups": len(state.file_mappings.groups)})
 
 
 def _failed(state: ShimState, problem: str) -> bool:

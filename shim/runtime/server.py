@@ -26,7 +26,8 @@ from shim import tls
 from shim.config import Settings
 from shim.credentials import KeyRing
 from shim.mappings import Mappings
-from shim.runtime.reload import reload_config
+from shim.runtime.reload import announce_reload, reload_config
+from shim.runtime.watch import watch_files
 from shim.web.app import build_app, build_management_app
 from shim.web.logs import JsonAccessLogger
 from shim.web.protocol import ConnectionBounds, ShimRunner
@@ -98,6 +99,7 @@ async def serve(
     """Serve until SIGTERM/SIGINT, then drain; SIGHUP reloads from `config_path`."""
     app = build_app(settings, mappings, keys)
     state = app[STATE]
+    state.config_path = str(config_path) if config_path is not None else None
     if settings.listen.tls is not None:
         state.server_tls = tls.server_context(settings.listen.tls, str(config_path or "config"))
     stop = asyncio.Event()
@@ -174,13 +176,27 @@ def _signal_handlers(stop: asyncio.Event, state: ShimState, config_path: Path | 
     reload_due: asyncio.TimerHandle | None = None
     last_reload = -RELOAD_MIN_INTERVAL_SECONDS
 
+    reloads: set[asyncio.Task[None]] = set()
+    reloading = asyncio.Lock()
+
+    async def reload_and_refresh(path: Path) -> None:
+        async with reloading:
+            if reload_config(state, path, announce=False):
+                try:
+                    await state.fleet.refresh()  # the file's mode changes, in the fleet's modes first
+                except Exception:  # never a lost reload: the view's next refresh tries again
+                    log.exception("reload: the fleet's modes could not be refreshed")
+                announce_reload(state)
+
     def reload_now() -> None:
         nonlocal reload_due, last_reload
         reload_due, last_reload = None, loop.time()
         if config_path is None:
             log.warning("SIGHUP: no config file to reload from")
         else:
-            reload_config(state, config_path)
+            task = loop.create_task(reload_and_refresh(config_path))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
 
     def on_reload() -> None:
         # SIGHUPs that arrive together (a config watcher, a burst of kill -HUP) are one reload, and
@@ -192,6 +208,8 @@ def _signal_handlers(stop: asyncio.Event, state: ShimState, config_path: Path | 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_stop)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
+    watcher = None if config_path is None else loop.create_task(
+        watch_files(config_path, on_reload, lambda: state.settings.mappings))
     # A worker of `--workers N` starts with these signals blocked (see run_workers): one sent while
     # it was starting has waited, and is handled now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
@@ -202,6 +220,8 @@ def _signal_handlers(stop: asyncio.Event, state: ShimState, config_path: Path | 
             loop.remove_signal_handler(sig)
         if reload_due is not None:
             reload_due.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 # -- --workers N: a parent process and N workers on one port --------------------------------------

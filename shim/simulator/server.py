@@ -471,14 +471,20 @@ async def serve(
     sim = SdrsSimulator(settings)
     if seed_demo:
         seed_demo_group(sim)
-    runner = web.AppRunner(sim.app(), shutdown_timeout=2.0)
+    await serve_until_cancelled(sim.app(), host, port, log, "SDRS simulator")
+
+
+async def serve_until_cancelled(app: web.Application, host: str, port: int, logger: logging.Logger,
+                                what: str) -> None:
+    """A stand-in's app on host:port, each address it listens on logged, until cancelled."""
+    runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
         for address in runner.addresses:
             address_host, address_port = address[:2]
             shown = f"[{address_host}]" if ":" in address_host else address_host
-            log.info("SDRS simulator listening on http://%s:%s", shown, address_port)
+            logger.info("%s listening on http://%s:%s", what, shown, address_port)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

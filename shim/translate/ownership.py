@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shim.translate.fleet import switching_error
 from shim.translate.legacy import LegacyError, id_key, is_legacy_id
 from shim.translate.tables import GroupMapping, Mappings
 
@@ -53,13 +54,22 @@ def require_legacy_ids(project_id: str, item_id: str | None = None, what: str = 
 def mapped_group(mappings: Mappings, project_id: str, rcg_id: str) -> GroupMapping | None:
     """The mapping that hands this group to SDRS (mode `sdrs`), or None (the legacy endpoint owns it)."""
     require_legacy_ids(project_id, rcg_id, "replication consistency group id")
+    if mappings.fenced_projects and mappings.switching(project_id, rcg_id):
+        raise _switching(f"Replication consistency group {rcg_id}")
     return mappings.group(project_id, rcg_id)
 
 
 def project_mappings(mappings: Mappings, project_id: str) -> dict[str, GroupMapping]:
     """id_key(protection group) -> entry for every group of the project that SDRS owns (mode `sdrs`)."""
     require_legacy_ids(project_id)
+    if mappings.fenced_projects and mappings.switching(project_id):
+        raise _switching(f"A replication consistency group of project {project_id}")
     return mappings.groups_of_project(project_id)
+
+
+def _switching(what: str) -> LegacyError:
+    """A group between sides (translate/fleet.py): neither side serves it until the switch completes."""
+    return switching_error(what)
 
 
 def shadow_entries(mappings: Mappings, project_id: str) -> dict[str, GroupMapping]:

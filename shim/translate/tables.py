@@ -115,8 +115,9 @@ class StatusTable(_Strict):
 Mode = Literal["legacy", "shadow", "sdrs"]
 MODES: tuple[Mode, ...] = ("legacy", "shadow", "sdrs")
 DEFAULT_MODE: Mode = "sdrs"  # a mapping file without modes keeps its meaning: mapped means SDRS serves it
-# Where an entry's effective mode came from: its own `mode`, its project's default, or DEFAULT_MODE.
-ModeSource = Literal["entry", "project", "default"]
+# Where an entry's effective mode came from: its own `mode`, its project's default, DEFAULT_MODE, or the
+# fleet's switch in the state store (translate/fleet.py), which overrides the file once seeded.
+ModeSource = Literal["entry", "project", "default", "fleet"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,13 @@ class Mappings:
     statuses: StatusTable
     source: Path
     project_modes: dict[str, Mode] = field(default_factory=dict)  # id_key(project) -> its default mode
+    # The fleet's view (translate/fleet.py): groups and projects being switched between sides (every call
+    # about them is a 503 until the switch completes), whether the view is fresh enough for writes and
+    # actions, and the fleet's mode version it comes from (None: the file alone).
+    fenced: frozenset[tuple[str, str]] = frozenset()
+    fenced_projects: frozenset[str] = frozenset()
+    unconfirmed: bool = False
+    mode_version: int | None = None
     by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # id_key(project) -> id_key(pg) -> entry
     sdrs_by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # the same, mode sdrs only
     shadow_by_project: dict[str, dict[str, GroupMapping]] = field(init=False)  # -> id_key(rcg) -> shadow entry
@@ -174,6 +182,14 @@ class Mappings:
     def entry(self, project_id: str, rcg_id: str) -> GroupMapping | None:
         """The mapping entry of this group, whatever its mode; None when the file does not name it."""
         return self.groups.get((id_key(project_id), id_key(rcg_id)))
+
+    def switching(self, project_id: str, rcg_id: str | None = None) -> bool:
+        """The group (or, without one, any group of the project) is being switched between sides."""
+        if not self.fenced_projects:
+            return False
+        if rcg_id is None:
+            return id_key(project_id) in self.fenced_projects
+        return (id_key(project_id), id_key(rcg_id)) in self.fenced or id_key(project_id) in self.fenced_projects
 
     def group(self, project_id: str, rcg_id: str) -> GroupMapping | None:
         """The entry that hands this group to SDRS (mode `sdrs`). A mapping belongs to its project:

@@ -25,6 +25,10 @@ TRANSLATED_COLLECTIONS: tuple[str, ...] = tuple(
     dict.fromkeys(path.removeprefix(PROJECT_PREFIX).split("/")[0] for path in TRANSLATED_ROUTES.values())
 )
 
+# The migration console's static files (package data, shim/web/static/), served under /migration.
+CONSOLE_ASSETS: dict[str, str] = {"/migration/assets/console.js": "console.js",
+                                  "/migration/assets/console.css": "console.css"}
+
 # The shim's own endpoints (GET): never passed through, never counted as legacy traffic. `/migration` is
-# the migration report (README, Migration).
-MANAGEMENT_PATHS: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/migration")
+# the migration report (README, Migration): JSON, or the console's page for a browser, with its files.
+MANAGEMENT_PATHS: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/migration", *CONSOLE_ASSETS)

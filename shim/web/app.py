@@ -31,12 +31,13 @@ from shim.context import (
 )
 from shim.credentials import KeyRing, load_key_ring
 from shim.mappings import Mappings
-from shim.state.action_guard import ActionGuard
+from shim.state.action_guard import STORE_RETRY_AFTER_SECONDS, ActionGuard
 from shim.state.backends import build_store
 from shim.state.retired import start_index
 from shim.state.store import StoreUnavailable
 from shim.state.traced import traced_store
 from shim.tracing import Tracing, TracingUnavailable, build_tracing
+from shim.translate.fleet import refuses_unconfirmed
 from shim.translate.legacy import LegacyError
 from shim.translate.paths import REFUSED_SPELLING, disguises_a_translated_url
 from shim.translate.url_space import MANAGEMENT_PATHS, TRANSLATED_ROUTES
@@ -54,7 +55,7 @@ from shim.web.metrics import (
     method_label,
     status_label,
 )
-from shim.web.migration import after_shadow, migration_report, watch_shadow
+from shim.web.migration import after_shadow, console_asset, migration_report, watch_shadow
 from shim.web.responses import incoming_request_id, legacy_error_response, new_request_id
 from shim.web.shim_state import STATE, ShimState
 
@@ -105,6 +106,15 @@ async def _observed(request: web.Request, handler: Handler) -> web.StreamRespons
         span.request_done(status, request.get(ROUTE, PASSTHROUGH), audit)
 
 
+def refuse_unconfirmed(mappings: Mappings, method: str, match: Any) -> None:
+    """Fail closed (README, One switch for the fleet): a write or an action about a mapped group while
+    this shim cannot confirm the fleet's modes with the store is a legacy 503, sent to neither side."""
+    if refuses_unconfirmed(mappings, method, match.get("project_id"), match.get("rcg_id")):
+        raise LegacyError(503, "The migration proxy cannot confirm with its state store which side serves this "
+                               "group, so it sends no write or action anywhere; try again shortly.",
+                          retry_after=STORE_RETRY_AFTER_SECONDS, refusal="state_store")
+
+
 def refuse_disguised_translated_url(request: web.Request) -> None:
     """The closed rule (shim/translate/paths.py): a path that names a translated collection in any
     reading and is not spelled exactly as a translated route is refused, never relayed to a legacy
@@ -124,9 +134,16 @@ async def _answer(request: web.Request, handler: Handler, legacy: bool = True) -
             await verify_signature(request, state)
         # A translated route is matched here only by its exact spelling: any other was refused above.
         about_groups = request.match_info.route.name in TRANSLATED_ROUTE_NAMES
+        if about_groups and state.mappings.unconfirmed:  # the fleet's modes unknown: no write, no action
+            refuse_unconfirmed(state.mappings, request.method, request.match_info)
         if about_groups and legacy:
             watch_shadow(request, state)  # shadow mode: observe the legacy answer (nothing is awaited)
-        response = await handler(request)
+        epoch = state.fleet.request_started() if about_groups else None  # its view, until it ends
+        try:
+            response = await handler(request)
+        finally:
+            if epoch is not None:
+                state.fleet.request_ended(epoch)
         if about_groups and legacy:
             after_shadow(request, state)  # the answer has been relayed: compare off the client's path
         return response, False
@@ -236,7 +253,9 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ready" if store_up or not needs_store else "state store unavailable",
                                   "config_digest": state.config_digest,
                                   "mapped_groups": len(state.mappings.groups),
-                                  "state_store": "available" if store_up else "unavailable"},
+                                  "state_store": "available" if store_up else "unavailable",
+                                  "mode_version": state.mappings.mode_version,
+                                  "modes_confirmed": not state.mappings.unconfirmed},
                                  status=200 if store_up or not needs_store else 503)
     return web.json_response({"status": "draining" if state.health.draining else "starting"}, status=503)
 
@@ -253,7 +272,12 @@ async def management_method_not_allowed(request: web.Request) -> web.StreamRespo
                       headers=(("Allow", "GET, HEAD"),))
 
 
-MANAGEMENT_ROUTE_NAMES = frozenset(path.strip("/") for path in MANAGEMENT_PATHS)
+def _route_name(path: str) -> str:
+    """`/metrics` -> `metrics`, `/migration/assets/console.js` -> `migration-assets-console-js`."""
+    return path.strip("/").replace("/", "-").replace(".", "-")
+
+
+MANAGEMENT_ROUTE_NAMES = frozenset(_route_name(path) for path in MANAGEMENT_PATHS)
 TRANSLATED_ROUTE_NAMES = frozenset(TRANSLATED_ROUTES)
 
 
@@ -311,6 +335,10 @@ def build_app(settings: Settings, mappings: Mappings, keys: KeyRing | None = Non
     shim_metrics.in_flight.set_function(lambda: state.health.in_flight)
     shim_metrics.legacy_pool_in_use.set_function(lambda: state.legacy.in_use)
     shim_metrics.ready.set_function(lambda: 1 if state.health.ready else 0)
+    shim_metrics.mode_version.set_function(
+        lambda: -1 if state.mappings.mode_version is None else state.mappings.mode_version)
+    shim_metrics.modes_confirmed.set_function(lambda: 0 if state.mappings.unconfirmed else 1)
+    shim_metrics.groups_switching.set_function(lambda: len(state.mappings.fenced))
     shim_metrics.unverified_body_bytes.set_function(lambda: state.unverified_bodies.held)
     shim_metrics.request_spool_bytes.set_function(lambda: state.legacy.spool.in_use)
     app.on_response_prepare.append(_stamp_request_id)
@@ -347,10 +375,10 @@ def add_management_routes(app: web.Application, *, legacy_405: bool = False) -> 
     management_handlers = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics,
                            "/migration": migration_report}
     for path in MANAGEMENT_PATHS:
-        app.router.add_get(path, management_handlers[path], name=path.strip("/"))
+        app.router.add_get(path, management_handlers.get(path, console_asset), name=_route_name(path))
         if legacy_405:
             # Any other method on the same resource: 405 here, never the passthrough route below.
-            app.router.add_route("*", path, management_method_not_allowed, name=path.strip("/"))
+            app.router.add_route("*", path, management_method_not_allowed, name=_route_name(path))
 
 
 def build_management_app(shim_app: web.Application) -> web.Application:
@@ -369,11 +397,14 @@ async def _upstream_sessions(app: web.Application) -> AsyncIterator[None]:
     await state.sdrs.start()
     await state.legacy.start()
     await _open_store(state)
-    watcher = asyncio.create_task(_watch_store(state))
+    await state.fleet.start()  # the fleet's modes (state/fleet.py), then refreshed in the background
+    watcher, fleet = asyncio.create_task(_watch_store(state)), asyncio.create_task(state.fleet.run())
     state.health.started = True
     yield
     state.health.started = False
     watcher.cancel()
+    fleet.cancel()
+    await state.fleet.leave()
     await state.shadow.close()  # shadow work still running needs the sessions: cancelled and awaited first
     await state.sdrs.close()
     await state.legacy.close()

@@ -171,6 +171,15 @@ class ShimMetrics:
         self.config_generation = Gauge(
             "shim_config_generation", "1 at start, +1 per successful reload", registry=registry
         )
+        self.mode_version = Gauge(
+            "shim_fleet_mode_version", "The fleet's mode version this shim serves (-1: not known from the store)",
+            registry=registry)
+        self.modes_confirmed = Gauge(
+            "shim_fleet_modes_confirmed", "1 while the store confirmed the modes within 3 s; 0: writes and actions "
+            "on mapped groups are refused (503)", registry=registry)
+        self.groups_switching = Gauge(
+            "shim_fleet_groups_switching", "Mapped groups being switched between sides here (their calls are 503)",
+            registry=registry)
         self.config_reloads = Counter(
             "shim_config_reloads", "SIGHUP reloads, by result", ["result"], registry=registry
         )
@@ -255,6 +264,10 @@ class ShimMetrics:
         self.config.info({"digest": digest})
         self.config_generation.inc()
         return digest
+
+    def upstream_states(self) -> dict[str, bool]:
+        """Upstream -> True when its last exchange failed (as `shim_upstream_up` says); absent: none yet."""
+        return dict(self._upstream_down)
 
     def upstream_done(self, upstream: str, status: int | None, failure: str | None) -> None:
         """One exchange with `upstream` ("sdrs" or "legacy"): an answer's status, or a failure kind.

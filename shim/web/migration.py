@@ -7,15 +7,23 @@ has returned, when the legacy answer has been relayed, and schedules the work of
 
 from __future__ import annotations
 
+import os
+import sys
 from functools import partial
+from typing import Any
 
 from aiohttp import web
 
+from shim import __version__
 from shim.context import RELAY_OBSERVER, REQUEST_ID
+from shim.mappings import CONSISTENCY_GROUPS_FILE
 from shim.migration.commands import job_reader
+from shim.migration.readiness import NextStepContext
 from shim.migration.report import build_report
 from shim.migration.shadow import ShadowWatch
 from shim.translate.legacy import LegacyError
+from shim.web import console
+from shim.web.console import console_asset
 from shim.web.incoming import background_sdrs_calls
 from shim.web.shim_state import STATE, ShimState
 
@@ -57,12 +65,39 @@ async def _legacy_get(state: ShimState, request: web.Request, path: str, query: 
 
 
 async def migration_report(request: web.Request) -> web.Response:
-    """GET /migration: per mapped group its mode, shadow comparisons, dry runs and last action (JSON).
-    With an X-Auth-Token, the jobs of each last action the store shows unfinished are read from SDRS
-    with it (the token is used for those GETs only, and never written anywhere)."""
+    """GET /migration: per mapped group its mode, shadow comparisons, dry runs, last action and readiness
+    (JSON; for a browser, `Accept: text/html`, the console's page of the same data). `?group=ID`: that
+    group alone, with its whole timeline. With an X-Auth-Token, the jobs of each last action the store
+    shows unfinished are read from SDRS with it (the token is used for those GETs only, and never
+    written anywhere)."""
     state = request.app[STATE]
     token = request.headers.get("X-Auth-Token")
     read_job = job_reader(state.sdrs, token, state.mappings) if token else None
-    return web.json_response(await build_report(state.mappings, state.actions.store, read_job))
+    only = request.query.get("group", "").strip()[:200] or None
+    # A worker of `--workers N` is reloaded through its parent, which forwards SIGHUP to every worker.
+    pid = os.getppid() if "--worker" in sys.argv else os.getpid()
+    context = NextStepContext(str(state.mappings.source / CONSISTENCY_GROUPS_FILE), pid, state.config_path)
+    report = await build_report(state.mappings, state.actions.store, read_job, only=only, next_step=context,
+                                mode_changes=state.mode_changes)
+    report["fleet"] = state.fleet.describe()  # the mode version this shim serves (README, One switch)
+    report["shim"] = shim_health(state)
+    if only is not None:
+        report["group"] = only
+    if console.wants_html(request.headers.get("Accept")):
+        return console.page(report)
+    return web.json_response(report, headers={"Vary": "Accept"})
+
+
+def shim_health(state: ShimState) -> dict[str, Any]:
+    """What the console's summary shows of the shim itself: its store and its upstreams, as the metrics
+    last saw them (`unknown` before the first exchange)."""
+    seen = state.metrics.upstream_states()
+    return {"version": __version__, "config_digest": state.config_digest, "draining": state.health.draining,
+            "state_store": "available" if state.health.store_up else "unavailable",
+            "upstreams": {name: ("unknown" if name not in seen else "down" if seen[name] else "up")
+                          for name in ("sdrs", "legacy")}}
+
+
+__all__ = ["after_shadow", "console_asset", "migration_report", "watch_shadow"]
 
 

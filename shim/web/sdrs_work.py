@@ -33,6 +33,18 @@ async def after_previous(
     state: ShimState, calls: SdrsCalls, claim: GroupClaim, work: Work, entry: GroupMapping,
     seen: list[Job | None] | None = None,
 ) -> ServerGroup | None:
+    """`_after_previous`, then, still under the group's lease and just before anything is sent, the
+    fleet's mode of the group read again from the store (README, One switch for the fleet): a switch
+    away from SDRS written meanwhile stops the work (503)."""
+    group = await _after_previous(state, calls, claim, work, entry, seen)
+    await state.fleet.recheck(entry)
+    return group
+
+
+async def _after_previous(
+    state: ShimState, calls: SdrsCalls, claim: GroupClaim, work: Work, entry: GroupMapping,
+    seen: list[Job | None] | None = None,
+) -> ServerGroup | None:
     """The group once the previous work's jobs have finished; None when the same idempotent work is
     still running, so this one is done already.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -15,6 +16,7 @@ from shim.credentials import NO_KEYS, KeyRing
 from shim.mappings import Mappings
 from shim.migration.shadow import ShadowRunner
 from shim.state.action_guard import ActionGuard
+from shim.state.fleet import FleetView
 from shim.state.group_notes import GroupNotes
 from shim.state.retired import RetiredIndex
 from shim.tracing import NO_TRACING, Tracing
@@ -117,8 +119,17 @@ class ShimState:
     holdings: KnownHoldings = field(init=False)  # mapped groups' SDRS pairs and disks last seen (SDRS outages)
     shadow: ShadowRunner = field(init=False)  # shadow mode's comparisons and dry runs (README, Migration)
     config_digest: str = ""
+    # `mappings` is what requests see: the file's entries with the fleet's modes (translate/fleet.py);
+    # `file_mappings` the file as loaded; `fleet` keeps the modes fresh from the store.
+    file_mappings: Mappings = field(init=False)
+    fleet: FleetView = field(init=False)
+    config_path: str | None = None  # the file SIGHUP reloads (`shim serve --config`), for the console's commands
+    # (project_id, rcg_id) -> the last mode change a reload made in this process (the console shows it)
+    mode_changes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.file_mappings = self.mappings
+        self.fleet = FleetView(self.actions.store, lambda: self.file_mappings, self._serve)
         self.translated = TranslatedSlots(lambda: self.settings.limits.max_concurrent_translated, self.metrics)
         self.unverified_bodies = UnverifiedBodies(lambda: self.settings.limits.unverified_signed_bytes, self.metrics)
         self.retired = RetiredIndex()
@@ -126,6 +137,9 @@ class ShimState:
         self.holdings = KnownHoldings()
         self.shadow = ShadowRunner(lambda: self.settings, lambda: self.mappings, self.actions.store,
                                    self.metrics.registry)
+
+    def _serve(self, mappings: Mappings) -> None:
+        self.mappings = mappings
 
 
 STATE = web.AppKey("state", ShimState)
