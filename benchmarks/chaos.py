@@ -95,7 +95,7 @@ FAULT_KINDS = ("shim-kill", "shim-stop", "redis-restart", "sdrs-slow", "sdrs-res
                "sdrs-5xx", "sdrs-429", "sdrs-fail-job", "sdrs-reset-after-delete", "sdrs-slow-delete", "clock-skew",
                "mode-flip")
 DEFAULT_FAULTS = ("shim-kill", "shim-stop", "redis-restart", "sdrs-slow", "sdrs-reset-before", "sdrs-reset-after",
-                  "sdrs-5xx", "sdrs-429", "sdrs-fail-job")
+                  "sdrs-5xx", "sdrs-429", "sdrs-fail-job", "sdrs-reset-after-delete", "sdrs-slow-delete")
 
 
 @dataclass

@@ -77,6 +77,15 @@ class GroupNotes:
         await self.store.put(renamed_key(entry.project_id, entry.protection_group_id),
                              {"name": name, "renamed_at": time.time()})
 
+    async def removed_pair_if_known(self, project_id: str, pair_id: str) -> dict[str, Any] | None:
+        """The per-key note of a removed pair, or None when there is none or the store cannot say: the
+        retired index (in memory) already holds every removal noted since it was built, so a read
+        needs the store only for notes of older versions."""
+        try:
+            return await self.removed_pair(project_id, pair_id)
+        except StoreUnavailable:
+            return None
+
     async def removed_pair(self, project_id: str, pair_id: str) -> dict[str, Any] | None:
         return await self.store.get(removed_pair_key(project_id, pair_id))
 

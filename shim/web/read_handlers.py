@@ -172,7 +172,8 @@ async def pair_item(request: web.Request) -> web.StreamResponse:
     pair = next((pair for pair in sdrs_pairs if id_key(pair.id) == id_key(sdrs_id)), None)
     entry = mapped.get(id_key(pair.server_group_id)) if pair is not None else None
     if pair is None or entry is None or request.method == hdrs.METH_DELETE:
-        noted = removed.to_document() if removed is not None else await state.notes.removed_pair(project_id, sdrs_id)
+        noted = (removed.to_document() if removed is not None
+                 else await state.notes.removed_pair_if_known(project_id, sdrs_id))
         if noted is not None:  # this shim deleted it from a mapped group: SDRS's, and gone (or going)
             return _removed_pair(request, noted)
         if (pair is None or entry is None) and recorded is not None:  # SDRS no longer holds it: gone
@@ -217,8 +218,8 @@ async def _write_naming_pairs(request: web.Request, what: str, item: str | None 
         for pair_id in named_pair_ids(document):
             if id_key(pair_id) in holdings.pair_ids:
                 found.append(holdings.pair_ids[id_key(pair_id)])
-            elif mapped and (removed := await state.notes.removed_pair(request.match_info["project_id"],
-                                                                        pair_id)) is not None:
+            elif mapped and (removed := await state.notes.removed_pair_if_known(
+                    request.match_info["project_id"], pair_id)) is not None:
                 found.append(_group_of_removed_pair(request.match_info["project_id"], removed))  # an older note
         return found
 

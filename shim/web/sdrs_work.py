@@ -122,14 +122,16 @@ CLIENTS_OWN_ERRORS = frozenset({401, 403})
 
 
 JobStarted = Callable[[SdrsCall, str], Awaitable[None]]
+CallMayHaveRun = Callable[[SdrsCall], Awaitable[None]]
 
 
 async def send_calls(
     claim: GroupClaim, calls: SdrsCalls, work: Work, plan: list[SdrsCall] | tuple[SdrsCall, ...],
-    job_ids: list[str], on_job: JobStarted | None = None,
+    job_ids: list[str], on_job: JobStarted | None = None, on_unknown: CallMayHaveRun | None = None,
 ) -> None:
     """Send each planned call once, in order, each after the claim durably says it is leaving; stop
-    at the first refusal and say what had been started. `on_job` is told each job SDRS accepted."""
+    at the first refusal and say what had been started. `on_job` is told each job SDRS accepted,
+    `on_unknown` a call whose outcome is not known (SDRS may have carried it out)."""
     for call in plan:
         doing = f"{work.verb} {call.subject}"
         answer: SdrsAnswer | None = None
@@ -145,6 +147,8 @@ async def send_calls(
                 claim.not_sent()  # no connection was made: nothing can have started
             elif outcome_is_unknown(answer, calls.errors):
                 claim.outcome_unknown()  # SDRS may have started it: never resend blindly
+                if on_unknown is not None:
+                    await on_unknown(call)
             else:
                 claim.not_sent()  # a definite refusal
             if job_ids:

@@ -4,6 +4,7 @@ one of its pairs. The thin shell around shim/translate/writes.py; each is guarde
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -34,6 +35,8 @@ from shim.translate.writes import (
 from shim.web.incoming import read_capped_body, sdrs_calls
 from shim.web.sdrs_work import Work, after_previous, send_calls
 from shim.web.shim_state import ShimState
+
+log = logging.getLogger("shim.writes")
 
 UPDATE_WORK = Work(UPDATE, "update")
 DELETE_GROUP_WORK = Work(DELETE_GROUP, "delete", idempotent=True)
@@ -75,7 +78,19 @@ async def update_group(request: web.Request, state: ShimState, entry: GroupMappi
             pair_id = call.path.rsplit("/", 1)[1]
             await _noted(state.notes.note_removed_pair(entry, pair_id, job_id, disks.get(id_key(pair_id), ())))
 
-        await send_calls(claim, calls, UPDATE_WORK, plan.deletes, job_ids, on_job=removed)
+        async def maybe_removed(call: SdrsCall) -> None:
+            # SDRS may have deleted the pair (its answer was lost): the pair stays the group's, gone, never
+            # a question for the legacy endpoint once SDRS stops listing it. Best effort: the client gets
+            # the outcome's own error either way.
+            pair_id = call.path.rsplit("/", 1)[1]
+            try:
+                await state.notes.note_removed_pair(entry, pair_id, "", disks.get(id_key(pair_id), ()))
+            except StoreUnavailable:
+                log.warning("state store unavailable: a pair removal of unknown outcome is not noted",
+                            extra={"replication_id": pair_id})
+
+        await send_calls(claim, calls, UPDATE_WORK, plan.deletes, job_ids, on_job=removed,
+                         on_unknown=maybe_removed)
     renamed = plan.renamed or renamed_before
     name = update.name if plan.renamed else shown_group_name(entry.identity, group.name, renamed)
     description = shown_group_description(entry.identity, group.description, await state.notes.description(entry))
