@@ -116,7 +116,7 @@ async def test_a_note_given_to_acquire_is_written_with_the_lease(make_store: Fac
     await store.put("group:p:g", {"step": 1})
     seen: list[tuple[object, str]] = []
 
-    def note(document: dict[str, object] | None, token: str) -> dict[str, object] | None:
+    def note(document: dict[str, object] | None, token: str, now: float) -> dict[str, object] | None:
         seen.append((document, token))
         return {"step": 2, "holder": token}
 
@@ -128,7 +128,7 @@ async def test_a_note_given_to_acquire_is_written_with_the_lease(make_store: Fac
     assert await other.acquire("group:p:g", ttl=30, note=note) is None
     assert len(seen) == 1
     await store.release(lease)
-    again = await other.acquire("group:p:g", ttl=30, note=lambda document, token: None)
+    again = await other.acquire("group:p:g", ttl=30, note=lambda document, token, now: None)
     assert again is not None and again[1] == {"step": 2, "holder": lease.token}
     assert await store.get("group:p:g") == {"step": 2, "holder": lease.token}
 
@@ -143,23 +143,23 @@ async def test_a_post_the_claims_note_covers_needs_no_write_and_a_later_one_writ
     store = await make_store()
     guard = ActionGuard(store, settle_seconds=60, lease_seconds=0.9)  # the note reaches 0.3 s ahead
     key = group_key("p", "g")
-    claimed_at = time.time()
+    claimed_at = store.now()  # the store's clock: the one every time in the record is on
     async with guard.claim("p", "g", "rcg") as claim:
         noted = GroupRecord.from_document(await store.get(key)).sending_since
-        assert noted is not None and claimed_at < noted <= time.time() + 0.3
+        assert noted is not None and claimed_at < noted <= store.now() + 0.3
         await claim.before_post()  # at once: the claim's note covers it
         assert GroupRecord.from_document(await store.get(key)).sending_since == noted
         claim.job_started(REPROTECT, "job-1", first_of_action=True)
     async with guard.claim("p", "g", "rcg") as claim:
         await asyncio.sleep(0.4)  # past the note's reach (the lease's renewal keeps it held)
-        leaving = time.time()
+        leaving = store.now()
         await claim.before_post()
         assert (GroupRecord.from_document(await store.get(key)).sending_since or 0.0) >= leaving
         claim.job_started(REPROTECT, "job-2", first_of_action=False)
     async with guard.claim("p", "g", "rcg") as claim:
         pass  # sends nothing: its note is cleared when it ends
     record = GroupRecord.from_document(await store.get(key))
-    assert record.sending_since is None and record.unsettled_for(time.time(), 60) == 0
+    assert record.sending_since is None and record.unsettled_for(store.now(), 60) == 0
     assert record.job_ids == ("job-1", "job-2")
 
 
