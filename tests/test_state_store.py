@@ -21,6 +21,7 @@ from shim.state.records import GroupRecord, group_key
 from shim.state.redis_store import RedisStore
 from shim.state.sqlite_store import SqliteStore
 from shim.state.store import LeaseLost, MemoryStore, StateStore, StoreUnavailable
+from shim.translate.legacy import LegacyError
 
 Factory = Callable[[], Awaitable[StateStore]]
 
@@ -384,3 +385,158 @@ def test_a_record_absorbs_a_stalled_holders_facts_without_losing_its_own() -> No
     assert newer.absorbing(on_its_way).unsettled_for(16.0, settle_seconds=60) == 59
     # its own earlier write (no one else held the group meanwhile) is simply replaced
     assert dataclasses.replace(stalled, jobs_pending=False, holder="A").absorbing(stalled) == stalled
+
+
+# -- Redis with a replica and Sentinel -----------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class SentinelSet:
+    """A primary, its replica and one Sentinel watching them: real processes on loopback, free ports."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.primary, self.replica = RedisServer(directory / "primary"), RedisServer(directory / "replica")
+        self.sentinel_port = _free_port()
+        self.sentinel: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        import shutil
+
+        binary = shutil.which("redis-sentinel")
+        assert binary, "redis-sentinel is not installed: run .ci/run (apt-get install redis-sentinel)"
+        for server in (self.primary, self.replica):
+            server.directory.mkdir()
+        await self.primary.start()
+        self.replica.port = _free_port()
+        self.replica.proc = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(self.replica.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+            "no", "--dir", str(self.replica.directory), "--replicaof", "127.0.0.1", str(self.primary.port),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        config = self.directory / "sentinel.conf"
+        config.write_text(f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                          f"sentinel monitor shim 127.0.0.1 {self.primary.port} 1\n"
+                          "sentinel down-after-milliseconds shim 300\nsentinel failover-timeout shim 5000\n")
+        self.sentinel = await asyncio.create_subprocess_exec(
+            binary, str(config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await self._until(lambda info: info["replicas"] == 1, "the Sentinel never saw the replica")
+        import redis.asyncio as aioredis
+
+        primary = aioredis.Redis(port=self.primary.port, decode_responses=True)
+        try:
+            for _ in range(600):  # the replica has synced and acknowledges the stream
+                replication = await primary.info("replication")
+                if replication.get("slave0", {}).get("state") == "online":
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the replica never came online")
+        finally:
+            await primary.aclose()
+
+    async def _until(self, done: Callable[[dict[str, int]], bool], failure: str) -> None:
+        import redis.asyncio as aioredis
+
+        for _ in range(600):
+            try:
+                client = aioredis.Redis(port=self.sentinel_port, decode_responses=True)
+                try:
+                    master = await client.sentinel_master("shim")
+                    replicas = [replica for replica in await client.sentinel_slaves("shim")
+                                if "s_down" not in replica["flags"]]
+                finally:
+                    await client.aclose()
+                if done({"port": int(master["port"]), "replicas": len(replicas)}):
+                    return
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            await asyncio.sleep(0.05)
+        raise AssertionError(failure)
+
+    async def fail_over(self) -> None:
+        """The primary dies; the Sentinel promotes the replica."""
+        await self.primary.stop()
+        await self._until(lambda info: info["port"] == self.replica.port, "no failover")
+
+    async def stop(self) -> None:
+        for proc in (self.sentinel, self.replica.proc):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await self.primary.stop()
+
+
+@pytest.fixture
+async def sentinel_set(tmp_path: Path) -> AsyncIterator[SentinelSet]:
+    servers = SentinelSet(tmp_path)
+    try:
+        await servers.start()
+        yield servers
+    finally:
+        await servers.stop()
+
+
+def _sentinel_store(servers: SentinelSet) -> RedisStore:
+    return RedisStore(None, "t:", timeout=1.0, sentinels=[("127.0.0.1", servers.sentinel_port)], master="shim",
+                      min_replicas=1, replica_ack_timeout=0.3)
+
+
+async def test_a_record_acknowledged_by_the_replica_survives_a_failover_and_the_store_follows(
+    sentinel_set: SentinelSet,
+) -> None:
+    store = _sentinel_store(sentinel_set)
+    await store.open()
+    try:
+        guard = ActionGuard(store, settle_seconds=60)
+        async with guard.claim("p", "g", "rcg") as claim:
+            await claim.before_post()
+            claim.job_started(REPROTECT, "job-1", first_of_action=True)
+
+        await sentinel_set.fail_over()
+        for _ in range(100):  # the first call after the failover may meet the dead primary's connection
+            try:
+                record = GroupRecord.from_document(await store.get(group_key("p", "g")))
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.05)
+
+        assert record.job_ids == ("job-1",) and record.pending_jobs(store.now()) == ("job-1",)
+        # The new primary has no replica left (the old primary is dead): nothing it writes could survive
+        # the next failover, so the next action fails closed rather than rely on it.
+        with pytest.raises(LegacyError) as refused:
+            async with guard.claim("p", "g", "rcg"):
+                raise AssertionError("a claim no replica acknowledged was handed out")
+        assert refused.value.status == 503 and refused.value.refusal == "state_store"
+    finally:
+        await store.close()
+
+
+async def test_a_lease_no_replica_acknowledged_is_not_used_nothing_is_sent(sentinel_set: SentinelSet) -> None:
+    """The replica is stopped: the claim's note reaches the primary only, so the claim fails closed (the
+    guard's 503) and the group is given back; once the replica answers again, the claim goes through."""
+    import signal
+
+    store = _sentinel_store(sentinel_set)
+    await store.open()
+    guard = ActionGuard(store, settle_seconds=60)
+    assert sentinel_set.replica.proc is not None
+    try:
+        sentinel_set.replica.proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(LegacyError) as refused:
+                async with guard.claim("p", "g", "rcg"):
+                    raise AssertionError("a claim no replica acknowledged was handed out")
+        finally:
+            sentinel_set.replica.proc.send_signal(signal.SIGCONT)
+        assert refused.value.status == 503 and refused.value.refusal == "state_store"
+        async with guard.claim("p", "g", "rcg") as claim:
+            await claim.before_post()
+    finally:
+        await store.close()
