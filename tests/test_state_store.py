@@ -401,9 +401,10 @@ def _free_port() -> int:
 class SentinelSet:
     """A primary, its replica and one Sentinel watching them: real processes on loopback, free ports."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, replicas: int = 1) -> None:
         self.directory = directory
         self.primary, self.replica = RedisServer(directory / "primary"), RedisServer(directory / "replica")
+        self.others = [RedisServer(directory / f"replica{number}") for number in range(1, replicas)]
         self.sentinel_port = _free_port()
         self.sentinel: asyncio.subprocess.Process | None = None
 
@@ -412,28 +413,30 @@ class SentinelSet:
 
         binary = shutil.which("redis-sentinel")
         assert binary, "redis-sentinel is not installed: run .ci/run (apt-get install redis-sentinel)"
-        for server in (self.primary, self.replica):
+        for server in (self.primary, self.replica, *self.others):
             server.directory.mkdir()
         await self.primary.start()
-        self.replica.port = _free_port()
-        self.replica.proc = await asyncio.create_subprocess_exec(
-            "redis-server", "--port", str(self.replica.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-            "no", "--dir", str(self.replica.directory), "--replicaof", "127.0.0.1", str(self.primary.port),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for replica in (self.replica, *self.others):
+            replica.port = _free_port()
+            replica.proc = await asyncio.create_subprocess_exec(
+                "redis-server", "--port", str(replica.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                "no", "--dir", str(replica.directory), "--replicaof", "127.0.0.1", str(self.primary.port),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         config = self.directory / "sentinel.conf"
         config.write_text(f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {self.directory}\n"
                           f"sentinel monitor shim 127.0.0.1 {self.primary.port} 1\n"
                           "sentinel down-after-milliseconds shim 300\nsentinel failover-timeout shim 5000\n")
         self.sentinel = await asyncio.create_subprocess_exec(
             binary, str(config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        await self._until(lambda info: info["replicas"] == 1, "the Sentinel never saw the replica")
+        await self._until(lambda info: info["replicas"] == 1 + len(self.others), "the Sentinel never saw the replicas")
         import redis.asyncio as aioredis
 
         primary = aioredis.Redis(port=self.primary.port, decode_responses=True)
         try:
             for _ in range(600):  # the replica has synced and acknowledges the stream
                 replication = await primary.info("replication")
-                if replication.get("slave0", {}).get("state") == "online":
+                if all(replication.get(f"slave{number}", {}).get("state") == "online"
+                       for number in range(1 + len(self.others))):
                     break
                 await asyncio.sleep(0.05)
             else:
@@ -463,10 +466,10 @@ class SentinelSet:
     async def fail_over(self) -> None:
         """The primary dies; the Sentinel promotes the replica."""
         await self.primary.stop()
-        await self._until(lambda info: info["port"] == self.replica.port, "no failover")
+        await self._until(lambda info: info["port"] != self.primary.port, "no failover")
 
     async def stop(self) -> None:
-        for proc in (self.sentinel, self.replica.proc):
+        for proc in (self.sentinel, self.replica.proc, *(other.proc for other in self.others)):
             if proc is not None and proc.returncode is None:
                 proc.kill()
                 await proc.wait()
@@ -484,8 +487,8 @@ async def sentinel_set(tmp_path: Path) -> AsyncIterator[SentinelSet]:
 
 
 def _sentinel_store(servers: SentinelSet) -> RedisStore:
-    return RedisStore(None, "t:", timeout=1.0, sentinels=[("127.0.0.1", servers.sentinel_port)], master="shim",
-                      min_replicas=1, replica_ack_timeout=0.3)
+    return RedisStore(None, "t:", timeout=2.0, sentinels=[("127.0.0.1", servers.sentinel_port)], master="shim",
+                      min_replicas=1, replica_ack_timeout=2.0)  # generous: a loaded machine is slow, not failing
 
 
 async def test_a_record_acknowledged_by_the_replica_survives_a_failover_and_the_store_follows(
@@ -540,3 +543,57 @@ async def test_a_lease_no_replica_acknowledged_is_not_used_nothing_is_sent(senti
             await claim.before_post()
     finally:
         await store.close()
+
+
+async def test_a_failover_during_load_sends_no_group_a_second_action(tmp_path: Path) -> None:
+    """Two replicas, one Sentinel; guards (two stores: two shims) claim eight groups over and over and
+    "send" an action when no job of the group is pending (its jobs never end here) while the primary
+    dies and a replica takes over: every group got at most one action, and actions went on after."""
+    servers = SentinelSet(tmp_path, replicas=2)
+    stores: list[RedisStore] = []
+    try:
+        await servers.start()
+        stores = [_sentinel_store(servers) for _ in range(2)]
+        for store in stores:
+            await store.open()
+        guards = [ActionGuard(store, settle_seconds=3600) for store in stores]
+        sent: dict[str, int] = {}
+        after_failover: list[str] = []
+        failed_over = stop = False
+
+        async def client(guard: ActionGuard, number: int) -> None:
+            round_ = 0
+            while not stop:
+                round_ += 1
+                group = f"g{(number + round_) % (16 if failed_over else 8)}"  # new groups too, after it
+                try:
+                    async with guard.claim("p", group, group) as claim:
+                        if claim.pending_jobs():
+                            continue  # the previous action's job may run: nothing is sent
+                        await claim.before_post()
+                        sent[group] = sent.get(group, 0) + 1  # the POST leaves
+                        if failed_over:
+                            after_failover.append(group)
+                        claim.job_started(REPROTECT, f"job-{group}-{round_}", first_of_action=True)
+                except LegacyError:
+                    pass  # 409 (held, settling) or 503 (the store, or no replica acknowledged)
+                await asyncio.sleep(0.005)
+
+        load = asyncio.gather(*(client(guard, number) for guard in guards for number in range(4)))
+        while len(sent) < 4:  # some groups have had their action before the failover
+            await asyncio.sleep(0.01)
+        await servers.fail_over()
+        failed_over = True
+        for _ in range(600):  # the other replica follows the new primary, then actions go out again
+            if len(after_failover) >= 4:
+                break
+            await asyncio.sleep(0.05)
+        stop = True
+        await load
+
+        assert sent and all(count == 1 for count in sent.values()), sent
+        assert after_failover, "no action went out after the failover: the stores did not follow it"
+    finally:
+        for store in stores:
+            await store.close()
+        await servers.stop()

@@ -105,7 +105,9 @@ class RedisStore(StateStore):
         self._clock: tuple[float, float] | None = None
 
     async def open(self) -> None:
-        options: dict[str, Any] = {"socket_timeout": self._timeout, "socket_connect_timeout": self._timeout,
+        # A WAIT blocks its connection for up to the acknowledgement's timeout: a read may take that longer.
+        read_timeout = self._timeout + (self._ack_millis / 1000 if self._min_replicas else 0)
+        options: dict[str, Any] = {"socket_timeout": read_timeout, "socket_connect_timeout": self._timeout,
                                    "retry_on_timeout": False, "decode_responses": True}
         if self._sentinels:
             # The url, when given, names the database and the credentials; the Sentinels name the host.
