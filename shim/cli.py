@@ -393,6 +393,8 @@ def _describe_state(settings: Any) -> str:
     if state.backend == "redis":
         from yarl import URL
 
+        if state.sentinels:
+            return f"redis primary {state.sentinel_master!r} of the Sentinels {', '.join(state.sentinels)}"
         return f"redis {URL(state.url).with_password(None).with_user(None)}"  # never print credentials
     return "memory (this process only)"
 
@@ -420,7 +422,8 @@ async def _retired_entries(settings: Any, mappings: Any) -> list[str]:
         try:
             await store.open()
         except StoreUnavailable as err:  # what `serve` would refuse every action for: not a valid deployment
-            key = "state.path" if settings.state.backend == "sqlite" else "state.url"
+            key = ("state.path" if settings.state.backend == "sqlite" else
+                   "state.sentinels" if settings.state.sentinels else "state.url")
             raise ConfigError(f"{key}: the state store {_describe_state(settings)} cannot be opened: "
                               f"{_without_password(str(err), settings.state.url)[:300]}") from None
         notes = GroupNotes(store)

@@ -261,14 +261,44 @@ class State(_Section):
         30.0, gt=0, le=3600, description="how long a crashed holder can keep a group locked; renewed while held",
     )
     timeout_seconds: float = Field(2.0, gt=0, le=60, description="longest wait for one store operation")
+    sentinels: list[str] = Field(
+        default_factory=list, description="host:port of each Redis Sentinel (redis backend): the shim asks them "
+        "for the primary and follows a failover; state.url, if given, names only the database and credentials",
+    )
+    sentinel_master: str = Field("mymaster", min_length=1, description="the primary's name in the Sentinels")
+    min_replicas: int | None = Field(
+        None, ge=0, le=16, description="replicas that must acknowledge each write (WAIT) before the shim relies "
+        "on it, else the action is refused (503); default 1 with sentinels, else 0",
+    )
+    replica_ack_timeout_seconds: float = Field(
+        0.5, gt=0, le=10, description="longest wait for the replicas' acknowledgement of one write",
+    )
+
+    @property
+    def replicas_to_wait_for(self) -> int:
+        if self.min_replicas is not None:
+            return self.min_replicas
+        return 1 if self.sentinels else 0
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [_host_port(address) for address in self.sentinels]
 
     @model_validator(mode="after")
     def _backend_has_its_address(self) -> State:
-        if self.backend == "redis" and not self.url:
-            raise ValueError("the redis backend needs state.url (redis://host:port/db)")
+        if self.backend == "redis" and not self.url and not self.sentinels:
+            raise ValueError("the redis backend needs state.url (redis://host:port/db) or state.sentinels")
+        for address in self.sentinels:
+            _host_port(address)
         if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("state.url must be a redis://, rediss:// or unix:// URL")
         return self
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"state.sentinels: {address!r} is not host:port")
+    return host.strip("[]"), int(port)
 
 
 class Tracing(_Section):

@@ -72,9 +72,11 @@ async def spawner() -> AsyncIterator[Spawn]:
     started: list[ShimProcess] = []
     readers: list[asyncio.Task[None]] = []
 
-    async def start(config: Path, *args: str, ready_message: str = "listening") -> ShimProcess:
+    async def start(config: Path, *args: str, ready_message: str = "listening",
+                    wrapper: tuple[str, ...] = ()) -> ShimProcess:
+        """`wrapper`: a command the shim runs under (e.g. `faketime -f +2h`)."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shim", "serve", "--config", str(config), *args,
+            *wrapper, sys.executable, "-m", "shim", "serve", "--config", str(config), *args,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         shim = ShimProcess(proc)

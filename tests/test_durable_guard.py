@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -324,10 +325,20 @@ async def test_no_free_pooled_connection_in_time_means_nothing_was_sent():
 # -- several shims: Redis ------------------------------------------------------------------------
 
 
-def redis_config(tmp_path: Path, name: str, sdrs: str, redis: RedisServer) -> Path:
+def redis_config(tmp_path: Path, name: str, sdrs: str, redis: RedisServer, **extra: Any) -> Path:
     directory = tmp_path / name
     directory.mkdir()
-    return write_config(directory, sdrs, None, state={"backend": "redis", "url": redis.url, "timeout_seconds": 0.5})
+    return write_config(directory, sdrs, None, state={"backend": "redis", "url": redis.url, "timeout_seconds": 0.5},
+                        **extra)
+
+
+def clock_ahead(offset: str) -> tuple[str, ...]:
+    """Run a shim with its clock `offset` ahead (libfaketime, Debian's `faketime`: .ci/run installs it);
+    its monotonic clock is left alone, as a skewed host's is."""
+    assert shutil.which("faketime"), "faketime is not installed: run .ci/run (apt-get install faketime)"
+    library = next(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    # The library itself, not the `faketime` command, which forks: the shim's pid is the one signalled.
+    return ("env", f"LD_PRELOAD={library}", f"FAKETIME={offset}", "FAKETIME_DONT_FAKE_MONOTONIC=1")
 
 
 async def test_two_shims_sharing_redis_send_one_post(tmp_path, spawn, slow_jobs, redis_server):
@@ -372,6 +383,49 @@ async def test_with_redis_down_actions_fail_closed_and_reads_go_on(tmp_path, spa
             await asyncio.sleep(0.1)
         assert back.status == 200, back.body
         assert sim.action_calls == [REPROTECT_CALL]
+    finally:
+        await runner.cleanup()
+
+
+# -- shims whose clocks disagree: one clock, the store's ------------------------------------------
+
+
+async def test_a_shim_two_hours_ahead_still_reads_the_job_another_shim_started(tmp_path, spawn, slow_jobs,
+                                                                                redis_server):
+    """The job memory (an hour) is measured on the store's clock: a shim whose clock is two hours ahead
+    does not take a job started a moment ago for an old one, so it reads it (INIT) and sends nothing."""
+    sim, sdrs = slow_jobs
+    on_time = await spawn(redis_config(tmp_path, "a", sdrs, redis_server))
+    ahead = await spawn(redis_config(tmp_path, "b", sdrs, redis_server), wrapper=clock_ahead("+2h"))
+
+    first = await reprotect(on_time.url)
+    second = await reprotect(ahead.url)
+
+    assert first.status == 200, first.body
+    assert second.status == 409, second.body
+    assert "still INIT" in second.fault()[1]["message"]
+    assert sim.action_calls == [REPROTECT_CALL]
+
+
+async def test_a_shim_90_s_ahead_waits_out_the_settle_time_of_an_unknown_outcome(tmp_path, spawn, redis_server):
+    """SDRS never answers the first POST (its outcome is unknown: 60 s of settle time from then, on the
+    store's clock); a shim whose clock is 90 s ahead must not think that time has passed."""
+    sim, runner, sdrs = await simulator_with(init_seconds=60.0)
+    try:
+        sim.inject(Fault(method="POST", hang=True))  # the first POST only
+        settings = {"actions": {"settle_seconds": 60},
+                    "timeouts": {"sdrs": {"connect": 1, "read": 0.5, "total": 1}}}
+        on_time = await spawn(redis_config(tmp_path, "a", sdrs, redis_server, **settings))
+        ahead = await spawn(redis_config(tmp_path, "b", sdrs, redis_server, **settings), wrapper=clock_ahead("+90s"))
+
+        first = await reprotect(on_time.url)
+        second = await reprotect(ahead.url)
+
+        assert first.status == 504, first.body  # SDRS did not answer: it may have started
+        assert second.status == 409, second.body
+        assert "not known yet" in second.fault()[1]["message"]
+        assert 50 <= int(second.headers["Retry-After"]) <= 60  # the store's clock, not the shim's
+        assert len(sim.action_calls) == 1
     finally:
         await runner.cleanup()
 

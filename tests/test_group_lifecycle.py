@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -407,3 +408,29 @@ async def deletion_learnt_by(world: World, shim_b: str, flows_a: TerraformFlows)
             await asyncio.sleep(0.1)
     world.legacy.requests.clear()  # B relayed reads of the stale copy until it learnt
     await assert_deleted_everywhere(world, shim_b, disks)
+
+
+async def test_one_pair_removed_by_concurrent_and_retried_updates_is_deleted_in_sdrs_once(world):
+    """Issue 19's "same pair deleted twice": every check that a pair is already being removed runs
+    under the group's lease (the pair's own DELETE sends nothing to SDRS). Concurrent updates removing
+    one pair, its concurrent DELETEs, and a retry of each 0.2 s later: one SDRS pair DELETE."""
+    await stopped(world)
+    pair = world.sdrs_pair_ids[0]
+
+    async def attempt(call: Any) -> int:
+        try:
+            await call
+        except GoError as err:
+            return err.status
+        return 202
+
+    first = await asyncio.gather(*[attempt(world.client.update_group(RCG, remove_replication_ids=[pair]))
+                                   for _ in range(6)],
+                                 *[attempt(world.client.delete_pair(pair)) for _ in range(3)])
+    await asyncio.sleep(0.2)
+    retried = await asyncio.gather(attempt(world.client.update_group(RCG, remove_replication_ids=[pair])),
+                                   attempt(world.client.delete_pair(pair)))
+
+    deletes = [call for call in world.sim.write_calls if call[0] == "DELETE" and call[1].endswith(pair)]
+    assert len(deletes) == 1, (first, retried, deletes)
+    assert 202 in first[:6]

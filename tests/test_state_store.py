@@ -21,6 +21,7 @@ from shim.state.records import GroupRecord, group_key
 from shim.state.redis_store import RedisStore
 from shim.state.sqlite_store import SqliteStore
 from shim.state.store import LeaseLost, MemoryStore, StateStore, StoreUnavailable
+from shim.translate.legacy import LegacyError
 
 Factory = Callable[[], Awaitable[StateStore]]
 
@@ -116,7 +117,7 @@ async def test_a_note_given_to_acquire_is_written_with_the_lease(make_store: Fac
     await store.put("group:p:g", {"step": 1})
     seen: list[tuple[object, str]] = []
 
-    def note(document: dict[str, object] | None, token: str) -> dict[str, object] | None:
+    def note(document: dict[str, object] | None, token: str, now: float) -> dict[str, object] | None:
         seen.append((document, token))
         return {"step": 2, "holder": token}
 
@@ -128,7 +129,7 @@ async def test_a_note_given_to_acquire_is_written_with_the_lease(make_store: Fac
     assert await other.acquire("group:p:g", ttl=30, note=note) is None
     assert len(seen) == 1
     await store.release(lease)
-    again = await other.acquire("group:p:g", ttl=30, note=lambda document, token: None)
+    again = await other.acquire("group:p:g", ttl=30, note=lambda document, token, now: None)
     assert again is not None and again[1] == {"step": 2, "holder": lease.token}
     assert await store.get("group:p:g") == {"step": 2, "holder": lease.token}
 
@@ -143,23 +144,23 @@ async def test_a_post_the_claims_note_covers_needs_no_write_and_a_later_one_writ
     store = await make_store()
     guard = ActionGuard(store, settle_seconds=60, lease_seconds=0.9)  # the note reaches 0.3 s ahead
     key = group_key("p", "g")
-    claimed_at = time.time()
+    claimed_at = store.now()  # the store's clock: the one every time in the record is on
     async with guard.claim("p", "g", "rcg") as claim:
         noted = GroupRecord.from_document(await store.get(key)).sending_since
-        assert noted is not None and claimed_at < noted <= time.time() + 0.3
+        assert noted is not None and claimed_at < noted <= store.now() + 0.3
         await claim.before_post()  # at once: the claim's note covers it
         assert GroupRecord.from_document(await store.get(key)).sending_since == noted
         claim.job_started(REPROTECT, "job-1", first_of_action=True)
     async with guard.claim("p", "g", "rcg") as claim:
         await asyncio.sleep(0.4)  # past the note's reach (the lease's renewal keeps it held)
-        leaving = time.time()
+        leaving = store.now()
         await claim.before_post()
         assert (GroupRecord.from_document(await store.get(key)).sending_since or 0.0) >= leaving
         claim.job_started(REPROTECT, "job-2", first_of_action=False)
     async with guard.claim("p", "g", "rcg") as claim:
         pass  # sends nothing: its note is cleared when it ends
     record = GroupRecord.from_document(await store.get(key))
-    assert record.sending_since is None and record.unsettled_for(time.time(), 60) == 0
+    assert record.sending_since is None and record.unsettled_for(store.now(), 60) == 0
     assert record.job_ids == ("job-1", "job-2")
 
 
@@ -384,3 +385,215 @@ def test_a_record_absorbs_a_stalled_holders_facts_without_losing_its_own() -> No
     assert newer.absorbing(on_its_way).unsettled_for(16.0, settle_seconds=60) == 59
     # its own earlier write (no one else held the group meanwhile) is simply replaced
     assert dataclasses.replace(stalled, jobs_pending=False, holder="A").absorbing(stalled) == stalled
+
+
+# -- Redis with a replica and Sentinel -----------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class SentinelSet:
+    """A primary, its replica and one Sentinel watching them: real processes on loopback, free ports."""
+
+    def __init__(self, directory: Path, replicas: int = 1) -> None:
+        self.directory = directory
+        self.primary, self.replica = RedisServer(directory / "primary"), RedisServer(directory / "replica")
+        self.others = [RedisServer(directory / f"replica{number}") for number in range(1, replicas)]
+        self.sentinel_port = _free_port()
+        self.sentinel: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        import shutil
+
+        binary = shutil.which("redis-sentinel")
+        assert binary, "redis-sentinel is not installed: run .ci/run (apt-get install redis-sentinel)"
+        for server in (self.primary, self.replica, *self.others):
+            server.directory.mkdir()
+        await self.primary.start()
+        for replica in (self.replica, *self.others):
+            replica.port = _free_port()
+            replica.proc = await asyncio.create_subprocess_exec(
+                "redis-server", "--port", str(replica.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                "no", "--dir", str(replica.directory), "--replicaof", "127.0.0.1", str(self.primary.port),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        config = self.directory / "sentinel.conf"
+        config.write_text(f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                          f"sentinel monitor shim 127.0.0.1 {self.primary.port} 1\n"
+                          "sentinel down-after-milliseconds shim 300\nsentinel failover-timeout shim 5000\n")
+        self.sentinel = await asyncio.create_subprocess_exec(
+            binary, str(config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await self._until(lambda info: info["replicas"] == 1 + len(self.others), "the Sentinel never saw the replicas")
+        import redis.asyncio as aioredis
+
+        primary = aioredis.Redis(port=self.primary.port, decode_responses=True)
+        try:
+            for _ in range(600):  # the replica has synced and acknowledges the stream
+                replication = await primary.info("replication")
+                if all(replication.get(f"slave{number}", {}).get("state") == "online"
+                       for number in range(1 + len(self.others))):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the replica never came online")
+        finally:
+            await primary.aclose()
+
+    async def _until(self, done: Callable[[dict[str, int]], bool], failure: str) -> None:
+        import redis.asyncio as aioredis
+
+        for _ in range(600):
+            try:
+                client = aioredis.Redis(port=self.sentinel_port, decode_responses=True)
+                try:
+                    master = await client.sentinel_master("shim")
+                    replicas = [replica for replica in await client.sentinel_slaves("shim")
+                                if "s_down" not in replica["flags"]]
+                finally:
+                    await client.aclose()
+                if done({"port": int(master["port"]), "replicas": len(replicas)}):
+                    return
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            await asyncio.sleep(0.05)
+        raise AssertionError(failure)
+
+    async def fail_over(self) -> None:
+        """The primary dies; the Sentinel promotes the replica."""
+        await self.primary.stop()
+        await self._until(lambda info: info["port"] != self.primary.port, "no failover")
+
+    async def stop(self) -> None:
+        for proc in (self.sentinel, self.replica.proc, *(other.proc for other in self.others)):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await self.primary.stop()
+
+
+@pytest.fixture
+async def sentinel_set(tmp_path: Path) -> AsyncIterator[SentinelSet]:
+    servers = SentinelSet(tmp_path)
+    try:
+        await servers.start()
+        yield servers
+    finally:
+        await servers.stop()
+
+
+def _sentinel_store(servers: SentinelSet) -> RedisStore:
+    return RedisStore(None, "t:", timeout=2.0, sentinels=[("127.0.0.1", servers.sentinel_port)], master="shim",
+                      min_replicas=1, replica_ack_timeout=2.0)  # generous: a loaded machine is slow, not failing
+
+
+async def test_a_record_acknowledged_by_the_replica_survives_a_failover_and_the_store_follows(
+    sentinel_set: SentinelSet,
+) -> None:
+    store = _sentinel_store(sentinel_set)
+    await store.open()
+    try:
+        guard = ActionGuard(store, settle_seconds=60)
+        async with guard.claim("p", "g", "rcg") as claim:
+            await claim.before_post()
+            claim.job_started(REPROTECT, "job-1", first_of_action=True)
+
+        await sentinel_set.fail_over()
+        for _ in range(100):  # the first call after the failover may meet the dead primary's connection
+            try:
+                record = GroupRecord.from_document(await store.get(group_key("p", "g")))
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.05)
+
+        assert record.job_ids == ("job-1",) and record.pending_jobs(store.now()) == ("job-1",)
+        # The new primary has no replica left (the old primary is dead): nothing it writes could survive
+        # the next failover, so the next action fails closed rather than rely on it.
+        with pytest.raises(LegacyError) as refused:
+            async with guard.claim("p", "g", "rcg"):
+                raise AssertionError("a claim no replica acknowledged was handed out")
+        assert refused.value.status == 503 and refused.value.refusal == "state_store"
+    finally:
+        await store.close()
+
+
+async def test_a_lease_no_replica_acknowledged_is_not_used_nothing_is_sent(sentinel_set: SentinelSet) -> None:
+    """The replica is stopped: the claim's note reaches the primary only, so the claim fails closed (the
+    guard's 503) and the group is given back; once the replica answers again, the claim goes through."""
+    import signal
+
+    store = _sentinel_store(sentinel_set)
+    await store.open()
+    guard = ActionGuard(store, settle_seconds=60)
+    assert sentinel_set.replica.proc is not None
+    try:
+        sentinel_set.replica.proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(LegacyError) as refused:
+                async with guard.claim("p", "g", "rcg"):
+                    raise AssertionError("a claim no replica acknowledged was handed out")
+        finally:
+            sentinel_set.replica.proc.send_signal(signal.SIGCONT)
+        assert refused.value.status == 503 and refused.value.refusal == "state_store"
+        async with guard.claim("p", "g", "rcg") as claim:
+            await claim.before_post()
+    finally:
+        await store.close()
+
+
+async def test_a_failover_during_load_sends_no_group_a_second_action(tmp_path: Path) -> None:
+    """Two replicas, one Sentinel; guards (two stores: two shims) claim eight groups over and over and
+    "send" an action when no job of the group is pending (its jobs never end here) while the primary
+    dies and a replica takes over: every group got at most one action, and actions went on after."""
+    servers = SentinelSet(tmp_path, replicas=2)
+    stores: list[RedisStore] = []
+    try:
+        await servers.start()
+        stores = [_sentinel_store(servers) for _ in range(2)]
+        for store in stores:
+            await store.open()
+        guards = [ActionGuard(store, settle_seconds=3600) for store in stores]
+        sent: dict[str, int] = {}
+        after_failover: list[str] = []
+        failed_over = stop = False
+
+        async def client(guard: ActionGuard, number: int) -> None:
+            round_ = 0
+            while not stop:
+                round_ += 1
+                group = f"g{(number + round_) % (16 if failed_over else 8)}"  # new groups too, after it
+                try:
+                    async with guard.claim("p", group, group) as claim:
+                        if claim.pending_jobs():
+                            continue  # the previous action's job may run: nothing is sent
+                        await claim.before_post()
+                        sent[group] = sent.get(group, 0) + 1  # the POST leaves
+                        if failed_over:
+                            after_failover.append(group)
+                        claim.job_started(REPROTECT, f"job-{group}-{round_}", first_of_action=True)
+                except LegacyError:
+                    pass  # 409 (held, settling) or 503 (the store, or no replica acknowledged)
+                await asyncio.sleep(0.005)
+
+        load = asyncio.gather(*(client(guard, number) for guard in guards for number in range(4)))
+        while len(sent) < 4:  # some groups have had their action before the failover
+            await asyncio.sleep(0.01)
+        await servers.fail_over()
+        failed_over = True
+        for _ in range(600):  # the other replica follows the new primary, then actions go out again
+            if len(after_failover) >= 4:
+                break
+            await asyncio.sleep(0.05)
+        stop = True
+        await load
+
+        assert sent and all(count == 1 for count in sent.values()), sent
+        assert after_failover, "no action went out after the failover: the stores did not follow it"
+    finally:
+        for store in stores:
+            await store.close()
+        await servers.stop()

@@ -15,6 +15,10 @@ protection group), keyed by normalised ids (`records.group_key`):
 - after the POST, the job id (or the unknown outcome, or "nothing was sent") is recorded;
 - the caller reads the last action's jobs before a new action and refuses while they run.
 When the store cannot be reached, actions fail closed: a legacy 503 and nothing sent.
+
+Every time written or compared here is the store's clock (`StateStore.now()`, and the time the lease was
+taken, handed to the claim's note), never this shim's own: two shims whose clocks disagree by hours
+still agree on a settle deadline and on which jobs are recent enough to be read.
 """
 
 from __future__ import annotations
@@ -38,10 +42,10 @@ LEASE_POLL_SECONDS = 0.05
 NOTE_AHEAD_SECONDS = 1.0  # how far ahead the claim's own note reaches (capped at a third of the lease)
 
 
-def recorded(document: Document) -> Document:
-    """A group record as written now: `recorded_at` says how old the knowledge in it is (the report
-    shows it; the guard itself never reads it)."""
-    return {**document, "recorded_at": time.time()}
+def recorded(document: Document, now: float) -> Document:
+    """A group record as written at `now` (the store's clock): `recorded_at` says how old the knowledge
+    in it is (the report shows it; the guard itself never reads it)."""
+    return {**document, "recorded_at": now}
 
 
 def store_unavailable(doing: str) -> LegacyError:
@@ -69,7 +73,8 @@ class GroupClaim:
             raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.",
                              refusal="lease_lost")
         try:
-            await self.store.put(self.lease.key, recorded(self.record.to_document()), fence=self.lease)
+            await self.store.put(self.lease.key, recorded(self.record.to_document(), self.store.now()),
+                                 fence=self.lease)
         except LeaseLost:
             self.lost = True
             raise LegacyError(409, "The migration proxy lost its hold on the group; nothing more was sent.",
@@ -85,7 +90,7 @@ class GroupClaim:
         """Durably note that a POST is about to leave: no POST without that note and the lease. The
         claim's own note covers the first POST when it leaves before the time the note names (the
         lease, a third of which is longer, is still held then)."""
-        now = time.time()
+        now = self.store.now()
         noted, self.noted_until = self.noted_until, None
         if noted is not None and now <= noted and not self.lost and self.record.sending_since == noted:
             return
@@ -93,19 +98,19 @@ class GroupClaim:
         await self.save()
 
     def job_started(self, action: str, job_id: str, first_of_action: bool) -> None:
-        self.record = self.record.job_started(action, job_id, time.time(), first_of_action)
+        self.record = self.record.job_started(action, job_id, self.store.now(), first_of_action)
 
     def not_sent(self) -> None:
         self.record = self.record.not_sent()
 
     def outcome_unknown(self) -> None:
-        self.record = self.record.outcome_unknown(time.time(), self.settle_seconds)
+        self.record = self.record.outcome_unknown(self.store.now(), self.settle_seconds)
 
     def jobs_finished(self) -> None:
         self.record = self.record.jobs_finished()
 
     def pending_jobs(self) -> tuple[str, ...]:
-        return self.record.pending_jobs(time.time())
+        return self.record.pending_jobs(self.store.now())
 
 
 class ActionGuard:
@@ -126,17 +131,16 @@ class ActionGuard:
         deadline = time.monotonic() + wait_seconds
         noted: GroupRecord | None = None
 
-        def note(document: Document | None, token: str) -> Document | None:
-            """The record as this claim takes it, noting a POST about to leave: none while the previous
-            action's outcome is still unknown (the claim is then refused)."""
+        def note(document: Document | None, token: str, now: float) -> Document | None:
+            """The record as this claim takes it (at `now`, the store's clock), noting a POST about to
+            leave: none while the previous action's outcome is still unknown (the claim is then refused)."""
             nonlocal noted
-            now = time.time()
             record = GroupRecord.from_document(document).held_by(token)
             if record.unsettled_for(now, self._settle_seconds):
                 noted = None
                 return None
             noted = record.settled(now).about_to_send(now + self._note_ahead)
-            return recorded(noted.to_document())
+            return recorded(noted.to_document(), now)
 
         while True:
             try:
@@ -159,7 +163,7 @@ class ActionGuard:
         renewal_due: asyncio.TimerHandle | None = None
         try:
             if noted is None:
-                wait = max(1, claim.record.unsettled_for(time.time(), self._settle_seconds))
+                wait = max(1, claim.record.unsettled_for(self.store.now(), self._settle_seconds))
                 raise LegacyError(
                     409, f"The outcome of the previous action on replication consistency group {rcg_id} is not "
                     f"known yet (SDRS did not answer it); retry in {wait} s.", retry_after=wait, refusal="settle",
@@ -192,7 +196,7 @@ class ActionGuard:
             claim.not_sent()  # the claim's note was never used: no POST left
         mine = claim.record
         try:
-            if await asyncio.shield(self.store.release(claim.lease, recorded(mine.to_document()))):
+            if await asyncio.shield(self.store.release(claim.lease, recorded(mine.to_document(), self.store.now()))):
                 return
             # The lease ran out and another claim took the group meanwhile: its record is newer and
             # stays; this action's facts (a job SDRS handed out, an unknown outcome) are merged in.
@@ -201,7 +205,8 @@ class ActionGuard:
                         extra={"group": claim.lease.key, "job_ids": list(mine.job_ids)})
             await asyncio.shield(self.store.update(
                 claim.lease.key,
-                lambda current: recorded(GroupRecord.from_document(current).absorbing(mine).to_document())))
+                lambda current: recorded(GroupRecord.from_document(current).absorbing(mine).to_document(),
+                                         self.store.now())))
         except StoreUnavailable as err:
             # The lease expires by itself; the record written before the POST still protects the group.
             log.warning("state store unavailable when releasing a group", extra={"error": str(err)[:300]})
@@ -216,5 +221,5 @@ class ActionGuard:
                         extra={"error": str(err)[:300]})
             return None
         record = GroupRecord.from_document(document)
-        jobs = record.pending_jobs(time.time())
+        jobs = record.pending_jobs(self.store.now())
         return (record.action, jobs) if jobs else None

@@ -1,7 +1,9 @@
 """What the shim remembers about one protection group between requests, and what it means (pure).
 
-A `GroupRecord` outlives the process that wrote it (see `shim.state.store`). Times are wall-clock
-seconds (`time.time()`), so a deadline written before a restart still holds after it.
+A `GroupRecord` outlives the process that wrote it (see `shim.state.store`). Times are seconds since
+the epoch on the state store's clock (`StateStore.now()`: Redis's `TIME`, the host's for SQLite), so a
+deadline written before a restart still holds after it, and every shim sharing the store reads it on
+the clock that wrote it, whatever its own clock says.
 
 The record answers one question before an action is sent: may SDRS get another action POST for this
 group now? Not while:

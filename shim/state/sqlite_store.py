@@ -165,7 +165,7 @@ class SqliteStore(StateStore):
             if taken is None:
                 return None
             document = decode_document(taken[0])
-            noted = None if note is None else note(document, lease.token)
+            noted = None if note is None else note(document, lease.token, now)
             if noted is not None:
                 db.execute("UPDATE records SET value = ?, updated_at = ? WHERE key = ?",
                            (encode_document(noted), now, key))

@@ -11,6 +11,12 @@ A lease is held by one owner until it is released or expires (`ttl`, wall-clock 
 crashed holder cannot lock a key forever; its `token` is a fencing value: a write fenced by a lease is
 refused (`LeaseLost`) once another owner holds the key, and a release writes nothing once another
 owner took it. Any backend failure is `StoreUnavailable`.
+
+One clock: every time the guard writes or compares (a POST leaving, a settle deadline, a job's start)
+is the store's clock, `now()`, never each shim's own: shims whose clocks disagree (a skewed host, a
+stepped clock) still agree on every deadline. Redis: the server's `TIME`, read inside the calls that
+are made anyway (taking a lease, the health check) and carried forward on this process's monotonic
+clock; SQLite and memory: the host's clock, which every process sharing them shares.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 Document = dict[str, Any]
-# Written with a new lease, in the same step: (the key's current document, the lease's token) -> the
-# document to write, or None to write nothing. It must not change the document it is given.
-Note = Callable[[Document | None, str], Document | None]
+# Written with a new lease, in the same step: (the key's current document, the lease's token, the
+# store's clock when the lease was taken) -> the document to write, or None to write nothing. It must
+# not change the document it is given.
+Note = Callable[[Document | None, str, float], Document | None]
 
 # Documents as stored text, the same for every backend (one encoder: json.dumps with an option
 # builds a new one per call).
@@ -42,6 +49,11 @@ def decode_document(text: str | bytes | None) -> Document | None:
 
 class StoreUnavailable(Exception):
     """The store could not be reached or did not answer in time: fail closed."""
+
+
+class NotDurable(StoreUnavailable):
+    """A write was made but not acknowledged by the replicas the store must have (`WAIT`): a failover
+    could lose it, so nothing may rely on it (fail closed)."""
 
 
 class LeaseLost(Exception):
@@ -75,6 +87,11 @@ class StateStore(ABC):
     """Documents by key, and one lease per key (fenced writes go to the lease's own key)."""
 
     name: str = "store"
+
+    def now(self) -> float:
+        """The store's clock (seconds since the epoch), without a round trip: the one clock every shim
+        sharing the store measures the guard's times on. Here the host's."""
+        return time.time()
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect; may raise StoreUnavailable (the shim still starts: actions fail closed)."""
@@ -137,7 +154,7 @@ class MemoryStore(StateStore):
         lease = Lease(key, new_owner_token())
         self._leases[key] = (lease.token, now + ttl)
         document = _copy(self._documents.get(key))
-        noted = None if note is None else note(document, lease.token)
+        noted = None if note is None else note(document, lease.token, now)
         if noted is not None:
             self._documents[key] = _copy(noted) or {}
         return lease, document

@@ -41,6 +41,9 @@ class TracedStore(StateStore):
         span.end()
         return result
 
+    def now(self) -> float:
+        return self.inner.now()
+
     async def open(self) -> None:
         await self.inner.open()
 
