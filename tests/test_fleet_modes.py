@@ -209,7 +209,11 @@ async def test_mode_set_flips_a_group_for_two_shims_and_never_two_sides_serve_it
         metrics = (await call("GET", url + "/metrics")).body.decode()
         assert f"shim_fleet_mode_version {float(ready['mode_version'])}" in metrics
         assert "shim_fleet_modes_confirmed 1.0" in metrics
-        assert (await call("GET", url + "/migration")).json()["fleet"]["mode_version"] == ready["mode_version"]
+        report = (await call("GET", url + "/migration")).json()
+        assert report["fleet"]["mode_version"] == ready["mode_version"]
+        # The console's row says who switched the group, and when (the fleet's audit record).
+        (changed,) = [g["mode_changed"] for g in report["groups"] if g["rcg_id"] == RCG]
+        assert (changed["by"], changed["old_mode"], changed["new_mode"]) == ("test-operator", "legacy", "sdrs")
     assert len(versions) == 1
     code, out, err = await shim_cli("mode", "show", "--config", str(config), "--json")
     assert code == 0, err

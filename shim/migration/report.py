@@ -21,6 +21,7 @@ from shim.migration.records import read_record, shadow_key
 from shim.state.group_notes import retired_key
 from shim.state.records import GroupRecord, group_key
 from shim.state.store import StateStore, StoreUnavailable
+from shim.translate.fleet import group_name
 from shim.translate.tables import GroupMapping
 
 READS_AT_ONCE = 16  # store reads in flight while a report is built
@@ -159,6 +160,29 @@ def summary(groups: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 ModeChanges = dict[tuple[str, str], dict[str, Any]]  # (project_id, rcg_id) -> the last mode change seen
+
+
+def latest_mode_changes(mappings: Mappings, audit: dict[str, Any] | None, seen_here: ModeChanges) -> ModeChanges:
+    """Each mapped group's last mode change: the fleet's audit record (`shim mode set`: who, when) or a
+    reload this process made, whichever is later."""
+    by_name = {group_name(entry.project_id, entry.rcg_id): (entry.project_id, entry.rcg_id)
+               for entry in mappings.groups.values()}
+    changes: ModeChanges = dict(seen_here)
+    records = (audit or {}).get("records")
+    for record in records if isinstance(records, list) else []:
+        key = by_name.get(str(record.get("name"))) if isinstance(record, dict) and record.get("kind") == "group" \
+            else None
+        if key is None or not isinstance(record.get("at"), int | float):
+            continue
+        who = str(record.get("who") or "shim mode set")
+        change = {"at": iso(record["at"]), "old_mode": record.get("from"), "new_mode": record.get("to"),
+                  "by": who}
+        here = seen_here.get(key)
+        if who.startswith("file:") and here is not None and here.get("new_mode") == change["new_mode"]:
+            continue  # the file change this process reloaded itself: its own record names the file
+        if key not in changes or str(changes[key].get("at")) <= str(change["at"]):
+            changes[key] = change
+    return changes
 
 
 async def build_report(mappings: Mappings, store: StateStore, read_job: JobReader | None = None, *,

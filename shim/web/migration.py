@@ -19,8 +19,10 @@ from shim.context import RELAY_OBSERVER, REQUEST_ID
 from shim.mappings import CONSISTENCY_GROUPS_FILE
 from shim.migration.commands import job_reader
 from shim.migration.readiness import NextStepContext
-from shim.migration.report import build_report
+from shim.migration.report import build_report, latest_mode_changes
 from shim.migration.shadow import ShadowWatch
+from shim.state.fleet import AUDIT_KEY as FLEET_AUDIT_KEY
+from shim.state.store import StoreUnavailable
 from shim.translate.legacy import LegacyError
 from shim.web import console
 from shim.web.console import console_asset
@@ -77,8 +79,12 @@ async def migration_report(request: web.Request) -> web.Response:
     # A worker of `--workers N` is reloaded through its parent, which forwards SIGHUP to every worker.
     pid = os.getppid() if "--worker" in sys.argv else os.getpid()
     context = NextStepContext(str(state.mappings.source / CONSISTENCY_GROUPS_FILE), pid, state.config_path)
+    try:
+        audit = await state.actions.store.get(FLEET_AUDIT_KEY)  # who switched which group when (shim mode set)
+    except StoreUnavailable:
+        audit = None
     report = await build_report(state.mappings, state.actions.store, read_job, only=only, next_step=context,
-                                mode_changes=state.mode_changes)
+                                mode_changes=latest_mode_changes(state.mappings, audit, state.mode_changes))
     report["fleet"] = state.fleet.describe()  # the mode version this shim serves (README, One switch)
     report["shim"] = shim_health(state)
     if only is not None:

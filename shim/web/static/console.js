@@ -95,6 +95,12 @@
       ["ready", "review", "not_ready"].map((verdict) => el("div", { class: "card verdict-" + verdict },
         el("div", { class: "card-label" }, VERDICTS[verdict]),
         el("div", { class: "card-value", dataset: { count: "verdict-" + verdict } }, summary.by_verdict[verdict] || 0))),
+      el("div", { class: "card" }, el("div", { class: "card-label" }, "fleet mode version"),
+        el("div", { class: "card-value", dataset: { fleet: "version" } },
+          data.fleet && data.fleet.mode_version !== undefined
+            ? String(data.fleet.mode_version) + (data.fleet.modes_confirmed === false ? " (unconfirmed)" : "")
+              + (data.fleet.switching && data.fleet.switching.length ? ", switching " + data.fleet.switching.length : "")
+            : "-")),
       health("state store", data.state_store === "available" && shim.state_store !== "unavailable"
         ? "available" : "unavailable", "available"),
       health("SDRS", (shim.upstreams || {}).sdrs || "unknown", "up"),
@@ -132,7 +138,8 @@
     return el("td", { class: "mode", dataset: { col: "mode" } },
       el("span", { class: "badge mode-" + group.mode }, group.mode),
       group.mode_source === "project" ? el("span", { class: "muted", title: "the project's default" }, " *") : null,
-      changed ? el("div", { class: "small muted" }, "from " + changed.old_mode + " at " + when(changed.at)) : null);
+      changed ? el("div", { class: "small muted", dataset: { changed: "by" } },
+        "from " + changed.old_mode + " at " + when(changed.at) + " by " + changed.by) : null);
   }
 
   function evidenceCell(group) {
