@@ -175,6 +175,13 @@
 
   function nextStep(step) {
     if (!step) return el("span", { class: "muted" }, "-");
+    if (step.file && step.edit && step.command && step.command.startsWith("shim mode set")) {
+      // The fleet's switch; the mapping edit does the same from the file.
+      return el("div", { class: "next", title: step.text }, el("div", { class: "small" }, step.summary + ":"),
+        el("code", { class: "command" }, step.command),
+        el("div", { class: "small muted path" }, "or set ", el("code", { class: "command inline edit" }, step.edit),
+          " on entry " + step.entry.replication_consistency_group_id + " in " + step.file));
+    }
     if (step.file) {  // a mapping edit, then the reload
       return el("div", { class: "next", title: step.text }, el("div", { class: "small" }, step.summary + ":"),
         step.edit ? el("code", { class: "command edit" }, step.edit) : el("span", { class: "small" }, "remove the entry"),
