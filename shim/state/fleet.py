@@ -317,7 +317,11 @@ class FleetView:
         """Under the group's lease, before an action or a write goes to SDRS: the store's mode is still
         `sdrs` and no switch of the group is pending (raises the legacy 503 otherwise)."""
         try:
-            fleet = await read_modes(self.store)
+            # The version alone, one small read: the whole document (every mapped group's record) is read
+            # only when it moved since this shim's view, as the refresh does.
+            version = (await self.store.get(VERSION_KEY) or {}).get("version")
+            fleet = self.fleet if self.fleet is not None and version == self.fleet.version \
+                else await read_modes(self.store)
         except StoreUnavailable:
             raise store_unavailable("it could not confirm which side serves the group") from None
         record = fleet.groups.get(rules.group_name(entry.project_id, entry.rcg_id))
